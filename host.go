@@ -1,0 +1,298 @@
+package raceless
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/raceless/raceless/internal/grace"
+)
+
+// Host loads, links, calls into and unloads modules. It plays the kernel's
+// part. All its methods are safe for concurrent use; none holds a lock while
+// module code runs, so a module's Init may load other modules.
+type Host struct {
+	log      *slog.Logger
+	resolver Resolver
+	grace    *grace.Domain
+	reg      *registry
+
+	// mu guards byName, seq and every Instance's deps, holders,
+	// waitingFor and unloading fields, and state transitions. It is never
+	// held while module code runs. Lock order: Host.mu, then registry.mu.
+	mu     sync.Mutex
+	byName map[string]*Instance // the current instance of each name, coming/live/going
+	seq    uint64
+
+	subMu sync.Mutex                       // serialises writers of subs
+	subs  atomic.Pointer[[]*func(Event)]   // the notifier chain, copy-on-write
+
+	taintMu sync.Mutex // guards taints
+	taints  []string
+
+	underflows atomic.Int64
+	requests   requester
+
+	hooks testHooks
+}
+
+// testHooks are pause points for tests that reproduce races at the exact
+// window. All nil outside tests.
+type testHooks struct {
+	beforeReserve func(m *Instance, name string) // in Kernel.Register, before the reservation
+	afterKill     func(m *Instance)              // unload: new references refused, still published
+	afterGrace    func(m *Instance)              // unload: unpublished, grace period over, before the final count
+	beforeExit    func(m *Instance)              // unload: about to call Stop/Exit
+	initFailed    func(m *Instance)              // failed init: going, before the grace period
+}
+
+// Resolver maps a module name or alias (or "fs-TYPE", "symbol:NAME") to a
+// Source, for demand loading. It returns an error matching ErrNotFound when
+// it knows no such module.
+type Resolver interface {
+	Resolve(ctx context.Context, nameOrAlias string) (Source, error)
+}
+
+// Option configures a Host.
+type Option func(*Host)
+
+// WithLogger sets the host's logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(h *Host) { h.log = l } }
+
+// WithResolver enables demand loading through r.
+func WithResolver(r Resolver) Option { return func(h *Host) { h.resolver = r } }
+
+// New returns a host with no module loaded.
+func New(opts ...Option) *Host {
+	h := &Host{
+		log:    slog.Default(),
+		grace:  grace.New(),
+		reg:    newRegistry(),
+		byName: make(map[string]*Instance),
+	}
+	for _, o := range opts {
+		o(h)
+	}
+	h.requests.init()
+	return h
+}
+
+// Module returns the current instance of name (coming, live or going).
+func (h *Host) Module(name string) (*Instance, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m, ok := h.byName[name]
+	return m, ok
+}
+
+// Modules returns every current instance, newest first (as /proc/modules).
+func (h *Host) Modules() []*Instance {
+	h.mu.Lock()
+	out := make([]*Instance, 0, len(h.byName))
+	for _, m := range h.byName {
+		out = append(out, m)
+	}
+	h.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].seq > out[j].seq })
+	return out
+}
+
+// Acquire looks up a published registration and takes a reference on its
+// owner: the counting interface. The reference is taken here, outside
+// module code, and dropped by Binding.Release, outside module code too.
+// It fails with ErrNotFound when nothing of that name is published and with
+// ErrNotLive when its owner has begun unloading.
+func (h *Host) Acquire(kind Kind, name string) (Binding, error) {
+	reg := h.reg.snap.Load().named[regKey{kind, name}]
+	if reg == nil {
+		return Binding{}, modErr("acquire", name, fmt.Errorf("%s: %w", kind, ErrNotFound))
+	}
+	if !reg.owner.TryGet() {
+		return Binding{}, modErr("acquire", name, stateErr(reg.owner))
+	}
+	return Binding{Value: reg.value, Owner: reg.owner}, nil
+}
+
+// Symbol is Acquire(KindSymbol, name).
+func (h *Host) Symbol(name string) (Binding, error) { return h.Acquire(KindSymbol, name) }
+
+// Lookup lists the published registrations of a kind, sorted by name.
+func (h *Host) Lookup(kind Kind) []Registration { return h.reg.list(kind) }
+
+// CallHooks calls every hook subscribed to event, in load order, inside one
+// read section of the host's grace-period domain and without taking
+// references (the non-counting interface). A hook that returns an error or
+// panics does not stop the others; the errors are joined, each naming its
+// module, and a panicking module is tainted.
+func (h *Host) CallHooks(ctx context.Context, event string, arg any) error {
+	tok := h.grace.Lock()
+	defer h.grace.Unlock(tok)
+	return callHooks(ctx, h.reg.snap.Load().hooks[event], event, arg)
+}
+
+// Reader is a per-goroutine handle for calling hooks on the read-side fast
+// path. It must not be used by two goroutines at once.
+type Reader struct {
+	h *Host
+	r *grace.Reader
+}
+
+// NewReader returns a Reader; Close it when the goroutine is done.
+func (h *Host) NewReader() *Reader { return &Reader{h: h, r: h.grace.Register()} }
+
+// CallHooks is Host.CallHooks through the per-goroutine handle.
+func (r *Reader) CallHooks(ctx context.Context, event string, arg any) error {
+	r.r.Lock()
+	defer r.r.Unlock()
+	return callHooks(ctx, r.h.reg.snap.Load().hooks[event], event, arg)
+}
+
+// Close releases the handle.
+func (r *Reader) Close() { r.r.Close() }
+
+func callHooks(ctx context.Context, list []*registration, event string, arg any) error {
+	var errs []error
+	for _, reg := range list {
+		if err := callHook(ctx, reg, arg); err != nil {
+			errs = append(errs, modErr("hook "+event, reg.owner.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func callHook(ctx context.Context, reg *registration, arg any) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			reg.owner.Taint(fmt.Sprintf("panic in hook %s: %v", reg.key.name, p))
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return reg.hook(ctx, arg)
+}
+
+// Synchronize waits for a grace period of the host's read-side domain:
+// every hook call that began before it has returned. It must not be called
+// from inside a hook.
+func (h *Host) Synchronize(ctx context.Context) error { return h.grace.Synchronize(ctx) }
+
+// Event is a lifecycle notification.
+type Event struct {
+	Module   string
+	State    State
+	Instance *Instance
+}
+
+// Subscribe adds fn to the host's notifier chain: it is called, in the
+// goroutine making the transition and with no lock held, when a module
+// becomes coming, live, going or gone. The returned function unsubscribes.
+func (h *Host) Subscribe(fn func(Event)) (cancel func()) {
+	p := &fn
+	h.subMu.Lock()
+	var next []*func(Event)
+	if old := h.subs.Load(); old != nil {
+		next = append(next, *old...)
+	}
+	next = append(next, p)
+	h.subs.Store(&next)
+	h.subMu.Unlock()
+	return func() {
+		h.subMu.Lock()
+		defer h.subMu.Unlock()
+		old := h.subs.Load()
+		var next []*func(Event)
+		for _, q := range *old {
+			if q != p {
+				next = append(next, q)
+			}
+		}
+		h.subs.Store(&next)
+	}
+}
+
+func (h *Host) emit(m *Instance, s State) {
+	subs := h.subs.Load()
+	if subs == nil {
+		return
+	}
+	for _, fn := range *subs {
+		(*fn)(Event{Module: m.name, State: s, Instance: m})
+	}
+}
+
+// Taints returns why the host is tainted (forced unloads, ...); empty when
+// it is not.
+func (h *Host) Taints() []string {
+	h.taintMu.Lock()
+	defer h.taintMu.Unlock()
+	return append([]string(nil), h.taints...)
+}
+
+func (h *Host) taint(reason string) {
+	h.taintMu.Lock()
+	h.taints = append(h.taints, reason)
+	h.taintMu.Unlock()
+	h.log.Warn("host tainted", "reason", reason)
+}
+
+// Underflows returns how many Puts without a matching Get were detected.
+func (h *Host) Underflows() int64 { return h.underflows.Load() }
+
+func (h *Host) reportUnderflow(m *Instance) {
+	h.underflows.Add(1)
+	h.log.Error("module reference put without get", "module", m.name)
+}
+
+// setState performs a transition of the state machine in state.go. The
+// caller holds h.mu.
+func (h *Host) setState(m *Instance, to State) {
+	from := m.State()
+	if !validTransition(from, to) {
+		panic(fmt.Sprintf("raceless: invalid state transition %s -> %s for %s", from, to, m.name))
+	}
+	m.state.Store(int32(to))
+}
+
+// addDep records that user depends on owner and takes one reference on
+// owner for the edge. A second import of the same owner adds nothing.
+func (h *Host) addDep(user, owner *Instance) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if user.deps[owner] {
+		return nil
+	}
+	if s := user.State(); s != StateComing && s != StateLive {
+		return fmt.Errorf("%s is %s: %w", user.name, s, ErrNotLive)
+	}
+	if !owner.TryGet() {
+		return stateErr(owner)
+	}
+	if user.deps == nil {
+		user.deps = make(map[*Instance]bool)
+	}
+	if owner.holders == nil {
+		owner.holders = make(map[*Instance]bool)
+	}
+	user.deps[owner] = true
+	owner.holders[user] = true
+	return nil
+}
+
+// releaseDeps drops every dependency of m, with its reference.
+func (h *Host) releaseDeps(m *Instance) {
+	h.mu.Lock()
+	deps := m.deps
+	m.deps = nil
+	for d := range deps {
+		delete(d.holders, m)
+	}
+	h.mu.Unlock()
+	for d := range deps {
+		d.Put()
+	}
+}
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

@@ -1,0 +1,217 @@
+package raceless
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/raceless/raceless/internal/ref"
+)
+
+// Instance is one loaded instance of a module: the host's record of it, the
+// kernel's struct module. The pointer stays valid forever; once the
+// instance is gone it is a tombstone on which every operation fails with
+// ErrGone (or, for TryGet, returns false) and no module code runs.
+//
+// All methods are safe for concurrent use, and may be called from module
+// code and inside hook calls.
+type Instance struct {
+	host   *Host
+	name   string
+	key    string
+	info   Info
+	seq    uint64 // load order, for /proc/modules' newest-first listing
+	loaded time.Time
+
+	refs  *ref.Ref
+	state atomic.Int32 // State; written under Host.mu, read anywhere
+
+	// used is the autoclean "visited" flag: set by every successful
+	// outside reference, cleared by a sweep that finds it set.
+	used      atomic.Bool
+	autoclean atomic.Bool
+
+	// initDone is closed when Init has finished, live or failed; initErr
+	// is written before the close and read only after it.
+	initDone chan struct{}
+	initErr  error
+	// gone is closed when the instance reaches StateGone.
+	gone chan struct{}
+
+	// Written once before Init (params) or during Init from the init
+	// goroutine, read after initDone or by the owner's own code.
+	params map[string]string
+	mod    Module
+	kernel *Kernel
+
+	// Guarded by Host.mu.
+	deps       map[*Instance]bool // modules this one uses; each holds one reference
+	holders    map[*Instance]bool // modules that use this one
+	waitingFor *Instance          // an instance whose init this one's init waits for (cycle detection)
+	unloading  bool               // an Unload call owns the going state
+
+	// regs is guarded by regMu; appended during Init only.
+	regMu sync.Mutex
+	regs  []*registration
+
+	taintMu sync.Mutex // guards taints
+	taints  []string
+}
+
+// Name returns the module's name.
+func (m *Instance) Name() string { return m.name }
+
+// Info returns the module's metadata.
+func (m *Instance) Info() Info { return m.info }
+
+// Key returns the key of the Source the instance was loaded from.
+func (m *Instance) Key() string { return m.key }
+
+// State returns the current state.
+func (m *Instance) State() State { return State(m.state.Load()) }
+
+// LoadedAt returns when the load began.
+func (m *Instance) LoadedAt() time.Time { return m.loaded }
+
+// Gone returns a channel closed when the instance is gone.
+func (m *Instance) Gone() <-chan struct{} { return m.gone }
+
+// Autoclean reports whether the module was demand-loaded and may be removed
+// by an autoclean sweep.
+func (m *Instance) Autoclean() bool { return m.autoclean.Load() }
+
+// Params returns a copy of the resolved parameters.
+func (m *Instance) Params() map[string]string {
+	select {
+	case <-m.initDone:
+	default:
+		if m.State() == StateComing {
+			return nil
+		}
+	}
+	out := make(map[string]string, len(m.params))
+	for k, v := range m.params {
+		out[k] = v
+	}
+	return out
+}
+
+// TryGet takes a reference on the module. From outside it fails unless the
+// module is live: while coming, going or gone it returns false. A reference
+// taken must be dropped with exactly one Put.
+func (m *Instance) TryGet() bool {
+	if !m.refs.TryGet() {
+		return false
+	}
+	if !m.used.Load() { // read first: keep the common path free of shared writes
+		m.used.Store(true)
+	}
+	return true
+}
+
+// Put drops a reference taken by TryGet (or Kernel.Get). A Put without a Get
+// is reported (logged and counted in Host.Underflows) and never drives the
+// count below zero.
+func (m *Instance) Put() {
+	if !m.refs.Put() {
+		m.host.reportUnderflow(m)
+	}
+}
+
+// Refs returns the number of references held (exact while unloading; a
+// consistent-enough sum otherwise).
+func (m *Instance) Refs() int64 { return m.refs.Count() }
+
+// Holders returns the names of the modules that depend on this one, sorted
+// (kmod's "Used by").
+func (m *Instance) Holders() []string {
+	m.host.mu.Lock()
+	defer m.host.mu.Unlock()
+	return names(m.holders)
+}
+
+// Deps returns the names of the modules this one depends on, sorted.
+func (m *Instance) Deps() []string {
+	m.host.mu.Lock()
+	defer m.host.mu.Unlock()
+	return names(m.deps)
+}
+
+func names(set map[*Instance]bool) []string {
+	out := make([]string, 0, len(set))
+	for i := range set {
+		out = append(out, i.name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Size returns the module's size in bytes if it implements Sizer, else 0.
+func (m *Instance) Size() int64 {
+	select {
+	case <-m.initDone:
+	default:
+		return 0
+	}
+	if s, ok := m.mod.(Sizer); ok && m.State() != StateGone {
+		return s.Size()
+	}
+	return 0
+}
+
+// Taint marks the module as tainted (a trap, a panic, a forced unload).
+func (m *Instance) Taint(reason string) {
+	m.taintMu.Lock()
+	m.taints = append(m.taints, reason)
+	m.taintMu.Unlock()
+	m.host.log.Warn("module tainted", "module", m.name, "reason", reason)
+}
+
+// Taints returns the reasons the module was tainted, oldest first.
+func (m *Instance) Taints() []string {
+	m.taintMu.Lock()
+	defer m.taintMu.Unlock()
+	return append([]string(nil), m.taints...)
+}
+
+// Acquire looks up a registration published by this instance and takes a
+// reference on it. Unlike Host.Acquire it never finds another instance of
+// the same name: a stale *Instance gets ErrGone.
+func (m *Instance) Acquire(kind Kind, name string) (Binding, error) {
+	if m.State() == StateGone {
+		return Binding{}, modErr("acquire", m.name, ErrGone)
+	}
+	reg := m.host.reg.snap.Load().named[regKey{kind, name}]
+	if reg == nil || reg.owner != m {
+		return Binding{}, modErr("acquire", name, fmt.Errorf("%s of %s: %w", kind, m.name, ErrNotFound))
+	}
+	if !m.TryGet() {
+		return Binding{}, modErr("acquire", name, stateErr(m))
+	}
+	return Binding{Value: reg.value, Owner: m}, nil
+}
+
+// stateErr is the error for a failed TryGet on m.
+func stateErr(m *Instance) error {
+	if m.State() == StateGone {
+		return ErrGone
+	}
+	return fmt.Errorf("%s is %s: %w", m.name, m.State(), ErrNotLive)
+}
+
+// Binding is a registration's value together with a reference on its owner
+// (the counting interface): while the Binding is held, the owner cannot
+// finish unloading. Release drops the reference, outside module code.
+type Binding struct {
+	Value any
+	Owner *Instance
+}
+
+// Release drops the reference taken by Acquire. Call it exactly once.
+func (b Binding) Release() {
+	if b.Owner != nil {
+		b.Owner.Put()
+	}
+}

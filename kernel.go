@@ -1,0 +1,128 @@
+package raceless
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+)
+
+// Kernel is a module's interface to its host, handed to Init. It stays valid
+// for the instance's lifetime; registrations are accepted only while Init
+// runs (they are staged, and published when the module goes live).
+//
+// Its methods are safe for concurrent use.
+type Kernel struct {
+	inst    *Instance
+	log     *slog.Logger
+	initing atomic.Bool // true while Init runs: registrations accepted
+}
+
+// Name returns the module's name.
+func (k *Kernel) Name() string { return k.inst.name }
+
+// Instance returns the host's record of this module.
+func (k *Kernel) Instance() *Instance { return k.inst }
+
+// Params returns the module's resolved parameters (validated against its
+// Info, defaults filled in). The map must not be modified.
+func (k *Kernel) Params() map[string]string { return k.inst.params }
+
+// Logger returns a logger whose records carry the module's name.
+func (k *Kernel) Logger() *slog.Logger { return k.log }
+
+// Export stages a symbol: reserved now (a name another module holds fails
+// with ErrExists), visible to Host.Symbol and Kernel.Import once the module
+// is live.
+func (k *Kernel) Export(name string, value any) error {
+	return k.Register(KindSymbol, name, value)
+}
+
+// Register stages a registration of any kind (symbols, filesystem types,
+// routes) with the same rules as Export.
+func (k *Kernel) Register(kind Kind, name string, value any) error {
+	if name == "" || value == nil {
+		return modErr("register", k.inst.name, fmt.Errorf("%s with empty name or nil value: %w", kind, ErrInvalid))
+	}
+	return k.stage(&registration{key: regKey{kind, name}, value: value, owner: k.inst})
+}
+
+// Hook stages a subscription of fn to the named event chain. Hooks are
+// called by Host.CallHooks inside a read section, without a reference;
+// unloading unpublishes them and waits a grace period for calls in flight.
+func (k *Kernel) Hook(event string, fn HookFunc) error {
+	if event == "" || fn == nil {
+		return modErr("hook", k.inst.name, fmt.Errorf("empty event or nil hook: %w", ErrInvalid))
+	}
+	return k.stage(&registration{key: regKey{"hook", event}, value: fn, hook: fn, owner: k.inst})
+}
+
+func (k *Kernel) stage(reg *registration) error {
+	m := k.inst
+	m.regMu.Lock()
+	defer m.regMu.Unlock()
+	if !k.initing.Load() {
+		return modErr("register", m.name, fmt.Errorf("%s %q: registrations are accepted only during Init: %w", reg.key.kind, reg.key.name, ErrInvalid))
+	}
+	if m.host.hooks.beforeReserve != nil {
+		m.host.hooks.beforeReserve(m, reg.key.name)
+	}
+	if err := m.host.reg.reserve(reg); err != nil {
+		return modErr("register", m.name, err)
+	}
+	m.regs = append(m.regs, reg)
+	return nil
+}
+
+// Import resolves a symbol exported by another live module and records a
+// dependency on it: the exporter then lists this module among its holders
+// and cannot be unloaded before it. The dependency (and its reference) is
+// released when this module is gone. An unknown symbol is demand-loaded
+// through the host's resolver as "symbol:NAME" when one is configured.
+func (k *Kernel) Import(ctx context.Context, name string) (any, error) {
+	h := k.inst.host
+	b, err := h.Symbol(name)
+	if err != nil && isNotFound(err) && h.resolver != nil {
+		if _, rerr := h.request(ctx, "symbol:"+name, k.inst); rerr == nil {
+			b, err = h.Symbol(name)
+		}
+	}
+	if err != nil {
+		return nil, modErr("import", k.inst.name, err)
+	}
+	if b.Owner == k.inst {
+		b.Release()
+		return b.Value, nil
+	}
+	if err := h.addDep(k.inst, b.Owner); err != nil {
+		b.Release()
+		return nil, modErr("import", k.inst.name, err)
+	}
+	// addDep took its own reference for the dependency edge.
+	b.Release()
+	return b.Value, nil
+}
+
+// Load loads another module from this module's Init (or later). Loading a
+// module whose Init is waiting, directly or through others, for this one is
+// ErrCycle, never a hang.
+func (k *Kernel) Load(ctx context.Context, src Source, params map[string]string) (*Instance, error) {
+	return k.inst.host.load(ctx, src, params, loadOpts{waiter: k.inst})
+}
+
+// Request demand-loads a module by name or alias through the host's
+// resolver (request_module).
+func (k *Kernel) Request(ctx context.Context, nameOrAlias string) (*Instance, error) {
+	return k.inst.host.request(ctx, nameOrAlias, k.inst)
+}
+
+// Get takes a reference on the module itself. Unlike Instance.TryGet it
+// succeeds in any state but gone; such references count like any other and
+// hold an unload (and a failed Init's teardown) until dropped.
+func (k *Kernel) Get() { k.inst.refs.Get() }
+
+// Put drops a reference taken by Get.
+func (k *Kernel) Put() { k.inst.Put() }
+
+// Taint marks the module as tainted.
+func (k *Kernel) Taint(reason string) { k.inst.Taint(reason) }

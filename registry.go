@@ -1,0 +1,176 @@
+package raceless
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Kind names a namespace of registrations. Names are unique within a kind
+// (hooks excepted: many modules subscribe to one event).
+type Kind string
+
+// Registration kinds used by the host and its subsystems.
+const (
+	KindSymbol     Kind = "symbol"     // exported functions and values (Kernel.Export)
+	KindFilesystem Kind = "filesystem" // filesystem types (package vfs)
+	KindRoute      Kind = "route"      // HTTP routes served by the daemon
+)
+
+// HookFunc is a subscriber on a named event chain. Hooks are a non-counting
+// interface: they run inside a read section of the host's grace-period
+// domain, without a reference on their module.
+type HookFunc func(ctx context.Context, arg any) error
+
+// Func is the language-neutral symbol type: wasm modules export and import
+// symbols of this type, and native modules may export it to be callable
+// from wasm.
+type Func func(ctx context.Context, args ...uint64) ([]uint64, error)
+
+// Registration describes one published registration.
+type Registration struct {
+	Kind  Kind
+	Name  string
+	Owner string
+	Value any
+}
+
+type regKey struct {
+	kind Kind
+	name string
+}
+
+type registration struct {
+	key   regKey
+	value any
+	hook  HookFunc // set for hooks; key.name is the event
+	owner *Instance
+}
+
+// snapshot is an immutable view of what is published. Readers load it with
+// one atomic pointer load and never lock; writers copy it.
+type snapshot struct {
+	named map[regKey]*registration
+	hooks map[string][]*registration
+}
+
+// registry holds every registration: reserved ones (staged during Init, or
+// unpublished during an unload attempt) and published ones.
+type registry struct {
+	// mu guards reserved and serialises writers of snap. Lock order: it
+	// may be taken under Host.mu, never the other way round.
+	mu       sync.Mutex
+	reserved map[regKey]*registration
+	snap     atomic.Pointer[snapshot]
+}
+
+func newRegistry() *registry {
+	r := &registry{reserved: make(map[regKey]*registration)}
+	r.snap.Store(&snapshot{named: map[regKey]*registration{}, hooks: map[string][]*registration{}})
+	return r
+}
+
+// reserve stages a registration for owner. A name already reserved or
+// published by any module (including owner itself) is ErrExists.
+func (r *registry) reserve(reg *registration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if reg.hook == nil {
+		if other, ok := r.reserved[reg.key]; ok {
+			return fmt.Errorf("%s %q already registered by %s: %w", reg.key.kind, reg.key.name, other.owner.name, ErrExists)
+		}
+		r.reserved[reg.key] = reg
+	}
+	return nil
+}
+
+// drop forgets registrations that are not published (a failed Init, or a
+// module that is gone).
+func (r *registry) drop(regs []*registration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, reg := range regs {
+		if reg.hook == nil && r.reserved[reg.key] == reg {
+			delete(r.reserved, reg.key)
+		}
+	}
+}
+
+// publish makes regs visible in one step: a reader sees all or none. It
+// cannot fail: every name was reserved.
+func (r *registry) publish(regs []*registration) {
+	if len(regs) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.snap.Load()
+	next := old.clone()
+	for _, reg := range regs {
+		if reg.hook != nil {
+			next.hooks[reg.key.name] = append(next.hooks[reg.key.name], reg)
+		} else {
+			next.named[reg.key] = reg
+		}
+	}
+	r.snap.Store(next)
+}
+
+// unpublish hides regs in one step; they stay reserved so that a refused
+// unload can republish them without failing.
+func (r *registry) unpublish(regs []*registration) {
+	if len(regs) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	gone := make(map[*registration]bool, len(regs))
+	for _, reg := range regs {
+		gone[reg] = true
+	}
+	old := r.snap.Load()
+	next := &snapshot{named: make(map[regKey]*registration, len(old.named)), hooks: make(map[string][]*registration, len(old.hooks))}
+	for k, reg := range old.named {
+		if !gone[reg] {
+			next.named[k] = reg
+		}
+	}
+	for ev, list := range old.hooks {
+		var keep []*registration
+		for _, reg := range list {
+			if !gone[reg] {
+				keep = append(keep, reg)
+			}
+		}
+		if len(keep) > 0 {
+			next.hooks[ev] = keep
+		}
+	}
+	r.snap.Store(next)
+}
+
+func (s *snapshot) clone() *snapshot {
+	next := &snapshot{named: make(map[regKey]*registration, len(s.named)+4), hooks: make(map[string][]*registration, len(s.hooks)+1)}
+	for k, v := range s.named {
+		next.named[k] = v
+	}
+	for k, v := range s.hooks {
+		next.hooks[k] = append([]*registration(nil), v...)
+	}
+	return next
+}
+
+// list returns the published registrations of a kind, sorted by name.
+func (r *registry) list(kind Kind) []Registration {
+	s := r.snap.Load()
+	var out []Registration
+	for k, reg := range s.named {
+		if k.kind == kind {
+			out = append(out, Registration{Kind: kind, Name: k.name, Owner: reg.owner.name, Value: reg.value})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

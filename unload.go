@@ -1,0 +1,255 @@
+package raceless
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// UnloadOptions modify Unload.
+type UnloadOptions struct {
+	// Wait blocks until the references drain instead of refusing with
+	// ErrBusy (honouring the context: cancelling restores the module).
+	Wait bool
+	// Force unloads with references held and taints the host. Holders
+	// (modules depending on this one) still refuse it.
+	Force bool
+	// Progress, if set, is called while waiting with what is left.
+	Progress func(Progress)
+	// ProgressInterval is how often Progress is called while waiting
+	// (default 100ms).
+	ProgressInterval time.Duration
+}
+
+// Progress reports what a waiting unload waits for.
+type Progress struct {
+	Module  string
+	Refs    int64
+	Holders []string
+}
+
+// Unload removes the module called name.
+//
+// It refuses, with a *BusyError matching ErrBusy and leaving state and
+// count exactly as they were, when other modules depend on it (naming them),
+// when it is not live, or when references are held (unless Wait or Force).
+// Otherwise: new references are refused; its registrations are
+// unpublished; a grace period passes; if a reference slipped in meanwhile
+// the module is restored and ErrBusy returned (or, with Wait, the unload
+// waits for it; with Force, it goes on and taints the host). Then Stop and
+// Exit run. If Exit refuses, Start runs again, the registrations are
+// republished, the module is live again and the caller gets the refusal.
+// Exit runs exactly once per successful unload; afterwards the module's
+// dependencies are released and its name is free.
+func (h *Host) Unload(ctx context.Context, name string, opts UnloadOptions) error {
+	m, ok := h.Module(name)
+	if !ok {
+		return modErr("unload", name, ErrNotFound)
+	}
+	return h.unloadInstance(ctx, m, opts)
+}
+
+func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptions) error {
+	h.mu.Lock()
+	if h.byName[m.name] != m {
+		h.mu.Unlock()
+		return modErr("unload", m.name, ErrNotFound)
+	}
+	if len(m.holders) > 0 {
+		holders := names(m.holders)
+		h.mu.Unlock()
+		return &BusyError{Module: m.name, Refs: m.refs.Count(), Holders: holders, Reason: "in use by: " + strings.Join(holders, ",")}
+	}
+	if m.State() != StateLive || m.unloading {
+		s := m.State()
+		h.mu.Unlock()
+		return &BusyError{Module: m.name, Reason: "not live (" + s.String() + ")"}
+	}
+	if !opts.Wait && !opts.Force {
+		if n := m.refs.Count(); n > 0 {
+			h.mu.Unlock()
+			return &BusyError{Module: m.name, Refs: n, Reason: "in use"}
+		}
+	}
+	m.unloading = true
+	h.setState(m, StateGoing)
+	h.mu.Unlock()
+
+	// 1. New references are refused.
+	m.refs.Kill()
+	if h.hooks.afterKill != nil {
+		h.hooks.afterKill(m)
+	}
+	// 2. Registrations unpublished, 3. grace period: every hook call that
+	// could have found this module's hooks has returned.
+	regs := m.registrations()
+	h.reg.unpublish(regs)
+	if err := h.grace.Synchronize(ctx); err != nil {
+		h.restore(m, regs, false)
+		return modErr("unload", m.name, err)
+	}
+	if h.hooks.afterGrace != nil {
+		h.hooks.afterGrace(m)
+	}
+	// 4. The final count: it can only go down now.
+	if n := m.refs.Count(); n > 0 {
+		switch {
+		case opts.Force:
+			reason := fmt.Sprintf("forced unload of %s with %d references", m.name, n)
+			m.Taint(reason)
+			h.taint(reason)
+		case opts.Wait:
+			if err := h.waitRefs(ctx, m, opts); err != nil {
+				h.restore(m, regs, false)
+				return modErr("unload", m.name, err)
+			}
+		default:
+			h.restore(m, regs, false)
+			return &BusyError{Module: m.name, Refs: n, Reason: "in use"}
+		}
+	}
+	// 5. Stop, Exit.
+	if h.hooks.beforeExit != nil {
+		h.hooks.beforeExit(m)
+	}
+	if s, ok := m.mod.(Stopper); ok {
+		callSafely(m, "stop", s.Stop)
+	}
+	busy, exitErr := callExit(m)
+	if busy > 0 || exitErr != nil {
+		if !opts.Force {
+			h.restore(m, regs, true)
+			return &BusyError{Module: m.name, Refs: int64(busy), Reason: "exit refused", Err: exitErr}
+		}
+		reason := fmt.Sprintf("forced unload of %s although its exit refused (busy %d, %v)", m.name, busy, exitErr)
+		m.Taint(reason)
+		h.taint(reason)
+	}
+	h.emit(m, StateGoing)
+	h.reg.drop(regs)
+	h.releaseDeps(m)
+	h.finishGone(m)
+	h.log.Info("module unloaded", "module", m.name)
+	return nil
+}
+
+// restore puts a module whose unload was refused back exactly as it was:
+// Start again (if Stop ran), republished, references accepted, live.
+func (h *Host) restore(m *Instance, regs []*registration, stopped bool) {
+	if stopped {
+		if s, ok := m.mod.(Starter); ok {
+			callSafely(m, "start", s.Start)
+		}
+	}
+	h.reg.publish(regs)
+	h.mu.Lock()
+	m.refs.Revive()
+	m.unloading = false
+	h.setState(m, StateLive)
+	h.mu.Unlock()
+}
+
+func (m *Instance) registrations() []*registration {
+	m.regMu.Lock()
+	defer m.regMu.Unlock()
+	return m.regs
+}
+
+// waitRefs waits for m's references to drain, reporting progress.
+func (h *Host) waitRefs(ctx context.Context, m *Instance, opts UnloadOptions) error {
+	interval := opts.ProgressInterval
+	if interval <= 0 {
+		interval = 100 * time.Millisecond
+	}
+	for {
+		if opts.Progress != nil {
+			opts.Progress(Progress{Module: m.name, Refs: m.refs.Count(), Holders: m.Holders()})
+		}
+		wctx, cancel := context.WithTimeout(ctx, interval)
+		err := m.refs.WaitZero(wctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// callExit runs Exit, recovering a panic: a module whose Exit panics is
+// tainted and treated as exited (its state cannot be trusted to serve
+// again), so unloading still works.
+func callExit(m *Instance) (busy int, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			m.Taint(fmt.Sprintf("panic in exit: %v", p))
+			busy, err = 0, nil
+		}
+	}()
+	return m.mod.Exit()
+}
+
+func callSafely(m *Instance, what string, fn func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			m.Taint(fmt.Sprintf("panic in %s: %v", what, p))
+		}
+	}()
+	fn()
+}
+
+// Shutdown unloads every module, dependents before their dependencies. Each
+// unload waits for references until ctx is done; what is left then is
+// forced (and named in forced). It returns when every module is gone.
+func (h *Host) Shutdown(ctx context.Context) (forced []string, err error) {
+	for {
+		mods := h.Modules()
+		if len(mods) == 0 {
+			return forced, nil
+		}
+		var errs []error
+		progressed := false
+		for _, m := range mods {
+			if len(m.Holders()) > 0 {
+				continue
+			}
+			if s := m.State(); s == StateComing || s == StateGoing {
+				continue // a load or unload in progress: look again next round
+			}
+			force := ctx.Err() != nil
+			uerr := h.unloadInstance(ctx, m, UnloadOptions{Wait: !force, Force: force})
+			if uerr != nil && !force && ctx.Err() != nil {
+				force = true
+				uerr = h.unloadInstance(context.WithoutCancel(ctx), m, UnloadOptions{Force: true})
+			}
+			switch {
+			case uerr == nil:
+				progressed = true
+				if force {
+					forced = append(forced, m.name)
+				}
+			case errors.Is(uerr, ErrNotFound):
+				progressed = true
+			default:
+				errs = append(errs, uerr)
+			}
+		}
+		if progressed {
+			continue
+		}
+		if ctx.Err() != nil && len(errs) > 0 {
+			return forced, errors.Join(errs...)
+		}
+		// Nothing could go this round (an Exit refused, a load or
+		// unload in progress): retry shortly, forcing once ctx is done.
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
