@@ -28,8 +28,8 @@ type Host struct {
 	byName map[string]*Instance // the current instance of each name, coming/live/going
 	seq    uint64
 
-	subMu sync.Mutex                       // serialises writers of subs
-	subs  atomic.Pointer[[]*func(Event)]   // the notifier chain, copy-on-write
+	subMu sync.Mutex                     // serialises writers of subs
+	subs  atomic.Pointer[[]*func(Event)] // the notifier chain, copy-on-write
 
 	taintMu sync.Mutex // guards taints
 	taints  []string
