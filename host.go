@@ -48,6 +48,7 @@ type testHooks struct {
 	afterGrace    func(m *Instance)              // unload: unpublished, grace period over, before the final count
 	beforeExit    func(m *Instance)              // unload: about to call Stop/Exit
 	initFailed    func(m *Instance)              // failed init: going, before the grace period
+	mergeWait     func(m *Instance)              // load: about to wait for a coming instance of the same source
 }
 
 // Resolver maps a module name or alias (or "fs-TYPE", "symbol:NAME") to a

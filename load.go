@@ -78,6 +78,9 @@ func (h *Host) load(ctx context.Context, src Source, params map[string]string, l
 		var done <-chan struct{} = cur.gone
 		if state == StateComing {
 			done = cur.initDone
+			if cur.key == key && h.hooks.mergeWait != nil {
+				h.hooks.mergeWait(cur)
+			}
 		}
 		select {
 		case <-done:

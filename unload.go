@@ -219,11 +219,16 @@ func (h *Host) Shutdown(ctx context.Context) (forced []string, err error) {
 			if s := m.State(); s == StateComing || s == StateGoing {
 				continue // a load or unload in progress: look again next round
 			}
-			force := ctx.Err() != nil
-			uerr := h.unloadInstance(ctx, m, UnloadOptions{Wait: !force, Force: force})
-			if uerr != nil && !force && ctx.Err() != nil {
-				force = true
-				uerr = h.unloadInstance(context.WithoutCancel(ctx), m, UnloadOptions{Force: true})
+			// Wait while the deadline allows; past it, try once more
+			// without waiting, and force only what is still busy.
+			force := false
+			uerr := h.unloadInstance(ctx, m, UnloadOptions{Wait: ctx.Err() == nil})
+			if uerr != nil && ctx.Err() != nil {
+				uerr = h.unloadInstance(context.WithoutCancel(ctx), m, UnloadOptions{})
+				if errors.Is(uerr, ErrBusy) {
+					force = true
+					uerr = h.unloadInstance(context.WithoutCancel(ctx), m, UnloadOptions{Force: true})
+				}
 			}
 			switch {
 			case uerr == nil:
