@@ -49,6 +49,7 @@ type testHooks struct {
 	beforeExit    func(m *Instance)              // unload: about to call Stop/Exit
 	initFailed    func(m *Instance)              // failed init: going, before the grace period
 	mergeWait     func(m *Instance)              // load: about to wait for a coming instance of the same source
+	goingWait     func(m *Instance)              // load: about to wait for a going instance to be gone
 }
 
 // Resolver maps a module name or alias (or "fs-TYPE", "symbol:NAME") to a

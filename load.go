@@ -81,6 +81,8 @@ func (h *Host) load(ctx context.Context, src Source, params map[string]string, l
 			if cur.key == key && h.hooks.mergeWait != nil {
 				h.hooks.mergeWait(cur)
 			}
+		} else if h.hooks.goingWait != nil {
+			h.hooks.goingWait(cur)
 		}
 		select {
 		case <-done:
