@@ -1,0 +1,109 @@
+package raceless_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/raceless/raceless"
+)
+
+// greeter is a native module: it exports one symbol.
+type greeter struct{ greeting string }
+
+func (g *greeter) Init(k *raceless.Kernel) error {
+	g.greeting = k.Params()["greeting"]
+	return k.Export("greet", func(name string) string { return g.greeting + ", " + name })
+}
+
+func (g *greeter) Exit() (int, error) { return 0, nil }
+
+var greeterSource = raceless.Native(raceless.Info{
+	Name:    "greeter",
+	License: "MIT",
+	Params:  []raceless.ParamSpec{{Name: "greeting", Type: raceless.ParamString, Default: "hello"}},
+}, func() raceless.Module { return &greeter{} })
+
+func Example() {
+	ctx := context.Background()
+	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+
+	if _, err := host.Load(ctx, greeterSource, map[string]string{"greeting": "hi"}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	// A call through the counting interface: the host holds the module's
+	// reference for the duration of the call.
+	b, err := host.Symbol("greet")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(b.Value.(func(string) string)("Rusty"))
+
+	// While the binding is held, the module cannot be unloaded.
+	err = host.Unload(ctx, "greeter", raceless.UnloadOptions{})
+	fmt.Println(errors.Is(err, raceless.ErrBusy), err)
+
+	b.Release()
+	fmt.Println(host.Unload(ctx, "greeter", raceless.UnloadOptions{}))
+	// Output:
+	// hi, Rusty
+	// true unload greeter: busy: in use (1 references)
+	// <nil>
+}
+
+func ExampleHost_CallHooks() {
+	ctx := context.Background()
+	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	audit := raceless.Native(raceless.Info{Name: "audit"}, func() raceless.Module { return &auditor{} })
+	if _, err := host.Load(ctx, audit, nil); err != nil {
+		fmt.Println(err)
+		return
+	}
+	// Hooks are a non-counting interface: no reference per call; the
+	// unload waits a grace period for calls in flight instead.
+	fmt.Println(host.CallHooks(ctx, "login", "alice"))
+	fmt.Println(host.Unload(ctx, "audit", raceless.UnloadOptions{}))
+	// Output:
+	// audit: login alice
+	// <nil>
+	// <nil>
+}
+
+type auditor struct{}
+
+func (*auditor) Init(k *raceless.Kernel) error {
+	return k.Hook("login", func(_ context.Context, user any) error {
+		fmt.Println("audit: login", user)
+		return nil
+	})
+}
+
+func (*auditor) Exit() (int, error) { return 0, nil }
+
+func ExampleHost_Unload_wait() {
+	ctx := context.Background()
+	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	m, _ := host.Load(ctx, greeterSource, nil)
+	m.TryGet()
+	progress := make(chan raceless.Progress, 1)
+	done := make(chan error)
+	go func() {
+		done <- host.Unload(ctx, "greeter", raceless.UnloadOptions{Wait: true, Progress: func(p raceless.Progress) {
+			select {
+			case progress <- p:
+			default:
+			}
+		}})
+	}()
+	p := <-progress
+	fmt.Printf("waiting for %d reference(s) on %s\n", p.Refs, p.Module)
+	m.Put()
+	fmt.Println(<-done, m.State())
+	// Output:
+	// waiting for 1 reference(s) on greeter
+	// <nil> gone
+}
