@@ -82,15 +82,9 @@ func (m *Instance) Gone() <-chan struct{} { return m.gone }
 // by an autoclean sweep.
 func (m *Instance) Autoclean() bool { return m.autoclean.Load() }
 
-// Params returns a copy of the resolved parameters.
+// Params returns a copy of the resolved parameters (validated, defaults
+// filled in). They are fixed before the instance becomes visible.
 func (m *Instance) Params() map[string]string {
-	select {
-	case <-m.initDone:
-	default:
-		if m.State() == StateComing {
-			return nil
-		}
-	}
 	out := make(map[string]string, len(m.params))
 	for k, v := range m.params {
 		out[k] = v
