@@ -1,0 +1,5 @@
+package grace
+
+import "github.com/raceless/raceless/internal/percpu"
+
+func lightForTest() bool { return percpu.Light() }

@@ -1,0 +1,10 @@
+package grace
+
+import "runtime"
+
+// runtimeProcs is the number of per-P slots to allocate: enough for the
+// current GOMAXPROCS and for the machine's CPUs, so that the common
+// "GOMAXPROCS raised to NumCPU later" stays on the fast path.
+func runtimeProcs() int {
+	return max(runtime.GOMAXPROCS(0), runtime.NumCPU())
+}

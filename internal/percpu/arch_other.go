@@ -1,0 +1,5 @@
+//go:build !amd64
+
+package percpu
+
+const tsoArch = false

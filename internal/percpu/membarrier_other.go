@@ -1,0 +1,6 @@
+//go:build !linux
+
+package percpu
+
+func membarrierRegister() bool { return false }
+func membarrier()              {}
