@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/raceless/raceless/internal/control"
+)
+
+var mountFlags = []flagSpec{
+	{short: "t", long: "types", kind: requiredValue},
+	{short: "o", long: "options", kind: requiredValue},
+	{short: "B", long: "bind"},
+	{short: "R", long: "rbind"},
+	{short: "M", long: "move"},
+}
+
+// MountEntry is one mount in a "mounts" answer, as a /proc/mounts line.
+type MountEntry struct {
+	Source  string `json:"source"`
+	Target  string `json:"target"`
+	Type    string `json:"type"`
+	Options string `json:"options"`
+}
+
+func runMount(e *env) error {
+	pos := e.args.pos
+	if len(pos) == 0 {
+		var mounts []MountEntry
+		if err := e.callInto(&control.Request{Op: "mounts"}, &mounts); err != nil {
+			return err
+		}
+		if e.args.has("json") {
+			return e.printJSON(mounts)
+		}
+		var b strings.Builder
+		for _, m := range mounts {
+			fmt.Fprintf(&b, "%s %s %s %s 0 0\n", m.Source, m.Target, m.Type, m.Options)
+		}
+		fmt.Fprint(e.stdout, b.String())
+		return nil
+	}
+	if len(pos) != 2 {
+		return usageErrorf("want SRC DIR")
+	}
+	req := control.Request{Op: "mount", Source: pos[0], Target: pos[1], Type: e.args.val("types"), Options: e.args.val("options"),
+		Bind: e.args.has("bind") || e.args.has("rbind"), Rec: e.args.has("rbind"), Move: e.args.has("move")}
+	if req.Move && req.Bind {
+		return usageErrorf("--move and --bind exclude each other")
+	}
+	if !req.Move && !req.Bind && req.Type == "" {
+		return usageErrorf("-t TYPE is required")
+	}
+	if _, err := e.call(&req, nil); err != nil {
+		return e.mountError(pos[1], err)
+	}
+	return nil
+}
+
+func (e *env) mountError(target string, err error) error {
+	var we *control.Error
+	if ok := asWire(err, &we); ok && we.Code != control.CodeUnsupported {
+		return e.fail(err, "%s: %s", target, we.Message)
+	}
+	return e.generic(err)
+}
+
+var umountFlags = []flagSpec{{short: "l", long: "lazy"}}
+
+func runUmount(e *env) error {
+	if len(e.args.pos) != 1 {
+		return usageErrorf("want exactly one directory")
+	}
+	if _, err := e.call(&control.Request{Op: "umount", Target: e.args.pos[0], Lazy: e.args.has("lazy")}, nil); err != nil {
+		return e.mountError(e.args.pos[0], err)
+	}
+	return nil
+}

@@ -1,0 +1,337 @@
+// Package modindex is raceless's depmod: it builds, writes and reads the
+// module index of a module directory in kmod's text formats (modules.dep and
+// modules.alias), and resolves module names, alias globs, "fs-TYPE" and
+// "symbol:NAME" through it for demand loading (a raceless.Resolver).
+//
+// modules.dep has one line per module, its path relative to the directory,
+// a colon, and the paths of every module it needs (transitively), the one
+// to load last first:
+//
+//	b.wasm: a.wasm
+//	a.wasm:
+//
+// modules.alias starts with "# Aliases extracted from modules themselves."
+// and has one "alias <glob> <module>" line per alias. A module's name is its
+// file name without ".wasm". Aliases point to module names, never to other
+// aliases.
+package modindex
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/raceless/raceless"
+)
+
+// File names inside a module directory.
+const (
+	DepFile   = "modules.dep"
+	AliasFile = "modules.alias"
+	// AliasHeader is the first line of modules.alias, as kmod writes it.
+	AliasHeader = "# Aliases extracted from modules themselves."
+	// Ext is the extension of loadable module files.
+	Ext = ".wasm"
+)
+
+// Alias maps a glob (path.Match syntax) to a module name.
+type Alias struct {
+	Glob   string `json:"glob"`
+	Module string `json:"module"`
+}
+
+// Entry is one module of the index.
+type Entry struct {
+	Name string   `json:"name"`
+	Path string   `json:"path"` // relative to the directory, slash-separated
+	Deps []string `json:"deps"` // relative paths, to load last first
+}
+
+// Index is a module directory's index. It is immutable once built.
+type Index struct {
+	Dir     string
+	Entries []Entry // in modules.dep order (sorted by path)
+	Aliases []Alias // in modules.alias order
+	byName  map[string]int
+}
+
+// Lookup returns the entry of a module name.
+func (x *Index) Lookup(name string) (Entry, bool) {
+	if x == nil {
+		return Entry{}, false
+	}
+	i, ok := x.byName[name]
+	if !ok {
+		return Entry{}, false
+	}
+	return x.Entries[i], true
+}
+
+// Match returns the module name the first alias glob matching s points to.
+func (x *Index) Match(s string) (string, bool) {
+	if x == nil {
+		return "", false
+	}
+	return matchAliases(x.Aliases, s)
+}
+
+func matchAliases(aliases []Alias, s string) (string, bool) {
+	for _, a := range aliases {
+		if ok, err := path.Match(a.Glob, s); err == nil && ok {
+			return a.Module, true
+		}
+	}
+	return "", false
+}
+
+// Abs returns the absolute file path of an index-relative path.
+func (x *Index) Abs(rel string) string { return filepath.Join(x.Dir, filepath.FromSlash(rel)) }
+
+// NameOf returns the module name of a module file path: its base name
+// without ".wasm".
+func NameOf(p string) string { return strings.TrimSuffix(filepath.Base(p), Ext) }
+
+// Warning is a problem depmod reports without failing.
+type Warning string
+
+// Build reads the metadata of every .wasm file under dir (with readInfo)
+// and returns the index. builtin names modules that exist without a file
+// (the host's native modules): depending on one is not an error. Unknown
+// dependencies and alias clashes are returned as warnings, as kmod's
+// depmod prints them; a dependency cycle is an error wrapping
+// raceless.ErrCycle.
+func Build(dir string, readInfo func(path string) (raceless.Info, error), builtin func(name string) bool) (*Index, []Warning, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var files []string
+	err = filepath.WalkDir(abs, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, Ext) {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.Strings(files)
+	var warns []Warning
+	x := &Index{Dir: abs, byName: make(map[string]int)}
+	infos := make(map[string]raceless.Info)
+	for _, f := range files {
+		rel, _ := filepath.Rel(abs, f)
+		rel = filepath.ToSlash(rel)
+		info, err := readInfo(f)
+		if err != nil {
+			return nil, warns, fmt.Errorf("%s: %w", rel, err)
+		}
+		name := NameOf(f)
+		if info.Name != name {
+			warns = append(warns, Warning(fmt.Sprintf("%s: module name %q differs from its file name; indexed as %q", rel, info.Name, name)))
+		}
+		if j, dup := x.byName[name]; dup {
+			warns = append(warns, Warning(fmt.Sprintf("%s: module %s already indexed from %s; ignored", rel, name, x.Entries[j].Path)))
+			continue
+		}
+		x.byName[name] = len(x.Entries)
+		x.Entries = append(x.Entries, Entry{Name: name, Path: rel})
+		infos[name] = info
+	}
+	// Transitive dependencies, depth first; the deepest ends up last, so
+	// that loading the list back to front loads each module after what it
+	// needs (kmod's order).
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		var order []string
+		seen := map[string]bool{}
+		var visit func(name string, chain []string) error
+		visit = func(name string, chain []string) error {
+			for _, c := range chain {
+				if c == name {
+					return fmt.Errorf("%s: dependency cycle %s -> %s: %w", e.Path, strings.Join(chain, " -> "), name, raceless.ErrCycle)
+				}
+			}
+			for _, d := range infos[name].Depends {
+				if _, ok := x.byName[d]; !ok {
+					if builtin == nil || !builtin(d) {
+						warns = append(warns, Warning(fmt.Sprintf("%s needs unknown module %s", x.Entries[x.byName[name]].Path, d)))
+					}
+					continue
+				}
+				if err := visit(d, append(chain, name)); err != nil {
+					return err
+				}
+				if !seen[d] {
+					seen[d] = true
+					order = append(order, d)
+				}
+			}
+			return nil
+		}
+		if err := visit(e.Name, nil); err != nil {
+			return nil, warns, err
+		}
+		// order is post-order (deepest first); kmod lists the module to
+		// load last first.
+		for j := len(order) - 1; j >= 0; j-- {
+			e.Deps = append(e.Deps, x.Entries[x.byName[order[j]]].Path)
+		}
+	}
+	for _, e := range x.Entries {
+		for _, a := range infos[e.Name].Aliases {
+			if _, err := path.Match(a, ""); err != nil {
+				warns = append(warns, Warning(fmt.Sprintf("%s: malformed alias %q ignored", e.Path, a)))
+				continue
+			}
+			x.Aliases = append(x.Aliases, Alias{Glob: a, Module: e.Name})
+		}
+	}
+	return x, dedupe(warns), nil
+}
+
+func dedupe(w []Warning) []Warning {
+	seen := map[Warning]bool{}
+	var out []Warning
+	for _, s := range w {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Encode returns the contents of modules.dep and modules.alias.
+func (x *Index) Encode() (dep, alias []byte) {
+	var d, a bytes.Buffer
+	for _, e := range x.Entries {
+		d.WriteString(e.Path + ":")
+		for _, p := range e.Deps {
+			d.WriteString(" " + p)
+		}
+		d.WriteByte('\n')
+	}
+	a.WriteString(AliasHeader + "\n")
+	for _, al := range x.Aliases {
+		fmt.Fprintf(&a, "alias %s %s\n", al.Glob, al.Module)
+	}
+	return d.Bytes(), a.Bytes()
+}
+
+// Write writes modules.dep and modules.alias into x.Dir, each replaced
+// atomically (written to a temporary file, then renamed).
+func (x *Index) Write() error {
+	dep, alias := x.Encode()
+	if err := writeAtomic(filepath.Join(x.Dir, DepFile), dep); err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(x.Dir, AliasFile), alias)
+}
+
+func writeAtomic(name string, data []byte) error {
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// ErrNoIndex is returned by Read when the directory has no modules.dep:
+// depmod has not been run. It matches raceless.ErrNotFound.
+var ErrNoIndex = fmt.Errorf("module index not found (run depmod): %w", raceless.ErrNotFound)
+
+// ErrMalformed is returned by Read for a broken index; it names the file
+// and line and matches raceless.ErrInvalid.
+var ErrMalformed = fmt.Errorf("malformed module index: %w", raceless.ErrInvalid)
+
+// Read parses the index of dir. A missing modules.dep is ErrNoIndex; a
+// missing modules.alias is an empty alias list; a malformed line in either
+// is ErrMalformed naming the file and line.
+func Read(dir string) (*Index, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	x := &Index{Dir: abs, byName: make(map[string]int)}
+	depPath := filepath.Join(abs, DepFile)
+	f, err := os.Open(depPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", depPath, ErrNoIndex)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		mod, deps, ok := strings.Cut(line, ":")
+		if !ok || mod == "" || strings.ContainsAny(mod, " \t") || !strings.HasSuffix(mod, Ext) {
+			return nil, fmt.Errorf("%s:%d: %w: want \"path%s: dep%s ...\"", depPath, n, ErrMalformed, Ext, Ext)
+		}
+		name := NameOf(mod)
+		if !raceless.ValidName(name) {
+			return nil, fmt.Errorf("%s:%d: %w: invalid module name %q", depPath, n, ErrMalformed, name)
+		}
+		e := Entry{Name: name, Path: mod, Deps: strings.Fields(deps)}
+		for _, d := range e.Deps {
+			if !strings.HasSuffix(d, Ext) {
+				return nil, fmt.Errorf("%s:%d: %w: dependency %q is not a %s path", depPath, n, ErrMalformed, d, Ext)
+			}
+		}
+		if _, dup := x.byName[name]; dup {
+			return nil, fmt.Errorf("%s:%d: %w: module %s listed twice", depPath, n, ErrMalformed, name)
+		}
+		x.byName[name] = len(x.Entries)
+		x.Entries = append(x.Entries, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", depPath, err)
+	}
+	aliasPath := filepath.Join(abs, AliasFile)
+	a, err := os.Open(aliasPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return x, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	sc = bufio.NewScanner(a)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 3 || fields[0] != "alias" {
+			return nil, fmt.Errorf("%s:%d: %w: want \"alias <glob> <module>\"", aliasPath, n, ErrMalformed)
+		}
+		if _, err := path.Match(fields[1], ""); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w: bad glob %q", aliasPath, n, ErrMalformed, fields[1])
+		}
+		x.Aliases = append(x.Aliases, Alias{Glob: fields[1], Module: fields[2]})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", aliasPath, err)
+	}
+	return x, nil
+}
