@@ -1,0 +1,298 @@
+package wasm
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/raceless/raceless"
+)
+
+// HostModule is the name of the wasm import module of the host's kernel
+// interface.
+const HostModule = "raceless"
+
+const i32 = api.ValueTypeI32
+
+// hostFuncs is the "raceless" import module: name, parameter count (all
+// i32), whether it returns an i32, and the implementation. Pointers and
+// lengths refer to the calling instance's exported memory "memory".
+var hostFuncs = []struct {
+	name   string
+	params int
+	result bool
+	fn     func(ctx context.Context, in *instance, m api.Module, s []uint64) int32
+}{
+	{"log", 3, false, hostLog},            // (level, ptr, len)
+	{"set_error", 2, false, hostSetError}, // (ptr, len)
+	{"param", 4, true, hostParam},         // (name, name_len, buf, cap) -> len | -errno
+	{"export", 2, true, hostExport},       // (name, name_len) -> 0 | -errno
+	{"import", 2, true, hostImport},       // (name, name_len) -> handle | -errno
+	{"call", 5, true, hostCall},           // (handle, args, nargs, results, max) -> nresults | -errno
+	{"request", 2, true, hostRequest},     // (name, name_len) -> 0 | -errno
+	{"hook", 3, true, hostHook},           // (event, event_len, id) -> 0 | -errno
+}
+
+func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
+	b := rt.NewHostModuleBuilder(HostModule)
+	for _, f := range hostFuncs {
+		params := make([]api.ValueType, f.params)
+		for i := range params {
+			params[i] = i32
+		}
+		var results []api.ValueType
+		if f.result {
+			results = []api.ValueType{i32}
+		}
+		fn, hasResult := f.fn, f.result
+		b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, m api.Module, s []uint64) {
+			fr, _ := ctx.Value(frameKey{}).(*frame)
+			var rc int32 = codeInval
+			if fr != nil {
+				rc = fn(ctx, fr.in, m, s)
+			}
+			if hasResult {
+				s[0] = api.EncodeI32(rc)
+			}
+		}), params, results).Export(f.name)
+	}
+	_, err := b.Instantiate(ctx)
+	return err
+}
+
+// checkLinks checks a compiled module's imports against what the host
+// provides, and the signatures of the ABI's exports.
+func checkLinks(cm wazero.CompiledModule) error {
+	for _, imp := range cm.ImportedFunctions() {
+		mod, name, _ := imp.Import()
+		switch mod {
+		case "wasi_snapshot_preview1":
+			continue // wazero checks names and signatures at instantiation
+		case HostModule:
+			if !knownHostFunc(name, imp) {
+				return fmt.Errorf("%s.%s (or its signature): %w", mod, name, ErrUnknownImport)
+			}
+		default:
+			return fmt.Errorf("%s.%s: %w", mod, name, ErrUnknownImport)
+		}
+	}
+	for _, imp := range cm.ImportedMemories() {
+		mod, name, _ := imp.Import()
+		return fmt.Errorf("memory %s.%s: %w", mod, name, ErrUnknownImport)
+	}
+	exp := cm.ExportedFunctions()
+	for _, e := range []struct {
+		name    string
+		params  int
+		results int
+		need    bool
+	}{
+		{"raceless_init", 0, 1, true}, {"raceless_exit", 0, 1, true},
+		{"raceless_start", 0, 0, false}, {"raceless_stop", 0, 0, false},
+		{"raceless_hook", 1, 1, false},
+	} {
+		d, ok := exp[e.name]
+		if !ok {
+			if e.need {
+				return fmt.Errorf("export %q: %w", e.name, ErrMissingExport)
+			}
+			continue
+		}
+		if len(d.ParamTypes()) != e.params || len(d.ResultTypes()) != e.results ||
+			(e.results == 1 && d.ResultTypes()[0] != i32) {
+			return fmt.Errorf("export %q has signature %v -> %v: %w", e.name, d.ParamTypes(), d.ResultTypes(), ErrMissingExport)
+		}
+	}
+	return nil
+}
+
+func knownHostFunc(name string, d api.FunctionDefinition) bool {
+	for _, f := range hostFuncs {
+		if f.name == name {
+			want := 0
+			if f.result {
+				want = 1
+			}
+			if len(d.ParamTypes()) != f.params || len(d.ResultTypes()) != want {
+				return false
+			}
+			for _, t := range append(d.ParamTypes(), d.ResultTypes()...) {
+				if t != i32 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// readString copies a string out of guest memory.
+func readString(m api.Module, ptr, n uint64, limit uint32) (string, bool) {
+	if uint32(n) > limit {
+		return "", false
+	}
+	b, ok := m.Memory().Read(uint32(ptr), uint32(n))
+	if !ok {
+		return "", false
+	}
+	return string(b), true
+}
+
+const maxName = 1024
+
+func hostLog(_ context.Context, in *instance, m api.Module, s []uint64) int32 {
+	msg, ok := readString(m, s[1], s[2], 64<<10)
+	if !ok {
+		msg = "(bad log message pointer)"
+	}
+	in.logger().Log(context.Background(), slog.Level(api.DecodeI32(s[0])), msg)
+	return 0
+}
+
+func hostSetError(_ context.Context, in *instance, m api.Module, s []uint64) int32 {
+	msg, ok := readString(m, s[0], s[1], maxErrMsgLen)
+	if !ok {
+		b, _ := m.Memory().Read(uint32(s[0]), min(uint32(s[1]), maxErrMsgLen))
+		msg = string(b) + "..."
+	}
+	in.errMsg = msg // the call lock is held: this runs inside a guest call
+	return 0
+}
+
+func hostParam(_ context.Context, in *instance, m api.Module, s []uint64) int32 {
+	name, ok := readString(m, s[0], s[1], maxName)
+	if !ok || in.k == nil {
+		return codeInval
+	}
+	v, ok := in.k.Params()[name]
+	if !ok {
+		return codeNoEnt
+	}
+	if len(v) <= int(uint32(s[3])) && !m.Memory().Write(uint32(s[2]), []byte(v)) {
+		return codeInval
+	}
+	return int32(min(len(v), 1<<31-1))
+}
+
+// reservedExports are the ABI's own exports, never symbols.
+func reservedExport(name string) bool {
+	return strings.HasPrefix(name, "raceless_") || name == "_initialize" || name == "_start" || name == "memory"
+}
+
+func hostExport(_ context.Context, in *instance, m api.Module, s []uint64) int32 {
+	name, ok := readString(m, s[0], s[1], maxName)
+	if !ok || !in.initing || reservedExport(name) {
+		return codeInval
+	}
+	fn := m.ExportedFunction(name)
+	if fn == nil {
+		return codeNoEnt
+	}
+	if err := in.k.Export(name, in.symbol(name, fn)); err != nil {
+		in.logger().Debug("export failed", "symbol", name, "err", err)
+		return codeOf(err)
+	}
+	return 0
+}
+
+// symbol returns the raceless.Func of an exported function.
+func (in *instance) symbol(name string, fn api.Function) raceless.Func {
+	nparams := len(fn.Definition().ParamTypes())
+	what := "symbol " + name
+	return func(ctx context.Context, args ...uint64) ([]uint64, error) {
+		if len(args) != nparams {
+			return nil, in.errf(what, fmt.Errorf("%d arguments, want %d: %w", len(args), nparams, raceless.ErrInvalid))
+		}
+		return in.call(ctx, what, fn, in.l.cfg.CallTimeout, args...)
+	}
+}
+
+func hostImport(ctx context.Context, in *instance, m api.Module, s []uint64) int32 {
+	name, ok := readString(m, s[0], s[1], maxName)
+	if !ok || !in.initing {
+		return codeInval
+	}
+	v, err := in.k.Import(ctx, name)
+	if err != nil {
+		in.logger().Debug("import failed", "symbol", name, "err", err)
+		return codeOf(err)
+	}
+	var f raceless.Func
+	switch v := v.(type) {
+	case raceless.Func:
+		f = v
+	case func(context.Context, ...uint64) ([]uint64, error):
+		f = v
+	default:
+		return codeInval // not a function symbol
+	}
+	in.imports = append(in.imports, f)
+	return int32(len(in.imports) - 1)
+}
+
+const maxCallValues = 64
+
+func hostCall(ctx context.Context, in *instance, m api.Module, s []uint64) int32 {
+	h, nargs, maxRes := api.DecodeI32(s[0]), uint32(s[2]), uint32(s[4])
+	if h < 0 || int(h) >= len(in.imports) || nargs > maxCallValues {
+		return codeInval
+	}
+	raw, ok := m.Memory().Read(uint32(s[1]), nargs*8)
+	if !ok {
+		return codeInval
+	}
+	args := make([]uint64, nargs)
+	for i := range args {
+		args[i] = binary.LittleEndian.Uint64(raw[i*8:])
+	}
+	res, err := in.imports[h](ctx, args...)
+	if err != nil {
+		in.logger().Debug("imported call failed", "err", err)
+		return codeOf(err)
+	}
+	if uint32(len(res)) > maxRes {
+		return codeRange
+	}
+	out := make([]byte, 8*len(res))
+	for i, v := range res {
+		binary.LittleEndian.PutUint64(out[i*8:], v)
+	}
+	if len(out) > 0 && !m.Memory().Write(uint32(s[3]), out) {
+		return codeInval
+	}
+	return int32(len(res))
+}
+
+func hostRequest(ctx context.Context, in *instance, m api.Module, s []uint64) int32 {
+	name, ok := readString(m, s[0], s[1], maxName)
+	if !ok || in.k == nil {
+		return codeInval
+	}
+	if _, err := in.k.Request(ctx, name); err != nil {
+		in.logger().Debug("request failed", "module", name, "err", err)
+		return codeOf(err)
+	}
+	return 0
+}
+
+func hostHook(_ context.Context, in *instance, m api.Module, s []uint64) int32 {
+	event, ok := readString(m, s[0], s[1], maxName)
+	if !ok || !in.initing || in.fnHook == nil {
+		return codeInval
+	}
+	id := uint64(uint32(s[2]))
+	what := "hook " + event
+	err := in.k.Hook(event, func(ctx context.Context, _ any) error {
+		return in.callRC(ctx, what, in.fnHook, in.l.cfg.CallTimeout, id)
+	})
+	if err != nil {
+		return codeOf(err)
+	}
+	return 0
+}

@@ -1,0 +1,359 @@
+package wasm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/wasm/modinfo"
+)
+
+// Config configures a Loader. The zero value is usable: no on-disk cache,
+// the default limits below.
+type Config struct {
+	// CacheDir is the directory of wazero's on-disk compilation cache,
+	// shared by every Loader (and process) that names it. A second load
+	// of the same file, even after it was unloaded or in a new process,
+	// skips compilation. Empty means an in-memory cache only.
+	CacheDir string
+	// MemoryLimitPages is the most linear memory one instance may have,
+	// in 64 KiB pages. Zero means DefaultMemoryLimitPages.
+	MemoryLimitPages uint32
+	// CallTimeout is the deadline of one call into a module (a symbol or
+	// a hook, including what it calls). Zero means DefaultCallTimeout.
+	// Negative disables deadlines: calls get cheaper (wazero then needs
+	// no watcher per call, see RATIONALE in doc.go) but a looping module
+	// can be neither stopped nor force-unloaded while it loops.
+	CallTimeout time.Duration
+	// InitTimeout is the deadline of the lifecycle points (instantiation,
+	// init, start, stop, exit); init may load other modules, so it is
+	// longer. Zero means DefaultInitTimeout.
+	InitTimeout time.Duration
+	// MaxFileSize is the largest module file Open accepts. Zero means
+	// DefaultMaxFileSize.
+	MaxFileSize int64
+	// Stderr, if set, receives the guests' stdout and stderr as well
+	// (each instance also keeps the last few KiB for error messages).
+	Stderr io.Writer
+}
+
+// Defaults for Config.
+const (
+	DefaultMemoryLimitPages = 4096 // 256 MiB: a Go guest idles at a few MiB
+	DefaultCallTimeout      = 10 * time.Second
+	DefaultInitTimeout      = time.Minute
+	DefaultMaxFileSize      = 64 << 20 // Go-built modules are 2-10 MiB
+)
+
+func (c Config) withDefaults() Config {
+	if c.MemoryLimitPages == 0 {
+		c.MemoryLimitPages = DefaultMemoryLimitPages
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.InitTimeout == 0 {
+		c.InitTimeout = DefaultInitTimeout
+	}
+	if c.CallTimeout < 0 {
+		c.InitTimeout = -1
+	}
+	if c.MaxFileSize <= 0 {
+		c.MaxFileSize = DefaultMaxFileSize
+	}
+	return c
+}
+
+// Loader loads WebAssembly modules from files. It owns one wazero Runtime
+// (with the WASI and "raceless" host modules instantiated once) and its
+// compilation cache; every loaded module is its own instance in it.
+//
+// A Loader is safe for concurrent use. Close it after the hosts that
+// loaded its modules have shut down: Close frees every instance, and calls
+// into them then fail with ErrGone.
+type Loader struct {
+	cfg   Config
+	rt    wazero.Runtime
+	cache wazero.CompilationCache
+
+	// tick counts watchdog periods; call deadlines are expressed in ticks
+	// so that starting a call reads an atomic instead of the clock.
+	tick   atomic.Int64
+	period time.Duration
+	done   chan struct{} // closed by Close: stops the watchdog and watchers
+	wg     sync.WaitGroup
+
+	// mu guards the fields below. Lock order: a module's call lock, then
+	// mu (mu is never held while guest code runs).
+	mu       sync.Mutex
+	closed   bool
+	compiled map[string]*compiled // by sha256 of the binary
+	live     map[*instance]struct{}
+	seq      uint64
+}
+
+// compiled is a CompiledModule shared by the instances of one binary; it is
+// closed (its code freed) when the last of them is torn down.
+type compiled struct {
+	cm   wazero.CompiledModule
+	refs int
+}
+
+// NewLoader creates a Loader. ctx is used only for setting up the runtime.
+func NewLoader(ctx context.Context, cfg Config) (*Loader, error) {
+	cfg = cfg.withDefaults()
+	var cache wazero.CompilationCache
+	if cfg.CacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("wasm: compilation cache %s: %w", cfg.CacheDir, err)
+		}
+		cache = c
+	} else {
+		cache = wazero.NewCompilationCache()
+	}
+	rc := wazero.NewRuntimeConfig().
+		WithCompilationCache(cache).
+		WithMemoryLimitPages(cfg.MemoryLimitPages).
+		WithCloseOnContextDone(cfg.CallTimeout > 0)
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	l := &Loader{
+		cfg: cfg, rt: rt, cache: cache, done: make(chan struct{}),
+		compiled: map[string]*compiled{}, live: map[*instance]struct{}{},
+	}
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		_ = rt.Close(ctx)
+		_ = cache.Close(ctx)
+		return nil, fmt.Errorf("wasm: WASI: %w", err)
+	}
+	if err := instantiateHost(ctx, rt); err != nil {
+		_ = rt.Close(ctx)
+		_ = cache.Close(ctx)
+		return nil, fmt.Errorf("wasm: host module: %w", err)
+	}
+	if cfg.CallTimeout > 0 {
+		// The watchdog's resolution is an eighth of the shorter
+		// deadline: calls overrun their deadline by at most ~12%.
+		l.period = max(min(cfg.CallTimeout, cfg.InitTimeout)/8, time.Millisecond)
+		l.wg.Add(1)
+		go l.watchdog()
+	}
+	return l, nil
+}
+
+// Close frees every instance and compiled module of the Loader and closes
+// its runtime and cache. Calls into instances still loaded fail with
+// ErrGone. Close is idempotent.
+func (l *Loader) Close(ctx context.Context) error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	insts := make([]*instance, 0, len(l.live))
+	for in := range l.live {
+		insts = append(insts, in)
+	}
+	l.mu.Unlock()
+	close(l.done)
+	for _, in := range insts {
+		in.teardown(true)
+	}
+	l.wg.Wait()
+	err := l.rt.Close(ctx)
+	if cerr := l.cache.Close(ctx); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// watchdog advances the tick and aborts instances whose call is past its
+// deadline.
+func (l *Loader) watchdog() {
+	defer l.wg.Done()
+	t := time.NewTicker(l.period)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+		}
+		now := l.tick.Add(1)
+		l.mu.Lock()
+		for in := range l.live {
+			in.checkDeadline(now)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// ticks converts a timeout to a deadline in ticks from now (rounded up,
+// plus one for the tick in progress).
+func (l *Loader) deadline(d time.Duration) int64 {
+	return l.tick.Load() + int64((d+l.period-1)/l.period) + 1
+}
+
+// Source is a module file opened by a Loader: its bytes (read once, so a
+// later change of the file does not affect it) and its modinfo.
+type Source struct {
+	l    *Loader
+	path string
+	bin  []byte
+	sum  string
+	info raceless.Info
+}
+
+var _ raceless.Source = (*Source)(nil)
+
+// Open reads and checks a module file: size, wasm header, section
+// structure, modinfo block and the ABI's required exports. It does not
+// compile it (Instantiate does, through the cache). Errors are *FileError
+// values naming path and wrapping a sentinel of this package.
+func (l *Loader) Open(path string) (*Source, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fileErr("open", path, err)
+	}
+	bin, err := readFile(abs, l.cfg.MaxFileSize)
+	if err != nil {
+		return nil, err
+	}
+	return l.OpenBytes(abs, bin)
+}
+
+// OpenBytes is Open for a module already in memory; name stands for the
+// path in Key and in errors. The Source keeps bin; do not modify it.
+func (l *Loader) OpenBytes(name string, bin []byte) (*Source, error) {
+	if int64(len(bin)) > l.cfg.MaxFileSize {
+		return nil, fileErr("open", name, fmt.Errorf("%d bytes, limit %d: %w", len(bin), l.cfg.MaxFileSize, ErrTooLarge))
+	}
+	info, err := checkBinary(name, bin)
+	if err != nil {
+		return nil, err
+	}
+	names, err := exportNames(bin)
+	if err != nil {
+		return nil, fileErr("open", name, err)
+	}
+	for _, e := range []struct {
+		name string
+		kind byte
+	}{{"raceless_init", 0}, {"raceless_exit", 0}, {"memory", 2}} {
+		if k, ok := names[e.name]; !ok || k != e.kind {
+			return nil, fileErr("open", name, fmt.Errorf("export %q: %w", e.name, ErrMissingExport))
+		}
+	}
+	sum := sha256.Sum256(bin)
+	return &Source{l: l, path: name, bin: bin, sum: hex.EncodeToString(sum[:]), info: info}, nil
+}
+
+// ReadInfo returns the modinfo block of a module file without compiling or
+// instantiating it (what `modinfo FILE` shows).
+func ReadInfo(path string) (raceless.Info, error) {
+	bin, err := readFile(path, DefaultMaxFileSize)
+	if err != nil {
+		return raceless.Info{}, err
+	}
+	return checkBinary(path, bin)
+}
+
+func readFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fileErr("open", path, err)
+	}
+	defer f.Close()
+	bin, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fileErr("read", path, err)
+	}
+	if int64(len(bin)) > limit {
+		return nil, fileErr("open", path, fmt.Errorf("more than %d bytes: %w", limit, ErrTooLarge))
+	}
+	return bin, nil
+}
+
+// checkBinary checks the header and section structure and decodes modinfo.
+func checkBinary(name string, bin []byte) (raceless.Info, error) {
+	if len(bin) == 0 {
+		return raceless.Info{}, fileErr("open", name, ErrEmpty)
+	}
+	info, err := modinfo.Read(bin)
+	switch {
+	case err == nil:
+		return info, nil
+	case errors.Is(err, modinfo.ErrMalformed), errors.Is(err, modinfo.ErrTooLarge), errors.Is(err, modinfo.ErrDuplicate):
+		return raceless.Info{}, fileErr("modinfo", name, fmt.Errorf("%w: %w", ErrBadModinfo, err))
+	default:
+		return raceless.Info{}, fileErr("open", name, err)
+	}
+}
+
+// Info returns the module's modinfo block.
+func (s *Source) Info() raceless.Info { return s.info }
+
+// Key returns "file:" + absolute path + "@" + sha256 of the contents.
+func (s *Source) Key() string { return "file:" + s.path + "@" + s.sum }
+
+// Path returns the file's absolute path.
+func (s *Source) Path() string { return s.path }
+
+// Instantiate compiles the module (through the cache; instances of the
+// same binary share the compiled code) and instantiates it, running the
+// WASI reactor's _initialize if present. The guest's raceless_init runs
+// later, in the returned module's Init.
+func (s *Source) Instantiate(ctx context.Context) (raceless.Module, error) {
+	return s.l.instantiate(ctx, s)
+}
+
+// acquireCompiled returns the compiled module of src, compiling it if no
+// instance of it is loaded, and checks its imports and exports.
+func (l *Loader) acquireCompiled(ctx context.Context, src *Source) (*compiled, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fileErr("compile", src.path, ErrClosed)
+	}
+	if c := l.compiled[src.sum]; c != nil {
+		c.refs++
+		return c, nil
+	}
+	cm, err := l.rt.CompileModule(ctx, src.bin)
+	if err != nil {
+		return nil, fileErr("compile", src.path, fmt.Errorf("%w: %v", ErrCompile, err))
+	}
+	if err := checkLinks(cm); err != nil {
+		_ = cm.Close(ctx)
+		return nil, fileErr("compile", src.path, err)
+	}
+	c := &compiled{cm: cm, refs: 1}
+	l.compiled[src.sum] = c
+	return c, nil
+}
+
+func (l *Loader) releaseCompiled(src *Source) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.compiled[src.sum]
+	if c == nil {
+		return
+	}
+	if c.refs--; c.refs == 0 {
+		delete(l.compiled, src.sum)
+		_ = c.cm.Close(context.Background())
+	}
+}

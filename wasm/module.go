@@ -1,0 +1,453 @@
+package wasm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/raceless/raceless"
+)
+
+// instance is one loaded wasm module: the raceless.Module the host drives.
+//
+// Calls into it are serialized by mu (a wazero instance, and a Go guest's
+// runtime, are single-threaded). Its life: instantiated (Instantiate) ->
+// initialized (Init) -> torn down (teardown: after Exit agreed, after a
+// failed Init, when the host declares it gone, or when the Loader closes).
+// After teardown no guest code runs again and every call fails with ErrGone.
+type instance struct {
+	l    *Loader
+	src  *Source
+	c    *compiled
+	name string
+	mod  api.Module
+
+	// ctx is passed to every guest call (wazero hands it to host
+	// functions, which find the instance in it); kill cancels it, which
+	// makes wazero close the module at the guest's next function entry
+	// or loop back edge, from any goroutine.
+	ctx  context.Context
+	kill context.CancelCauseFunc
+
+	fnInit, fnExit, fnStart, fnStop, fnHook api.Function
+
+	// mu is the call lock: held while guest code runs, from the caller's
+	// goroutine (host imports run on it too). It guards the fields below.
+	// Lock order: mu, then Loader.mu.
+	mu      sync.Mutex
+	k       *raceless.Kernel // set by Init before the guest's init runs
+	initing bool             // registrations accepted (the guest's init runs)
+	imports []raceless.Func  // by handle
+	errMsg  string           // set_error's message, taken by the next failure
+
+	// deadline is the watchdog tick by which the running call must
+	// return: 0 when idle, -1 once the watchdog claimed it (the instance
+	// is then aborted). A call CASes 0 -> deadline and back; the
+	// watchdog CASes deadline -> -1, so it never kills a later call.
+	deadline atomic.Int64
+	gone     atomic.Bool            // torn down or being torn down: calls fail with ErrGone
+	aborted  atomic.Pointer[string] // why the instance runs no more code
+	memSize  atomic.Int64           // linear memory size after the last call
+	out      tailBuffer             // the guest's stdout+stderr, last few KiB
+
+	teardownOnce sync.Once
+}
+
+var (
+	_ raceless.Module  = (*instance)(nil)
+	_ raceless.Starter = (*instance)(nil)
+	_ raceless.Stopper = (*instance)(nil)
+	_ raceless.Sizer   = (*instance)(nil)
+)
+
+// frame records the instances on a call chain (A's guest called B's
+// symbol...), carried in the context given to guest code.
+type frame struct {
+	in     *instance
+	parent *frame
+}
+
+type frameKey struct{}
+
+func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module, error) {
+	c, err := l.acquireCompiled(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{l: l, src: src, c: c, name: src.info.Name}
+	base, kill := context.WithCancelCause(context.Background())
+	in.ctx, in.kill = context.WithValue(base, frameKey{}, &frame{in: in}), kill
+	in.out.tee = l.cfg.Stderr
+
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		kill(ErrClosed)
+		l.releaseCompiled(src)
+		return nil, fileErr("instantiate", src.path, ErrClosed)
+	}
+	l.seq++
+	seq := l.seq
+	l.mu.Unlock()
+
+	cfg := wazero.NewModuleConfig().
+		WithName(fmt.Sprintf("%s#%d", in.name, seq)).
+		WithStartFunctions("_initialize").
+		WithStdout(&in.out).WithStderr(&in.out).
+		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
+		WithRandSource(rand.Reader)
+	ictx, cancel := in.ctx, context.CancelFunc(func() {})
+	if l.cfg.InitTimeout > 0 {
+		ictx, cancel = context.WithTimeout(in.ctx, l.cfg.InitTimeout)
+	}
+	mod, err := l.rt.InstantiateModule(ictx, c.cm, cfg)
+	cancel()
+	if err != nil {
+		kill(raceless.ErrGone)
+		if mod != nil {
+			_ = mod.Close(context.Background())
+		}
+		l.releaseCompiled(src)
+		return nil, fileErr("instantiate", src.path, fmt.Errorf("%w: %v%s", ErrInstantiate, err, in.out.suffix()))
+	}
+	in.mod = mod
+	in.fnInit = mod.ExportedFunction("raceless_init")
+	in.fnExit = mod.ExportedFunction("raceless_exit")
+	in.fnStart = mod.ExportedFunction("raceless_start")
+	in.fnStop = mod.ExportedFunction("raceless_stop")
+	in.fnHook = mod.ExportedFunction("raceless_hook")
+	in.memSize.Store(int64(mod.Memory().Size()))
+
+	l.mu.Lock()
+	closed := l.closed
+	if !closed {
+		l.live[in] = struct{}{}
+	}
+	l.mu.Unlock()
+	if closed {
+		in.teardown(true)
+		return nil, fileErr("instantiate", src.path, ErrClosed)
+	}
+	return in, nil
+}
+
+// Init runs the guest's raceless_init with registrations open. A failure
+// (a non-zero code, a trap) tears the instance down before returning: the
+// host never calls Exit for a module whose Init failed.
+func (in *instance) Init(k *raceless.Kernel) error {
+	in.mu.Lock()
+	in.k = k
+	in.initing = true
+	res, err := in.callLocked(in.ctx, "init", in.fnInit, in.l.cfg.InitTimeout)
+	in.initing = false
+	var msg string
+	if err == nil && int32(res[0]) != 0 {
+		msg = in.takeErr()
+	}
+	in.mu.Unlock()
+	if err != nil {
+		in.teardown(false)
+		return err
+	}
+	if rc := int32(res[0]); rc != 0 {
+		in.teardown(false)
+		return &GuestError{Code: rc, Msg: msg}
+	}
+	// The host may declare the module gone without a successful Exit
+	// (a forced unload whose Exit refused): free it then.
+	gone := k.Instance().Gone()
+	in.l.wg.Add(1)
+	go func() {
+		defer in.l.wg.Done()
+		select {
+		case <-gone:
+			in.teardown(false)
+		case <-in.l.done:
+		}
+	}()
+	return nil
+}
+
+// Start runs the optional raceless_start export.
+func (in *instance) Start() { in.lifecycle("start", in.fnStart) }
+
+// Stop runs the optional raceless_stop export.
+func (in *instance) Stop() { in.lifecycle("stop", in.fnStop) }
+
+func (in *instance) lifecycle(what string, fn api.Function) {
+	if fn == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	_, _ = in.callLocked(in.ctx, what, fn, in.l.cfg.InitTimeout) // a fault taints; nothing else to do
+}
+
+// Exit runs the guest's raceless_exit: 0 agrees, a positive busy count or
+// a negative code (with set_error's message) refuses. After it agrees the
+// instance is torn down (its memory and, with its last instance, its
+// compiled code freed).
+//
+// When references are still held (a forced unload), calls may be in
+// flight: the instance is killed at once, those calls fail with ErrGone,
+// and the guest's exit is not run (it cannot refuse a forced unload, and
+// its state may be mid-call). An aborted instance (trap, limit) runs no
+// exit either: it always agrees, so it can be unloaded.
+func (in *instance) Exit() (int, error) {
+	if in.k != nil && in.k.Instance().Refs() > 0 {
+		in.teardown(true)
+		return 0, nil
+	}
+	in.mu.Lock()
+	if in.gone.Load() || in.aborted.Load() != nil {
+		in.mu.Unlock()
+		in.teardown(false)
+		return 0, nil
+	}
+	res, err := in.callLocked(in.ctx, "exit", in.fnExit, in.l.cfg.InitTimeout)
+	if err == nil {
+		if rc := int32(res[0]); rc > 0 {
+			in.takeErr()
+			in.mu.Unlock()
+			return int(rc), nil
+		} else if rc < 0 {
+			msg := in.takeErr()
+			in.mu.Unlock()
+			return 0, &GuestError{Code: rc, Msg: msg}
+		}
+	}
+	in.mu.Unlock()
+	in.teardown(false)
+	return 0, nil
+}
+
+// Size reports the module's binary size plus its linear memory.
+func (in *instance) Size() int64 {
+	if in.gone.Load() {
+		return 0
+	}
+	return int64(len(in.src.bin)) + in.memSize.Load()
+}
+
+// teardown frees the instance, once: it marks it gone (queued and later
+// calls fail with ErrGone), kills a running call if kill is set (it fails
+// with ErrGone), waits for the call lock, closes the wazero module and
+// drops the compiled code.
+func (in *instance) teardown(kill bool) {
+	in.teardownOnce.Do(func() {
+		in.gone.Store(true)
+		if kill {
+			in.kill(raceless.ErrGone)
+		}
+		in.mu.Lock()
+		in.kill(raceless.ErrGone)
+		_ = in.mod.Close(context.Background())
+		in.mu.Unlock()
+		in.l.mu.Lock()
+		delete(in.l.live, in)
+		in.l.mu.Unlock()
+		in.l.releaseCompiled(in.src)
+	})
+}
+
+// call runs fn in the guest under the call lock. ctx identifies the call
+// chain (for reentrancy) but does not cancel the call: cancelling a guest
+// call kills its instance, so only deadlines and unloads do.
+func (in *instance) call(ctx context.Context, what string, fn api.Function, timeout time.Duration, args ...uint64) ([]uint64, error) {
+	cctx, err := in.chain(ctx, what)
+	if err != nil {
+		return nil, err
+	}
+	in.mu.Lock()
+	res, err := in.callLocked(cctx, what, fn, timeout, args...)
+	in.mu.Unlock()
+	return res, err
+}
+
+// callRC is call for functions returning an i32 code: a non-zero code is
+// returned as a *GuestError with the message the guest set in that call.
+func (in *instance) callRC(ctx context.Context, what string, fn api.Function, timeout time.Duration, args ...uint64) error {
+	cctx, err := in.chain(ctx, what)
+	if err != nil {
+		return err
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	res, err := in.callLocked(cctx, what, fn, timeout, args...)
+	if err != nil {
+		return err
+	}
+	if rc := api.DecodeI32(res[0]); rc != 0 {
+		return in.errf(what, &GuestError{Code: rc, Msg: in.takeErr()})
+	}
+	return nil
+}
+
+// chain returns the context for a guest call made on ctx's call chain, or
+// ErrReentrant if in is already on it.
+func (in *instance) chain(ctx context.Context, what string) (context.Context, error) {
+	f, _ := ctx.Value(frameKey{}).(*frame)
+	if f == nil {
+		return in.ctx, nil
+	}
+	for g := f; g != nil; g = g.parent {
+		if g.in == in {
+			return nil, in.errf(what, ErrReentrant)
+		}
+	}
+	return context.WithValue(in.ctx, frameKey{}, &frame{in: in, parent: f}), nil
+}
+
+// callLocked is call with the lock held.
+func (in *instance) callLocked(cctx context.Context, what string, fn api.Function, timeout time.Duration, args ...uint64) ([]uint64, error) {
+	if in.gone.Load() {
+		return nil, in.errf(what, raceless.ErrGone)
+	}
+	if r := in.aborted.Load(); r != nil {
+		return nil, in.errf(what, fmt.Errorf("%w: %s", ErrAborted, *r))
+	}
+	var d int64
+	if timeout > 0 {
+		d = in.l.deadline(timeout)
+		if !in.deadline.CompareAndSwap(0, d) {
+			return nil, in.errf(what, fmt.Errorf("%w: call deadline exceeded", ErrAborted))
+		}
+	}
+	res, err := fn.Call(cctx, args...)
+	if timeout > 0 {
+		in.deadline.CompareAndSwap(d, 0) // fails only if the watchdog claimed it
+	}
+	if err != nil {
+		return nil, in.fault(what, err)
+	}
+	in.memSize.Store(int64(in.mod.Memory().Size()))
+	return res, nil
+}
+
+// checkDeadline is called by the watchdog (holding Loader.mu).
+func (in *instance) checkDeadline(now int64) {
+	d := in.deadline.Load()
+	if d > 0 && now > d && in.deadline.CompareAndSwap(d, -1) {
+		in.abort("call deadline exceeded")
+		in.kill(ErrLimit)
+	}
+}
+
+// abort records why the instance runs no more code (the first reason wins).
+func (in *instance) abort(reason string) bool {
+	return in.aborted.CompareAndSwap(nil, &reason)
+}
+
+// fault classifies the error of a guest call, aborts the instance and
+// taints the module. Called with the lock held.
+func (in *instance) fault(what string, err error) error {
+	if in.gone.Load() {
+		return in.errf(what, raceless.ErrGone)
+	}
+	kind, reason := ErrTrap, ""
+	var exit *sys.ExitError
+	switch {
+	case in.deadline.Load() == -1 || context.Cause(in.ctx) == ErrLimit:
+		kind, reason = ErrLimit, "call deadline exceeded"
+	case strings.Contains(in.out.String(), "out of memory"):
+		kind, reason = ErrLimit, "memory limit exceeded"
+	case errors.As(err, &exit):
+		reason = fmt.Sprintf("guest exited with code %d", exit.ExitCode())
+	default:
+		reason = err.Error()
+	}
+	if tail := in.out.lastLines(3); tail != "" {
+		reason += ": " + tail
+	}
+	if in.abort(reason) {
+		if in.k != nil {
+			in.k.Taint(fmt.Sprintf("%s: %v: %s", what, kind, reason))
+		}
+	}
+	in.kill(kind)
+	return in.errf(what, fmt.Errorf("%w: %s", kind, reason))
+}
+
+func (in *instance) errf(what string, err error) error {
+	return &raceless.ModuleError{Op: "call", Module: in.name, Err: fmt.Errorf("%s: %w", what, err)}
+}
+
+// takeErr returns and clears the guest's set_error message. Lock held.
+func (in *instance) takeErr() string {
+	m := in.errMsg
+	in.errMsg = ""
+	return m
+}
+
+func (in *instance) logger() *slog.Logger {
+	if in.k != nil {
+		return in.k.Logger()
+	}
+	return slog.Default().With("module", in.name)
+}
+
+// tailBuffer keeps the last tailSize bytes written to it (a guest's output,
+// for error messages), and copies them to tee if set.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	tee io.Writer
+}
+
+const tailSize = 4 << 10
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tee != nil {
+		_, _ = b.tee.Write(p)
+	}
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > tailSize {
+		b.buf = append(b.buf[:0], b.buf[len(b.buf)-tailSize:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
+
+// lastLines summarizes the guest's output: the line of a Go panic or
+// fatal error if there is one, else up to n last non-empty lines, joined
+// by " | ".
+func (b *tailBuffer) lastLines(n int) string {
+	lines := strings.Split(b.String(), "\n")
+	for _, l := range lines {
+		if strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") {
+			return strings.TrimSpace(l)
+		}
+	}
+	var keep []string
+	for i := len(lines) - 1; i >= 0 && len(keep) < n; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			keep = append([]string{l}, keep...)
+		}
+	}
+	return strings.Join(keep, " | ")
+}
+
+func (b *tailBuffer) suffix() string {
+	if t := b.lastLines(3); t != "" {
+		return ": " + t
+	}
+	return ""
+}

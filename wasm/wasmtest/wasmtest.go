@@ -1,0 +1,227 @@
+// Package wasmtest builds raceless WebAssembly modules from Go source for
+// tests and benchmarks.
+//
+// Build compiles a module directory (a package main using the sdk, with a
+// modinfo.json beside main.go) with the standard toolchain,
+//
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared
+//
+// and appends the modinfo block. Results are cached by content (the
+// directory's files, the sdk's files and the Go version) under
+// os.TempDir()/raceless-wasmtest, so each module is built once per machine
+// until its source changes, not once per test binary; within a process
+// concurrent Builds of one directory build it once. Building costs a few
+// seconds on two cores when the Go build cache is cold.
+//
+// Build is safe for concurrent use.
+package wasmtest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/wasm/modinfo"
+)
+
+// Module directories of this repository, relative to its root.
+const (
+	Hello    = "examples/wasm/hello"
+	Provider = "examples/wasm/provider"
+	Consumer = "examples/wasm/consumer"
+	Refuser  = "examples/wasm/refuser"
+	// Misbehave is a test module that loops (spin), panics (boom,
+	// nilderef), eats memory (eat MiB) and echoes (echo); its bool
+	// parameter "fail" makes its init fail.
+	Misbehave = "wasm/testdata/misbehave"
+)
+
+var (
+	mu     sync.Mutex
+	builds = map[string]*build{}
+)
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// Build returns the path of the built module (with modinfo) for dir, a
+// directory relative to the repository root or absolute. It fails the test
+// if the build fails.
+func Build(t testing.TB, dir string) string {
+	t.Helper()
+	p, err := BuildCached(context.Background(), dir)
+	if err != nil {
+		t.Fatalf("wasmtest: %v", err)
+	}
+	return p
+}
+
+// BuildCached is Build without a testing.TB, for benchmarks and tools.
+func BuildCached(ctx context.Context, dir string) (string, error) {
+	abs, err := resolve(dir)
+	if err != nil {
+		return "", err
+	}
+	mu.Lock()
+	b := builds[abs]
+	if b == nil {
+		b = &build{}
+		builds[abs] = b
+	}
+	mu.Unlock()
+	b.once.Do(func() { b.path, b.err = buildCached(ctx, abs) })
+	return b.path, b.err
+}
+
+// resolve makes dir absolute, relative to the module root when relative.
+func resolve(dir string) (string, error) {
+	if filepath.IsAbs(dir) {
+		return dir, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, dir), nil
+}
+
+// RepoRoot returns the root of the raceless module (the directory of the
+// go.mod above the working directory).
+func RepoRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && len(b) > 0 {
+			return d, nil
+		}
+		up := filepath.Dir(d)
+		if up == d {
+			return "", fmt.Errorf("wasmtest: no go.mod above the working directory")
+		}
+		d = up
+	}
+}
+
+func buildCached(ctx context.Context, dir string) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	fmt.Fprintln(h, runtime.Version(), dir)
+	for _, d := range []string{dir, filepath.Join(root, "sdk")} {
+		if err := hashDir(h, d); err != nil {
+			return "", err
+		}
+	}
+	sum := hex.EncodeToString(h.Sum(nil))[:16]
+	cache := filepath.Join(os.TempDir(), "raceless-wasmtest")
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", err
+	}
+	out := filepath.Join(cache, filepath.Base(dir)+"-"+sum+".wasm")
+	if _, err := os.Stat(out); err == nil {
+		return out, nil
+	}
+	tmp, err := os.CreateTemp(cache, filepath.Base(dir)+"-*.tmp")
+	if err != nil {
+		return "", err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	if err := BuildTo(ctx, dir, tmp.Name()); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+func hashDir(h interface{ Write([]byte) (int, error) }, dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("wasmtest: %w", err)
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if !e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %d\n", n, len(b))
+		h.Write(b)
+	}
+	return nil
+}
+
+// BuildTo builds the module in dir into out (no caching) and appends the
+// modinfo block read from dir/modinfo.json.
+func BuildTo(ctx context.Context, dir, out string) error {
+	info, err := ReadInfoFile(filepath.Join(dir, "modinfo.json"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"),
+		"build", "-buildmode=c-shared", "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("wasmtest: go build %s: %v\n%s", dir, err, b)
+	}
+	return AppendInfoFile(out, info)
+}
+
+// ReadInfoFile reads a modinfo.json file (validated as modinfo.Decode does).
+func ReadInfoFile(path string) (raceless.Info, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return raceless.Info{}, fmt.Errorf("wasmtest: %w", err)
+	}
+	info, err := modinfo.Decode(b)
+	if err != nil {
+		return raceless.Info{}, fmt.Errorf("wasmtest: %s: %w", path, err)
+	}
+	return info, nil
+}
+
+// AppendInfoFile rewrites the wasm file at path with info as its modinfo
+// block (replacing an existing one).
+func AppendInfoFile(path string, info raceless.Info) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	out, err := modinfo.Append(b, info)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return os.WriteFile(path, out, 0o644)
+}
+
+// MustJSON is a helper for tests printing an Info.
+func MustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
