@@ -1,0 +1,356 @@
+package torture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/raceless/raceless"
+)
+
+// Options configure a run. The zero value runs for DefaultDuration.
+type Options struct {
+	// Duration bounds the run's wall time. 0 means DefaultDuration, unless
+	// Ops is set, in which case the run lasts until Ops operations.
+	Duration time.Duration
+	// Ops stops the run after this many operations (0: no limit).
+	Ops int64
+	// Seed makes the operation streams reproducible; 0 picks one from the
+	// clock (the Report carries it).
+	Seed int64
+	// Workers is the number of goroutines issuing operations (default
+	// 2*GOMAXPROCS, at least 4).
+	Workers int
+	// Modules is the number of test modules (default 6).
+	Modules int
+	// OpTimeout is the watchdog deadline of every wait: an operation that
+	// reaches it is a "hang" violation (default 10s).
+	OpTimeout time.Duration
+	// NoHookPanics turns off the hooks' random panics.
+	NoHookPanics bool
+	// Logger receives the host's log (default: discarded).
+	Logger *slog.Logger
+}
+
+// DefaultDuration is the length of a run when neither Duration nor Ops is set.
+const DefaultDuration = 10 * time.Second
+
+// maxDetails bounds the violation messages kept in a Report.
+const maxDetails = 50
+
+// maxDetailsPerKind bounds the messages kept for one kind, so that a
+// flood of one kind does not hide the others.
+const maxDetailsPerKind = 5
+
+// errHang is the cause of a watchdog deadline.
+var errHang = errors.New("watchdog deadline: waiter never woken")
+
+// Report is the result of a run.
+type Report struct {
+	Ops        int64            `json:"ops"`
+	Violations int64            `json:"violations"`
+	ByKind     map[string]int64 `json:"by_kind"`
+	Seed       int64            `json:"seed"`
+	Seconds    float64          `json:"seconds"`
+	OpsPerSec  float64          `json:"ops_per_sec"`
+	Workers    int              `json:"workers"`
+	Modules    int              `json:"modules"`
+	// OpCounts counts operations by kind; Outcomes counts their results
+	// ("unload/busy", "call/ok", ...).
+	OpCounts map[string]int64 `json:"op_counts"`
+	Outcomes map[string]int64 `json:"outcomes"`
+	// Events counts what the test modules did (init-fail, exit-refuse-busy,
+	// forced-stale-call, ...).
+	Events map[string]int64 `json:"events"`
+	// Instances is the number of module instances created.
+	Instances int64 `json:"instances"`
+	// HostTaints is the number of host taints (forced unloads) at the end.
+	HostTaints int `json:"host_taints"`
+	// Details are the first violation messages, each with the seed.
+	Details []string `json:"details,omitempty"`
+}
+
+// OK reports whether the run found no violation.
+func (r Report) OK() bool { return r.Violations == 0 }
+
+// runner is the state of one run.
+type runner struct {
+	opts       Options
+	seed       int64
+	host       *raceless.Host
+	specs      []*modSpec
+	hookPanics bool
+	stop       chan struct{} // closed when the workers must stop
+	clock      atomic.Uint64 // logical clock for "before" checks
+	ops        atomic.Int64
+
+	mu        sync.Mutex // guards everything below
+	byKind    map[string]int64
+	details   []string
+	opCounts  map[string]int64
+	outcomes  map[string]int64
+	events    map[string]int64
+	instances []*tmod
+	workers   []*worker
+}
+
+// Run runs the torture test and reports what it found. It returns an
+// error only when the run could not take place or did not end (a stuck
+// worker); violations are in the Report. It is safe to call Run from
+// several goroutines: each run has its own Host.
+func Run(ctx context.Context, opts Options) (Report, error) {
+	if opts.Duration <= 0 && opts.Ops <= 0 {
+		opts.Duration = DefaultDuration
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = max(4, 2*runtime.GOMAXPROCS(0))
+	}
+	if opts.Modules <= 0 {
+		opts.Modules = 6
+	}
+	if opts.OpTimeout <= 0 {
+		opts.OpTimeout = 10 * time.Second
+	}
+	if opts.Seed == 0 {
+		opts.Seed = time.Now().UnixNano()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	leakOpt := goleak.IgnoreCurrent()
+	r := &runner{
+		opts:       opts,
+		seed:       opts.Seed,
+		hookPanics: !opts.NoHookPanics,
+		stop:       make(chan struct{}),
+		byKind:     map[string]int64{},
+		opCounts:   map[string]int64{},
+		outcomes:   map[string]int64{},
+		events:     map[string]int64{},
+	}
+	for i := 0; i < opts.Modules; i++ {
+		r.specs = append(r.specs, r.newSpec(i))
+	}
+	r.host = raceless.New(raceless.WithLogger(opts.Logger), raceless.WithResolver(resolver{r}))
+
+	runCtx := ctx
+	var cancelRun context.CancelFunc = func() {}
+	if opts.Duration > 0 {
+		runCtx, cancelRun = context.WithTimeout(ctx, opts.Duration)
+	}
+	defer cancelRun()
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < opts.Workers; i++ {
+		w := &worker{r: r, id: i, rng: rand.New(rand.NewPCG(uint64(opts.Seed), uint64(i))),
+			opCounts: map[string]int64{}, outcomes: map[string]int64{}}
+		r.workers = append(r.workers, w)
+	}
+	for _, w := range r.workers {
+		wg.Go(func() { w.run(runCtx) })
+	}
+	// Stop the workers when the run is over; watch for stuck ones.
+	workersDone := make(chan struct{})
+	go func() { wg.Wait(); close(workersDone) }()
+	stuck := r.watch(runCtx, workersDone)
+	elapsed := time.Since(start)
+	if stuck {
+		return r.report(elapsed), fmt.Errorf("torture: workers stuck (seed %d)", r.seed)
+	}
+	r.finalChecks(ctx)
+	if err := goleak.Find(leakOpt, goleak.IgnoreCurrent()); err != nil {
+		r.violate("goroutine-leak", "%v", err)
+	}
+	return r.report(elapsed), nil
+}
+
+// watch waits for the end of the run, then for the workers, reporting a
+// worker stuck in one operation for more than twice the watchdog deadline.
+// It reports whether the workers never came back.
+func (r *runner) watch(runCtx context.Context, workersDone <-chan struct{}) bool {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	stopped := false
+	var stopAt time.Time
+	reported := map[int]bool{}
+	for {
+		var runDone <-chan struct{}
+		if !stopped {
+			runDone = runCtx.Done()
+		}
+		select {
+		case <-workersDone:
+			if !stopped {
+				close(r.stop)
+			}
+			return false
+		case <-runDone:
+			stopped, stopAt = true, time.Now()
+			close(r.stop)
+		case now := <-tick.C:
+			for _, w := range r.workers {
+				what, since := w.current()
+				if what != "" && now.Sub(since) > 2*r.opts.OpTimeout && !reported[w.id] {
+					reported[w.id] = true
+					r.violate("stuck", "worker %d stuck in %s for %v", w.id, what, now.Sub(since).Round(time.Millisecond))
+				}
+			}
+			if stopped && time.Since(stopAt) > 3*r.opts.OpTimeout {
+				buf := make([]byte, 1<<20)
+				n := runtime.Stack(buf, true)
+				r.violate("stuck", "workers did not stop; goroutines:\n%s", buf[:n])
+				return true
+			}
+		}
+	}
+}
+
+// finalChecks runs after every worker has released everything.
+func (r *runner) finalChecks(ctx context.Context) {
+	h := r.host
+	for _, inst := range h.Modules() {
+		if inst.State() != raceless.StateLive {
+			r.violate("api", "%s is %s after every operation returned", inst.Name(), inst.State())
+			continue
+		}
+		if n, deps := inst.Refs(), int64(len(inst.Holders())); n != deps {
+			r.violate("refs-at-end", "%s: %d references, %d holders, nothing else held", inst.Name(), n, deps)
+		}
+	}
+	if n := h.Underflows(); n != 0 {
+		r.violate("ref-underflow", "%d puts without a get", n)
+	}
+	sctx, cancel := context.WithTimeoutCause(ctx, r.opts.OpTimeout, errHang)
+	forced, err := h.Shutdown(sctx)
+	cancel()
+	if len(forced) > 0 {
+		r.violate("refs-at-end", "shutdown had to force %v", forced)
+	}
+	if err != nil {
+		r.violate("hang", "shutdown: %v", err)
+	}
+	if mods := h.Modules(); len(mods) > 0 {
+		r.violate("api", "%d modules left after Shutdown", len(mods))
+	}
+	if n := h.Underflows(); n != 0 {
+		r.violate("ref-underflow", "%d puts without a get after shutdown", n)
+	}
+	r.mu.Lock()
+	insts := append([]*tmod(nil), r.instances...)
+	r.mu.Unlock()
+	for _, m := range insts {
+		m.noteForced() // a forced unload whose Exit refused taints after Exit
+		inits, calls, oks := m.inits.Load(), m.exitCalls.Load(), m.exitOKs.Load()
+		inst := m.inst.Load()
+		switch {
+		case inits > 1:
+			r.violate("exit-count", "%s: Init ran %d times", m, inits)
+		case inst == nil:
+			// Instantiated, never initialised (a dependency failed).
+		case m.phase.Load() == phInitFailed || m.phase.Load() == phIniting:
+			if calls != 0 {
+				r.violate("exit-count", "%s: Exit called %d times after a failed Init", m, calls)
+			}
+		case calls == 0:
+			r.violate("exit-count", "%s: went live, never exited (state %s)", m, inst.State())
+		case oks == 0 && !m.forced.Load():
+			r.violate("exit-count", "%s: %s without a successful Exit (%d calls, taints %q)", m, inst.State(), calls, inst.Taints())
+		}
+		if inst != nil {
+			if inst.State() != raceless.StateGone {
+				r.violate("api", "%s: %s after Shutdown", m, inst.State())
+			}
+			if n := inst.Refs(); n != 0 {
+				r.violate("refs-at-end", "%s: %d references after Shutdown", m, n)
+			}
+		}
+		if n := m.held.Load(); n != 0 {
+			r.violate("refs-at-end", "%s: torture still counts %d bindings", m, n)
+		}
+	}
+}
+
+func (r *runner) track(m *tmod) {
+	r.mu.Lock()
+	r.instances = append(r.instances, m)
+	r.mu.Unlock()
+}
+
+// violate records a violation.
+func (r *runner) violate(kind, format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.violateLocked(kind, format, args...)
+}
+
+func (r *runner) violateLocked(kind, format string, args ...any) {
+	r.byKind[kind]++
+	if len(r.details) < maxDetails && r.byKind[kind] <= maxDetailsPerKind {
+		r.details = append(r.details, fmt.Sprintf("[%s] seed %d: %s", kind, r.seed, fmt.Sprintf(format, args...)))
+	}
+}
+
+func (r *runner) event(name string) {
+	r.mu.Lock()
+	r.events[name]++
+	r.mu.Unlock()
+}
+
+// opContext returns the watchdog context of one operation: it expires
+// with cause errHang after OpTimeout.
+func (r *runner) opContext(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(parent, r.opts.OpTimeout, errHang)
+}
+
+func (r *runner) report(elapsed time.Duration) Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := Report{
+		Ops:        r.ops.Load(),
+		ByKind:     copyMap(r.byKind),
+		Seed:       r.seed,
+		Seconds:    elapsed.Seconds(),
+		Workers:    r.opts.Workers,
+		Modules:    r.opts.Modules,
+		OpCounts:   copyMap(r.opCounts),
+		Outcomes:   copyMap(r.outcomes),
+		Events:     copyMap(r.events),
+		Instances:  int64(len(r.instances)),
+		HostTaints: len(r.host.Taints()),
+		Details:    append([]string(nil), r.details...),
+	}
+	for _, n := range r.byKind {
+		rep.Violations += n
+	}
+	if elapsed > 0 {
+		rep.OpsPerSec = float64(rep.Ops) / elapsed.Seconds()
+	}
+	return rep
+}
+
+func copyMap(m map[string]int64) map[string]int64 {
+	out := make(map[string]int64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func sortedKeys(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,391 @@
+package torture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/raceless/raceless"
+)
+
+// worker issues random operations. It holds up to maxHeld Bindings across
+// operations (so that unloads meet real references) and releases them all
+// before any operation that may wait for references: a worker never waits
+// while holding, so waits end unless the host loses a wake-up.
+type worker struct {
+	r      *runner
+	id     int
+	rng    *rand.Rand
+	held   []raceless.Binding
+	reader *raceless.Reader
+
+	opName  atomic.Pointer[string] // operation in progress, for the watchdog
+	opSince atomic.Int64           // its start, unix nanoseconds
+
+	// Merged into the runner's maps when the worker ends.
+	opCounts map[string]int64
+	outcomes map[string]int64
+}
+
+const maxHeld = 3
+
+// op kinds and their weights.
+var opTable = []struct {
+	name   string
+	weight int
+	fn     func(w *worker, ctx context.Context)
+}{
+	{"call", 34, (*worker).opCall},
+	{"instance-acquire", 4, (*worker).opInstanceAcquire},
+	{"hooks", 14, (*worker).opHooks},
+	{"lookup", 5, (*worker).opLookup},
+	{"lsmod", 4, (*worker).opLsmod},
+	{"load", 12, (*worker).opLoad},
+	{"unload", 9, (*worker).opUnload},
+	{"unload-wait", 3, (*worker).opUnloadWait},
+	{"unload-force", 1, (*worker).opUnloadForce},
+	{"request", 7, (*worker).opRequest},
+	{"autoclean", 1, (*worker).opAutoclean},
+}
+
+var opTotal = func() int {
+	n := 0
+	for _, o := range opTable {
+		n += o.weight
+	}
+	return n
+}()
+
+func (w *worker) current() (string, time.Time) {
+	p := w.opName.Load()
+	if p == nil {
+		return "", time.Time{}
+	}
+	return *p, time.Unix(0, w.opSince.Load())
+}
+
+func (w *worker) run(ctx context.Context) {
+	w.reader = w.r.host.NewReader()
+	defer func() {
+		w.releaseAll()
+		w.reader.Close()
+		w.r.mu.Lock()
+		for k, v := range w.opCounts {
+			w.r.opCounts[k] += v
+		}
+		for k, v := range w.outcomes {
+			w.r.outcomes[k] += v
+		}
+		w.r.mu.Unlock()
+	}()
+	limit := w.r.opts.Ops
+	for ctx.Err() == nil {
+		if limit > 0 && w.r.ops.Load() >= limit {
+			return
+		}
+		pick := w.rng.IntN(opTotal)
+		for _, o := range opTable {
+			if pick < o.weight {
+				w.do(ctx, o.name, o.fn)
+				break
+			}
+			pick -= o.weight
+		}
+		if len(w.held) > 0 && w.rng.IntN(3) == 0 {
+			w.release(w.rng.IntN(len(w.held)))
+		}
+	}
+}
+
+func (w *worker) do(ctx context.Context, name string, fn func(*worker, context.Context)) {
+	w.opSince.Store(time.Now().UnixNano())
+	w.opName.Store(&name)
+	defer func() {
+		w.opName.Store(nil)
+		if p := recover(); p != nil {
+			w.r.violate("panic", "worker %d, %s: %v", w.id, name, p)
+		}
+	}()
+	fn(w, ctx)
+	w.opCounts[name]++
+	w.r.ops.Add(1)
+}
+
+func (w *worker) outcome(op string, err error) {
+	w.outcomes[op+"/"+errClass(err)]++
+}
+
+// hung records a hang when err came from the watchdog deadline of ctx.
+func (w *worker) hung(ctx context.Context, what string, err error) {
+	if err != nil && context.Cause(ctx) == errHang {
+		w.r.violate("hang", "worker %d: %s: %v", w.id, what, err)
+	}
+}
+
+func errClass(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, raceless.ErrBusy):
+		return "busy"
+	case errors.Is(err, raceless.ErrNotFound):
+		return "notfound"
+	case errors.Is(err, raceless.ErrNotLive):
+		return "notlive"
+	case errors.Is(err, raceless.ErrGone):
+		return "gone"
+	case errors.Is(err, raceless.ErrExists):
+		return "exists"
+	case errors.Is(err, raceless.ErrInit):
+		return "initfail"
+	case errors.Is(err, raceless.ErrCycle):
+		return "cycle"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline"
+	}
+	return "other"
+}
+
+func (w *worker) spec() *modSpec { return w.r.specs[w.rng.IntN(len(w.r.specs))] }
+
+// withCancel returns ctx, cancelled at a random point in the next 500µs
+// with probability p percent: the injected cancellations.
+func (w *worker) withCancel(ctx context.Context, p int) (context.Context, func()) {
+	if w.rng.IntN(100) >= p {
+		return ctx, func() {}
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	t := time.AfterFunc(time.Duration(w.rng.IntN(500))*time.Microsecond, cancel)
+	return cctx, func() { t.Stop(); cancel() }
+}
+
+// checkVisible reports a registration seen from an instance that never
+// went live.
+func (w *worker) checkVisible(sv *symVal, how string) {
+	switch ph := sv.m.phase.Load(); ph {
+	case phNew, phIniting, phInitFailed:
+		w.r.violate("visible-never-live", "%s: %s found %s in phase %s", sv.m, how, sv.name, phaseNames[ph])
+	}
+}
+
+func (w *worker) take(b raceless.Binding, how string) *symVal {
+	sv, ok := b.Value.(*symVal)
+	if !ok {
+		w.r.violate("api", "%s returned a value of type %T", how, b.Value)
+		b.Release()
+		return nil
+	}
+	sv.m.held.Add(1)
+	if b.Owner != sv.m.inst.Load() {
+		w.r.violate("api", "%s: binding owner %p is not the exporting instance of %s", how, b.Owner, sv.m)
+	}
+	w.checkVisible(sv, how)
+	return sv
+}
+
+func (w *worker) drop(b raceless.Binding) {
+	b.Value.(*symVal).m.held.Add(-1)
+	b.Release()
+}
+
+func (w *worker) release(i int) {
+	b := w.held[i]
+	w.held[i] = w.held[len(w.held)-1]
+	w.held = w.held[:len(w.held)-1]
+	// A held binding may be called again before release: after a forced
+	// unload that is the legitimate stale call.
+	if w.rng.IntN(2) == 0 {
+		b.Value.(*symVal).call()
+	}
+	w.drop(b)
+}
+
+func (w *worker) releaseAll() {
+	for len(w.held) > 0 {
+		w.release(len(w.held) - 1)
+	}
+}
+
+func (w *worker) opCall(ctx context.Context) {
+	s := w.spec()
+	name := s.symA()
+	if w.rng.IntN(2) == 0 {
+		name = s.symB()
+	}
+	b, err := w.r.host.Symbol(name)
+	w.outcome("call", err)
+	if err != nil {
+		return
+	}
+	sv := w.take(b, "Symbol")
+	if sv == nil {
+		return
+	}
+	sv.call()
+	if len(w.held) < maxHeld && w.rng.IntN(4) == 0 {
+		w.held = append(w.held, b)
+		return
+	}
+	w.drop(b)
+}
+
+func (w *worker) opInstanceAcquire(ctx context.Context) {
+	s := w.spec()
+	inst, ok := w.r.host.Module(s.name)
+	if !ok {
+		w.outcome("instance-acquire", raceless.ErrNotFound)
+		return
+	}
+	wasGone := inst.State() == raceless.StateGone
+	b, err := inst.Acquire(raceless.KindSymbol, s.symA())
+	w.outcome("instance-acquire", err)
+	if err != nil {
+		return
+	}
+	if wasGone {
+		w.r.violate("api", "Instance.Acquire succeeded on gone %s", s.name)
+	}
+	if sv := w.take(b, "Instance.Acquire"); sv != nil {
+		sv.call()
+		w.drop(b)
+	}
+}
+
+func (w *worker) opHooks(ctx context.Context) {
+	ev := "ev"
+	if w.rng.IntN(2) == 0 {
+		ev = "ev." + w.spec().name
+	}
+	var err error
+	if w.rng.IntN(2) == 0 {
+		err = w.reader.CallHooks(ctx, ev, nil)
+	} else {
+		err = w.r.host.CallHooks(ctx, ev, nil)
+	}
+	w.outcome("hooks", err)
+}
+
+func (w *worker) opLookup(ctx context.Context) {
+	seq0 := w.r.clock.Add(1)
+	regs := append(w.r.host.Lookup(raceless.KindSymbol), w.r.host.Lookup(raceless.KindRoute)...)
+	w.outcome("lookup", nil)
+	for _, reg := range regs {
+		sv, ok := reg.Value.(*symVal)
+		if !ok {
+			w.r.violate("api", "Lookup: %s has a value of type %T", reg.Name, reg.Value)
+			continue
+		}
+		w.checkVisible(sv, "Lookup")
+		if eb := sv.m.exitBegin.Load(); eb != 0 && eb < seq0 {
+			w.r.violate("stale-registration", "%s: Lookup found %s %s, Exit began before the lookup (phase %s)",
+				sv.m, reg.Kind, reg.Name, phaseNames[sv.m.phase.Load()])
+		}
+		if reg.Owner != sv.m.spec.name {
+			w.r.violate("api", "Lookup: %s owned by %q, exported by %s", reg.Name, reg.Owner, sv.m)
+		}
+	}
+}
+
+func (w *worker) opLsmod(ctx context.Context) {
+	for _, inst := range w.r.host.Modules() {
+		_ = inst.Size()
+		if n := inst.Refs(); n < 0 {
+			w.r.violate("ref-underflow", "%s: Refs() = %d", inst.Name(), n)
+		}
+		_ = inst.Holders()
+		_ = inst.Deps()
+		_ = inst.Taints()
+		_ = inst.Params()
+	}
+	w.outcome("lsmod", nil)
+}
+
+func (w *worker) opLoad(ctx context.Context) {
+	w.releaseAll()
+	s := w.spec()
+	octx, cancel := w.r.opContext(ctx)
+	defer cancel()
+	cctx, stop := w.withCancel(octx, 20)
+	defer stop()
+	var params map[string]string
+	if w.rng.IntN(4) == 0 {
+		params = map[string]string{"mode": fmt.Sprint(w.rng.IntN(10))}
+	}
+	inst, err := w.r.host.Load(cctx, s.src, params)
+	w.outcome("load", err)
+	w.hung(octx, "load "+s.name, err)
+	if err == nil {
+		if inst.Name() != s.name {
+			w.r.violate("api", "Load(%s) returned %s", s.name, inst.Name())
+		}
+		if st := inst.State(); st == raceless.StateComing {
+			w.r.violate("api", "Load(%s) returned a coming instance", s.name)
+		}
+	}
+}
+
+func (w *worker) unload(ctx context.Context, op string, opts raceless.UnloadOptions, cancelP int) {
+	s := w.spec()
+	before, _ := w.r.host.Module(s.name)
+	octx, cancel := w.r.opContext(ctx)
+	defer cancel()
+	cctx, stop := w.withCancel(octx, cancelP)
+	defer stop()
+	err := w.r.host.Unload(cctx, s.name, opts)
+	w.outcome(op, err)
+	w.hung(octx, op+" "+s.name, err)
+	if err == nil && before != nil && before.State() != raceless.StateGone {
+		w.r.violate("api", "%s %s returned nil, instance is %s", op, s.name, before.State())
+	}
+}
+
+func (w *worker) opUnload(ctx context.Context) {
+	w.unload(ctx, "unload", raceless.UnloadOptions{}, 5)
+}
+
+func (w *worker) opUnloadWait(ctx context.Context) {
+	w.releaseAll()
+	w.unload(ctx, "unload-wait", raceless.UnloadOptions{Wait: true, ProgressInterval: time.Millisecond,
+		Progress: func(p raceless.Progress) {
+			if p.Refs < 0 {
+				w.r.violate("ref-underflow", "unload progress of %s: %d refs", p.Module, p.Refs)
+			}
+		}}, 50)
+}
+
+func (w *worker) opUnloadForce(ctx context.Context) {
+	w.unload(ctx, "unload-force", raceless.UnloadOptions{Force: true}, 0)
+}
+
+func (w *worker) opRequest(ctx context.Context) {
+	w.releaseAll()
+	s := w.spec()
+	name := s.name
+	if w.rng.IntN(2) == 0 {
+		name = "alias-" + s.name
+	}
+	octx, cancel := w.r.opContext(ctx)
+	defer cancel()
+	cctx, stop := w.withCancel(octx, 20)
+	defer stop()
+	inst, err := w.r.host.Request(cctx, name)
+	w.outcome("request", err)
+	w.hung(octx, "request "+name, err)
+	if err == nil && inst.Name() != s.name {
+		w.r.violate("api", "Request(%s) returned %s", name, inst.Name())
+	}
+}
+
+func (w *worker) opAutoclean(ctx context.Context) {
+	w.releaseAll()
+	octx, cancel := w.r.opContext(ctx)
+	defer cancel()
+	_, err := w.r.host.Autoclean(octx)
+	w.outcome("autoclean", err)
+	w.hung(octx, "autoclean", err)
+}
