@@ -74,6 +74,34 @@ func Inc64(p *uint64, d uint64) {
 	atomic.AddUint64(p, d)
 }
 
+// Enter marks the caller's P slot busy (*p is owned by the pinned P): a
+// plain store of 1 under Light, an atomic store with exclusive pinning, an
+// atomic increment otherwise (slots then are shared and busy is a count).
+// Stores of constants, unlike increments, do not chain through store-to-load
+// forwarding from one call to the next.
+func Enter(p *uint64) {
+	switch {
+	case light:
+		*p = 1
+	case pinExclusive:
+		atomic.StoreUint64(p, 1)
+	default:
+		atomic.AddUint64(p, 1)
+	}
+}
+
+// Exit undoes Enter.
+func Exit(p *uint64) {
+	switch {
+	case light:
+		*p = 0
+	case pinExclusive:
+		atomic.StoreUint64(p, 0)
+	default:
+		atomic.AddUint64(p, ^uint64(0))
+	}
+}
+
 // Heavy is the heavy side of the asymmetric barrier. When it returns, every
 // thread of the process has executed a full memory barrier at some instant
 // between Heavy's call and its return (or was not running, and a context

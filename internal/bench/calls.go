@@ -1,0 +1,423 @@
+// Package bench measures the fast paths side by side: a call through a
+// function value unprotected, under the grace domain (reader handle and
+// anonymous), under a module reference, and under the protections a Go
+// program would otherwise use. The CLI's "bench calls" runs Calls.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/raceless/raceless/internal/grace"
+	"github.com/raceless/raceless/internal/ref"
+)
+
+// CallsOptions tunes Calls. Zero values select the defaults.
+type CallsOptions struct {
+	// MaxGoroutines is the largest goroutine count measured (1..Max);
+	// default GOMAXPROCS. Raise it to draw scaling curves on a big machine.
+	MaxGoroutines int
+	// Duration is the target wall time of one measurement; default 100ms.
+	Duration time.Duration
+	// Repeats is how many measurements each figure is the median of;
+	// default 5.
+	Repeats int
+	// SyncSamples is how many Synchronize calls each latency figure is
+	// drawn from; default 2000.
+	SyncSamples int
+}
+
+func (o CallsOptions) withDefaults() CallsOptions {
+	if o.MaxGoroutines <= 0 {
+		o.MaxGoroutines = runtime.GOMAXPROCS(0)
+	}
+	if o.Duration <= 0 {
+		o.Duration = 100 * time.Millisecond
+	}
+	if o.Repeats <= 0 {
+		o.Repeats = 5
+	}
+	if o.SyncSamples <= 0 {
+		o.SyncSamples = 2000
+	}
+	return o
+}
+
+// CallResult is one protected-call figure: ns per call, aggregate (wall time
+// divided by the calls of all goroutines together), median of the repeats.
+type CallResult struct {
+	Name       string  `json:"name"`
+	Goroutines int     `json:"goroutines"`
+	NsPerOp    float64 `json:"ns_per_op"`
+}
+
+// SyncResult is the latency of Synchronize with Readers goroutines cycling
+// through read sections.
+type SyncResult struct {
+	Name    string  `json:"name"` // "synchronize"
+	Readers int     `json:"readers"`
+	P50Ns   float64 `json:"p50_ns"`
+	P99Ns   float64 `json:"p99_ns"`
+}
+
+// Names lists the call benchmarks in table order.
+var Names = []string{"unprotected", "grace_reader", "grace_anonymous", "ref_tryget_put", "rwmutex", "atomic_counter", "mutex_counter"}
+
+// target is the protected function: tiny, not inlined, called through a
+// package variable so the call stays indirect.
+//
+//go:noinline
+func target(x int) int { return x + 1 }
+
+var call = target
+
+// sinks keeps results alive, one padded slot per goroutine.
+var sinks [256]struct {
+	v int
+	_ [120]byte
+}
+
+// worker runs n protected calls; setup makes one per goroutine.
+type worker func(n int) int
+
+type benchmark struct {
+	name  string
+	setup func() (w func(g int) worker, teardown func())
+}
+
+func benchmarks() []benchmark {
+	return []benchmark{
+		{"unprotected", func() (func(int) worker, func()) {
+			return func(int) worker {
+				return func(n int) int {
+					acc := 0
+					for i := 0; i < n; i++ {
+						acc = call(acc)
+					}
+					return acc
+				}
+			}, func() {}
+		}},
+		{"grace_reader", func() (func(int) worker, func()) {
+			d := grace.New()
+			var mu sync.Mutex
+			var rs []*grace.Reader
+			return func(int) worker {
+					r := d.Register()
+					mu.Lock()
+					rs = append(rs, r)
+					mu.Unlock()
+					return func(n int) int {
+						acc := 0
+						for i := 0; i < n; i++ {
+							r.Lock()
+							acc = call(acc)
+							r.Unlock()
+						}
+						return acc
+					}
+				}, func() {
+					for _, r := range rs {
+						r.Close()
+					}
+				}
+		}},
+		{"grace_anonymous", func() (func(int) worker, func()) {
+			d := grace.New()
+			return func(int) worker {
+				return func(n int) int {
+					acc := 0
+					for i := 0; i < n; i++ {
+						t := d.Lock()
+						acc = call(acc)
+						d.Unlock(t)
+					}
+					return acc
+				}
+			}, func() {}
+		}},
+		{"ref_tryget_put", func() (func(int) worker, func()) {
+			r := ref.New(false)
+			return func(int) worker {
+				return func(n int) int {
+					acc := 0
+					for i := 0; i < n; i++ {
+						if r.TryGet() {
+							acc = call(acc)
+							r.Put()
+						}
+					}
+					return acc
+				}
+			}, func() {}
+		}},
+		{"rwmutex", func() (func(int) worker, func()) {
+			var mu sync.RWMutex
+			return func(int) worker {
+				return func(n int) int {
+					acc := 0
+					for i := 0; i < n; i++ {
+						mu.RLock()
+						acc = call(acc)
+						mu.RUnlock()
+					}
+					return acc
+				}
+			}, func() {}
+		}},
+		{"atomic_counter", func() (func(int) worker, func()) {
+			var c atomic.Int64
+			return func(int) worker {
+				return func(n int) int {
+					acc := 0
+					for i := 0; i < n; i++ {
+						if c.Add(1) > 0 {
+							acc = call(acc)
+						}
+						c.Add(-1)
+					}
+					return acc
+				}
+			}, func() {}
+		}},
+		{"mutex_counter", func() (func(int) worker, func()) {
+			// The 2002 try_inc_mod_count: a spinlock-protected count, -1
+			// meaning "unloading".
+			var mu sync.Mutex
+			count := 0
+			return func(int) worker {
+				return func(n int) int {
+					acc := 0
+					for i := 0; i < n; i++ {
+						mu.Lock()
+						ok := count >= 0
+						if ok {
+							count++
+						}
+						mu.Unlock()
+						if ok {
+							acc = call(acc)
+							mu.Lock()
+							count--
+							mu.Unlock()
+						}
+					}
+					return acc
+				}
+			}, func() {}
+		}},
+	}
+}
+
+// measure runs g goroutines of n calls each and returns aggregate ns/call.
+func measure(ws []worker, n int) float64 {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, w := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			sinks[i%len(sinks)].v = w(n)
+		}()
+	}
+	t0 := time.Now()
+	close(start)
+	wg.Wait()
+	return float64(time.Since(t0).Nanoseconds()) / float64(n*len(ws))
+}
+
+// iterations calibrates n so that one goroutine runs for about d.
+func iterations(w worker, d time.Duration) int {
+	n := 1000
+	for {
+		t0 := time.Now()
+		sinks[0].v = w(n)
+		el := time.Since(t0)
+		if el >= d/10 || n >= 1<<30 {
+			per := float64(el.Nanoseconds()) / float64(n)
+			return max(1000, int(float64(d.Nanoseconds())/max(per, 0.1)))
+		}
+		n *= 4
+	}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+// CallsResults runs the call and grace-period benchmarks and returns the
+// figures (Calls formats them).
+func CallsResults(opts CallsOptions) ([]CallResult, []SyncResult, error) {
+	o := opts.withDefaults()
+	var calls []CallResult
+	for _, b := range benchmarks() {
+		mk, teardown := b.setup()
+		ws := make([]worker, o.MaxGoroutines)
+		for i := range ws {
+			ws[i] = mk(i)
+		}
+		n := iterations(ws[0], o.Duration)
+		for g := 1; g <= o.MaxGoroutines; g++ {
+			per := max(1000, n/g) // same total work per measurement
+			xs := make([]float64, o.Repeats)
+			for k := range xs {
+				xs[k] = measure(ws[:g], per)
+			}
+			calls = append(calls, CallResult{Name: b.name, Goroutines: g, NsPerOp: median(xs)})
+		}
+		teardown()
+	}
+	var syncs []SyncResult
+	for _, readers := range slices.Compact([]int{0, o.MaxGoroutines}) {
+		r, err := syncLatency(readers, o.SyncSamples)
+		if err != nil {
+			return nil, nil, err
+		}
+		syncs = append(syncs, r)
+	}
+	return calls, syncs, nil
+}
+
+// syncLatency measures Synchronize with readers goroutines cycling through
+// short read sections (half on reader handles, half anonymous).
+func syncLatency(readers, samples int) (SyncResult, error) {
+	d := grace.New()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for i := 0; i < readers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			r := d.Register()
+			defer r.Close()
+			acc := 0
+			for !stop.Load() {
+				for k := 0; k < 64; k++ {
+					if i%2 == 0 {
+						r.Lock()
+						acc = call(acc)
+						r.Unlock()
+					} else {
+						t := d.Lock()
+						acc = call(acc)
+						d.Unlock(t)
+					}
+				}
+			}
+			sinks[i%len(sinks)].v = acc
+		}(i)
+	}
+	defer func() {
+		stop.Store(true)
+		wg.Wait()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lat := make([]float64, samples)
+	for i := range lat {
+		t0 := time.Now()
+		if err := d.Synchronize(ctx); err != nil {
+			return SyncResult{}, fmt.Errorf("bench: synchronize with %d readers: %w", readers, err)
+		}
+		lat[i] = float64(time.Since(t0).Nanoseconds())
+	}
+	sort.Float64s(lat)
+	return SyncResult{
+		Name:    "synchronize",
+		Readers: readers,
+		P50Ns:   lat[len(lat)/2],
+		P99Ns:   lat[min(len(lat)-1, len(lat)*99/100)],
+	}, nil
+}
+
+// Calls runs the benchmarks and writes them to w: with jsonOut, a JSON list
+// of CallResult and SyncResult objects; otherwise aligned tables.
+func Calls(w io.Writer, jsonOut bool, opts CallsOptions) error {
+	calls, syncs, err := CallsResults(opts)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		out := make([]any, 0, len(calls)+len(syncs))
+		for _, c := range calls {
+			out = append(out, c)
+		}
+		for _, s := range syncs {
+			out = append(out, s)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	return writeTable(w, calls, syncs)
+}
+
+func writeTable(w io.Writer, calls []CallResult, syncs []SyncResult) error {
+	maxG := 0
+	base := map[int]float64{}
+	byName := map[string]map[int]float64{}
+	for _, c := range calls {
+		maxG = max(maxG, c.Goroutines)
+		if byName[c.Name] == nil {
+			byName[c.Name] = map[int]float64{}
+		}
+		byName[c.Name][c.Goroutines] = c.NsPerOp
+		if c.Name == "unprotected" {
+			base[c.Goroutines] = c.NsPerOp
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "protected calls: aggregate ns per call (wall time / all calls), x = ratio to unprotected at the same N; GOMAXPROCS=%d\n", runtime.GOMAXPROCS(0))
+	fmt.Fprint(tw, "name\t")
+	for g := 1; g <= maxG; g++ {
+		fmt.Fprintf(tw, "N=%d\t\t", g)
+	}
+	fmt.Fprint(tw, "over unprot. N=1\t")
+	if maxG > 1 {
+		fmt.Fprintf(tw, "scaling N=%d\t", maxG)
+	}
+	fmt.Fprintln(tw)
+	for _, name := range Names {
+		m := byName[name]
+		if m == nil {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t", name)
+		for g := 1; g <= maxG; g++ {
+			fmt.Fprintf(tw, "%.2f ns\t%.2fx\t", m[g], m[g]/base[g])
+		}
+		fmt.Fprintf(tw, "%+.2f ns\t", m[1]-base[1])
+		if maxG > 1 {
+			// Aggregate throughput at maxG relative to maxG x single.
+			fmt.Fprintf(tw, "%.2f\t", m[1]/(m[maxG]*float64(maxG)))
+		}
+		fmt.Fprintln(tw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "grace periods: Synchronize latency")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "readers cycling\tp50\tp99\t")
+	for _, s := range syncs {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t\n", s.Readers, fmtNs(s.P50Ns), fmtNs(s.P99Ns))
+	}
+	return tw.Flush()
+}
+
+func fmtNs(ns float64) string {
+	return time.Duration(ns).Round(100 * time.Nanosecond).String()
+}

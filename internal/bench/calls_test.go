@@ -1,0 +1,68 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quick = CallsOptions{MaxGoroutines: 2, Duration: time.Millisecond, Repeats: 1, SyncSamples: 20}
+
+// TestCallsJSON runs the CLI's benchmark with a tiny budget and checks that
+// the JSON parses and names every benchmark at every goroutine count.
+func TestCallsJSON(t *testing.T) {
+	var buf bytes.Buffer
+	if err := Calls(&buf, true, quick); err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rows); err != nil {
+		t.Fatalf("output is not a JSON list: %v\n%s", err, buf.String())
+	}
+	seen := map[string]int{}
+	syncs := 0
+	for _, r := range rows {
+		name, _ := r["name"].(string)
+		if name == "synchronize" {
+			syncs++
+			for _, k := range []string{"readers", "p50_ns", "p99_ns"} {
+				if _, ok := r[k].(float64); !ok {
+					t.Errorf("synchronize row lacks %s: %v", k, r)
+				}
+			}
+			continue
+		}
+		g, _ := r["goroutines"].(float64)
+		ns, _ := r["ns_per_op"].(float64)
+		if g < 1 || ns <= 0 {
+			t.Errorf("bad row %v", r)
+		}
+		seen[name]++
+	}
+	for _, n := range Names {
+		if seen[n] != quick.MaxGoroutines {
+			t.Errorf("%s: %d rows, want %d", n, seen[n], quick.MaxGoroutines)
+		}
+	}
+	if syncs != 2 {
+		t.Errorf("%d synchronize rows, want 2", syncs)
+	}
+}
+
+func TestCallsTable(t *testing.T) {
+	var buf bytes.Buffer
+	if err := Calls(&buf, false, quick); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range append(Names, "Synchronize", "p99") {
+		if !strings.Contains(buf.String(), n) {
+			t.Errorf("table lacks %q:\n%s", n, buf.String())
+		}
+	}
+}
