@@ -45,12 +45,12 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ue):
 		return ExitUsage
+	case errors.Is(err, raceless.ErrPermission), errors.Is(err, os.ErrPermission):
+		return ExitPermission
 	case errors.Is(err, control.ErrNoDaemon):
 		return ExitNoDaemon
 	case errors.Is(err, control.ErrUnsupported):
 		return ExitUnsupported
-	case errors.Is(err, raceless.ErrPermission), errors.Is(err, os.ErrPermission):
-		return ExitPermission
 	case errors.Is(err, raceless.ErrBusy):
 		return ExitBusy
 	case errors.Is(err, raceless.ErrNotFound), errors.Is(err, os.ErrNotExist):
@@ -130,7 +130,7 @@ func (e *env) generic(err error) error {
 	if errors.As(err, &f) {
 		return err
 	}
-	if errors.Is(err, control.ErrNoDaemon) {
+	if errors.Is(err, control.ErrNoDaemon) && !errors.Is(err, os.ErrPermission) {
 		return e.fail(err, "%s (is `raceless serve` running? see --socket, RACELESS_SOCKET)", err)
 	}
 	return e.fail(err, "%s", err)

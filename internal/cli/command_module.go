@@ -356,6 +356,9 @@ func (e *env) modprobeError(name string, err error, remove bool) error {
 			return e.fail(err, "%s", we.Message)
 		}
 	}
+	if !remove && we != nil && we.Module != "" {
+		return e.fail(err, "could not insert '%s': %s", we.Module, msg)
+	}
 	return e.fatal(err, "%s", msg)
 }
 

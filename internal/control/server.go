@@ -118,18 +118,28 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting, removes the socket file, closes every connection
-// and waits for their handlers to return.
-func (s *Server) Close() error {
+// StopAccepting closes the listener and removes the socket file; requests
+// in flight go on.
+func (s *Server) StopAccepting() {
 	s.mu.Lock()
-	s.closed = true
-	err := s.ln.Close() // also unlinks the socket file
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		s.ln.Close() // also unlinks the socket file
+	}
+}
+
+// Close stops accepting, closes every connection (cancelling their
+// requests) and waits for their handlers to return.
+func (s *Server) Close() error {
+	s.StopAccepting()
+	s.mu.Lock()
 	for c := range s.conns {
 		c.Close()
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	return err
+	return nil
 }
 
 // PeerUID returns the uid of the process at the other end of c

@@ -54,6 +54,12 @@ type Daemon struct {
 	httpLn   net.Listener
 
 	wg sync.WaitGroup // the sweeper and the listeners' goroutines
+
+	// stopping is cancelled when shutdown begins: waiting unloads and
+	// loads in flight give up (and restore), while plain calls in flight
+	// keep their references until Host.Shutdown's deadline forces them.
+	stopping    context.Context
+	stopWaiters context.CancelFunc
 }
 
 // New starts a daemon: it creates the host, loads the boot modules, mounts
@@ -67,6 +73,7 @@ func New(cfg Config) (d *Daemon, err error) {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
 	d = &Daemon{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
+	d.stopping, d.stopWaiters = context.WithCancel(context.Background())
 	d.resolver = modindex.NewResolver(cfg.ModulesDir, cfg.Builtins, cfg.Open)
 	opts := []raceless.Option{raceless.WithLogger(cfg.Logger)}
 	if !cfg.NoAutoload {
@@ -128,7 +135,9 @@ func (d *Daemon) MetricsAddr() string {
 // with Host.Shutdown under the configured deadline, logging what it had to
 // force.
 func (d *Daemon) Run(ctx context.Context) error {
-	sctx, stop := context.WithCancel(ctx)
+	// Requests are not cancelled by ctx itself: shutdown cancels them in
+	// its own order (below).
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	errc := make(chan error, 2)
 	d.wg.Add(1)
@@ -151,7 +160,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			d.sweep(sctx)
+			d.sweep(d.stopping)
 		}()
 	}
 	d.log.Info("raceless daemon ready", "socket", d.srv.Path(), "modules", d.cfg.ModulesDir, "metrics", d.MetricsAddr(), "autoclean", d.cfg.Autoclean)
@@ -162,15 +171,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case runErr = <-errc:
 		d.log.Error("shutting down", "err", runErr)
 	}
+	// Stop accepting; let waiting operations give up; unload everything
+	// (waiting for references held by calls in flight until the deadline,
+	// then forcing); only then close the connections left.
+	d.srv.StopAccepting()
+	d.stopWaiters()
+	if err := d.shutdownHost(context.Background()); err != nil && runErr == nil {
+		runErr = err
+	}
 	stop()
 	d.srv.Close()
 	if d.httpSrv != nil {
 		d.httpSrv.Close()
 	}
 	d.wg.Wait()
-	if err := d.shutdownHost(context.Background()); err != nil && runErr == nil {
-		runErr = err
-	}
 	return runErr
 }
 

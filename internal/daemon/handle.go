@@ -76,6 +76,14 @@ type RequestResult struct {
 }
 
 func (d *Daemon) handle(ctx context.Context, req *control.Request, progress func(any)) (any, error) {
+	switch req.Op {
+	case "load", "unload", "probe", "remove", "request", "autoclean", "mount", "umount":
+		// Operations that may wait give up when shutdown begins.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(d.stopping, cancel)()
+	}
 	v, err := d.dispatch(ctx, req, progress)
 	d.metrics.request(req.Op, err)
 	return v, err

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/raceless/raceless"
 )
@@ -18,6 +19,8 @@ const (
 	Name   = "hello"
 	Symbol = "hello_greet"
 	Event  = "hello"
+	// SleepSymbol is a function that holds a reference for a while.
+	SleepSymbol = "hello_sleep"
 )
 
 // Size is what lsmod shows in its Size column for this module.
@@ -60,6 +63,25 @@ func (m *module) Init(k *raceless.Kernel) error {
 		return []uint64{uint64(n), sum}, nil
 	}
 	if err := k.Export(Symbol, greet); err != nil {
+		return err
+	}
+	// hello_sleep(ms) holds the caller's reference on the module for ms
+	// milliseconds (or until the call is cancelled): a long call, for
+	// demonstrating rmmod --wait and --force.
+	var sleep raceless.Func = func(ctx context.Context, args ...uint64) ([]uint64, error) {
+		if len(args) != 1 {
+			return nil, fmt.Errorf("hello_sleep wants 1 argument (milliseconds): %w", raceless.ErrInvalid)
+		}
+		t := time.NewTimer(time.Duration(args[0]) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return []uint64{0}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if err := k.Export(SleepSymbol, sleep); err != nil {
 		return err
 	}
 	repeat := k.Params()["repeat"]
