@@ -137,6 +137,10 @@ func (r *Ref) TryGet() bool {
 	if r.fast(1) {
 		return true
 	}
+	return r.slowTryGet()
+}
+
+func (r *Ref) slowTryGet() bool {
 	if r.mode.Load() != modeLive {
 		return false
 	}
@@ -169,6 +173,11 @@ func (r *Ref) Put() bool {
 	if r.fast(^uint64(0)) {
 		return true
 	}
+	return r.slowPut()
+}
+
+// slowPut is Put in dead mode (or for a P without a slot).
+func (r *Ref) slowPut() bool {
 	for {
 		v := r.shared.Load()
 		if v <= 0 {
