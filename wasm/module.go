@@ -58,6 +58,7 @@ type instance struct {
 	deadline atomic.Int64
 	gone     atomic.Bool            // torn down or being torn down: calls fail with ErrGone
 	aborted  atomic.Pointer[string] // why the instance runs no more code
+	tainted  atomic.Bool            // the module was tainted for a fault
 	memSize  atomic.Int64           // linear memory size after the last call
 	out      tailBuffer             // the guest's stdout+stderr, last few KiB
 
@@ -182,8 +183,17 @@ func (in *instance) Init(k *raceless.Kernel) error {
 // Start runs the optional raceless_start export.
 func (in *instance) Start() { in.lifecycle("start", in.fnStart) }
 
-// Stop runs the optional raceless_stop export.
-func (in *instance) Stop() { in.lifecycle("stop", in.fnStop) }
+// Stop runs the optional raceless_stop export. In a forced unload (calls
+// in flight) it kills the instance instead; see Exit.
+func (in *instance) Stop() {
+	if !in.lockQuiescent() {
+		return
+	}
+	defer in.mu.Unlock()
+	if in.fnStop != nil {
+		_, _ = in.callLocked(in.ctx, "stop", in.fnStop, in.l.cfg.InitTimeout)
+	}
+}
 
 func (in *instance) lifecycle(what string, fn api.Function) {
 	if fn == nil {
@@ -192,6 +202,19 @@ func (in *instance) lifecycle(what string, fn api.Function) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	_, _ = in.callLocked(in.ctx, what, fn, in.l.cfg.InitTimeout) // a fault taints; nothing else to do
+}
+
+// lockQuiescent takes the call lock for Stop or Exit. The host calls them
+// only when no reference is left, so no call can be running, unless the
+// unload is forced: then (references held, or a call holding the lock)
+// the instance is killed and torn down at once, and lockQuiescent returns
+// false without the lock.
+func (in *instance) lockQuiescent() bool {
+	if in.k != nil && in.k.Instance().Refs() > 0 || !in.mu.TryLock() {
+		in.teardown(true)
+		return false
+	}
+	return true
 }
 
 // Exit runs the guest's raceless_exit: 0 agrees, a positive busy count or
@@ -205,11 +228,9 @@ func (in *instance) lifecycle(what string, fn api.Function) {
 // its state may be mid-call). An aborted instance (trap, limit) runs no
 // exit either: it always agrees, so it can be unloaded.
 func (in *instance) Exit() (int, error) {
-	if in.k != nil && in.k.Instance().Refs() > 0 {
-		in.teardown(true)
+	if !in.lockQuiescent() {
 		return 0, nil
 	}
-	in.mu.Lock()
 	if in.gone.Load() || in.aborted.Load() != nil {
 		in.mu.Unlock()
 		in.teardown(false)
@@ -324,6 +345,9 @@ func (in *instance) callLocked(cctx context.Context, what string, fn api.Functio
 			return nil, in.errf(what, fmt.Errorf("%w: call deadline exceeded", ErrAborted))
 		}
 	}
+	if in.out.written.Load() {
+		in.out.reset() // keep the output of this call's failure only
+	}
 	res, err := fn.Call(cctx, args...)
 	if timeout > 0 {
 		in.deadline.CompareAndSwap(d, 0) // fails only if the watchdog claimed it
@@ -360,20 +384,19 @@ func (in *instance) fault(what string, err error) error {
 	switch {
 	case in.deadline.Load() == -1 || context.Cause(in.ctx) == ErrLimit:
 		kind, reason = ErrLimit, "call deadline exceeded"
-	case strings.Contains(in.out.String(), "out of memory"):
+	case strings.Contains(in.out.headline(), "out of memory"):
 		kind, reason = ErrLimit, "memory limit exceeded"
 	case errors.As(err, &exit):
 		reason = fmt.Sprintf("guest exited with code %d", exit.ExitCode())
 	default:
-		reason = err.Error()
+		reason, _, _ = strings.Cut(err.Error(), "\n") // without wazero's stack trace
 	}
 	if tail := in.out.lastLines(3); tail != "" {
 		reason += ": " + tail
 	}
-	if in.abort(reason) {
-		if in.k != nil {
-			in.k.Taint(fmt.Sprintf("%s: %v: %s", what, kind, reason))
-		}
+	in.abort(reason)
+	if in.k != nil && !in.tainted.Swap(true) {
+		in.k.Taint(fmt.Sprintf("%s: %v: %s", what, kind, reason))
 	}
 	in.kill(kind)
 	return in.errf(what, fmt.Errorf("%w: %s", kind, reason))
@@ -397,45 +420,62 @@ func (in *instance) logger() *slog.Logger {
 	return slog.Default().With("module", in.name)
 }
 
-// tailBuffer keeps the last tailSize bytes written to it (a guest's output,
-// for error messages), and copies them to tee if set.
+// tailBuffer keeps the first and the last few KiB written to it since the
+// last reset (a guest's output, for error messages: a Go guest's fatal
+// error comes first, then a long goroutine dump), and copies all to tee.
 type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	tee io.Writer
+	written atomic.Bool // anything written since the last reset
+	mu      sync.Mutex
+	head    []byte
+	tail    []byte
+	tee     io.Writer
 }
 
 const tailSize = 4 << 10
 
 func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.written.Store(true)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.tee != nil {
 		_, _ = b.tee.Write(p)
 	}
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > tailSize {
-		b.buf = append(b.buf[:0], b.buf[len(b.buf)-tailSize:]...)
+	if n := min(tailSize-len(b.head), len(p)); n > 0 {
+		b.head = append(b.head, p[:n]...)
+	}
+	b.tail = append(b.tail, p...)
+	if len(b.tail) > tailSize {
+		b.tail = append(b.tail[:0], b.tail[len(b.tail)-tailSize:]...)
 	}
 	return len(p), nil
 }
 
-func (b *tailBuffer) String() string {
+func (b *tailBuffer) reset() {
+	b.mu.Lock()
+	b.head, b.tail = b.head[:0], b.tail[:0]
+	b.written.Store(false)
+	b.mu.Unlock()
+}
+
+func (b *tailBuffer) headline() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return string(b.buf)
+	return string(b.head)
 }
 
 // lastLines summarizes the guest's output: the line of a Go panic or
 // fatal error if there is one, else up to n last non-empty lines, joined
 // by " | ".
 func (b *tailBuffer) lastLines(n int) string {
-	lines := strings.Split(b.String(), "\n")
-	for _, l := range lines {
+	b.mu.Lock()
+	head, tail := string(b.head), string(b.tail)
+	b.mu.Unlock()
+	for _, l := range strings.Split(head, "\n") {
 		if strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") {
 			return strings.TrimSpace(l)
 		}
 	}
+	lines := strings.Split(tail, "\n")
 	var keep []string
 	for i := len(lines) - 1; i >= 0 && len(keep) < n; i-- {
 		if l := strings.TrimSpace(lines[i]); l != "" {

@@ -239,6 +239,17 @@ func Decode(p []byte) (raceless.Info, error) {
 	if err := Validate(info); err != nil {
 		return raceless.Info{}, err
 	}
+	// "depends": [] means no dependencies: normalize to nil, as Encode
+	// omits empty lists.
+	if len(info.Depends) == 0 {
+		info.Depends = nil
+	}
+	if len(info.Aliases) == 0 {
+		info.Aliases = nil
+	}
+	if len(info.Params) == 0 {
+		info.Params = nil
+	}
 	return info, nil
 }
 
