@@ -152,7 +152,7 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"serve":    {runServe, nil, "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr ADDR] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--log-format text|json] [--log-level LEVEL]"},
+		"serve":    {runServe, nil, "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr ADDR] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--cache-dir DIR] [--log-format text|json] [--log-level LEVEL]"},
 		"insmod":   {runInsmod, nil, "insmod FILE [key=value ...]"},
 		"rmmod":    {runRmmod, rmmodFlags, "rmmod [-f|--force] [-w|--wait[=DURATION]] [-v] NAME ... | rmmod -a"},
 		"lsmod":    {runLsmod, nil, "lsmod [--json]"},
@@ -248,3 +248,5 @@ func printUsage(w io.Writer) {
 func joinComma(s []string) string { return strings.Join(s, ",") }
 
 func asWire(err error, we **control.Error) bool { return errors.As(err, we) }
+
+func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

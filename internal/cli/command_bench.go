@@ -1,27 +1,78 @@
 package cli
 
 import (
+	"strconv"
+	"time"
+
+	"github.com/raceless/raceless/internal/bench"
 	"github.com/raceless/raceless/internal/control"
+	"github.com/raceless/raceless/internal/torture"
 )
 
 var tortureFlags = []flagSpec{
 	{long: "duration", kind: requiredValue},
 	{long: "seed", kind: requiredValue},
+	{long: "ops", kind: requiredValue},
 }
 
+// runBench runs a benchmark in this process (no daemon).
 func runBench(e *env) error {
 	if len(e.args.pos) != 1 {
 		return usageErrorf("want calls or wasm")
 	}
 	switch e.args.pos[0] {
 	case "calls":
-		return e.fail(control.ErrUnsupported, "bench calls: not built in this version")
+		if err := bench.Calls(e.stdout, e.args.has("json"), bench.CallsOptions{}); err != nil {
+			return e.fail(err, "bench calls: %v", err)
+		}
+		return nil
 	case "wasm":
 		return e.fail(control.ErrUnsupported, "bench wasm: not built in this version")
 	}
 	return usageErrorf("unknown benchmark %q (calls or wasm)", e.args.pos[0])
 }
 
+// runTorture runs the torture test in this process; violations exit 1.
 func runTorture(e *env) error {
-	return e.fail(control.ErrUnsupported, "torture: not built in this version")
+	if len(e.args.pos) > 0 {
+		return usageErrorf("unexpected argument %q", e.args.pos[0])
+	}
+	var opts torture.Options
+	if v := e.args.val("duration"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return usageErrorf("bad --duration %q", v)
+		}
+		opts.Duration = d
+	}
+	if v := e.args.val("seed"); v != "" {
+		s, err := strconv.ParseInt(v, 0, 64)
+		if err != nil {
+			return usageErrorf("bad --seed %q", v)
+		}
+		opts.Seed = s
+	}
+	if v := e.args.val("ops"); v != "" {
+		n, err := strconv.ParseInt(v, 0, 64)
+		if err != nil || n <= 0 {
+			return usageErrorf("bad --ops %q", v)
+		}
+		opts.Ops = n
+	}
+	rep, err := torture.Run(e.ctx, opts)
+	if err != nil {
+		return e.fail(err, "torture: %v", err)
+	}
+	if e.args.has("json") {
+		err = rep.WriteJSON(e.stdout)
+	} else {
+		err = rep.WriteText(e.stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if !rep.OK() {
+		return e.fail(nil, "torture: %d invariant violations (seed %d)", rep.Violations, rep.Seed)
+	}
+	return nil
 }

@@ -26,6 +26,10 @@ func kmodReason(err error) string {
 	case ExitPermission:
 		return "Operation not permitted"
 	case ExitInvalid:
+		var we *control.Error
+		if errors.As(err, &we) && we.Reason == "format" {
+			return "Invalid module format"
+		}
 		return "Invalid parameters"
 	}
 	return ""

@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"context"
+
 	"flag"
+	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/wasm"
 	"io"
 	"log/slog"
 	"strings"
@@ -23,6 +27,7 @@ func runServe(e *env) error {
 	noAutoload := fs.Bool("no-autoload", false, "disable demand loading")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for references before forcing")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	cacheDir := fs.String("cache-dir", "", "on-disk compilation cache of wasm modules (default: in memory)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(e.args.pos); err != nil {
 		return usageErrorf("%s", err)
@@ -45,6 +50,18 @@ func runServe(e *env) error {
 		return usageErrorf("bad --log-format %q (text or json)", *logFormat)
 	}
 	log := slog.New(h)
+	loader, err := wasm.NewLoader(e.ctx, wasm.Config{CacheDir: *cacheDir, Stderr: e.stderr})
+	if err != nil {
+		return e.fail(err, "cannot start the wasm loader: %v", err)
+	}
+	defer loader.Close(context.WithoutCancel(e.ctx))
+	open := func(path string) (raceless.Source, error) {
+		src, err := loader.Open(path)
+		if err != nil {
+			return nil, formatError(err)
+		}
+		return src, nil
+	}
 	d, err := daemon.New(daemon.Config{
 		Socket:          *socket,
 		ModulesDir:      *modules,
@@ -56,7 +73,7 @@ func runServe(e *env) error {
 		Logger:          log,
 		Builtins:        defaults.Sources(),
 		Boot:            defaults.Boot(),
-		Open:            wasmOpen(),
+		Open:            open,
 		ReadInfo:        readInfo,
 	})
 	if err != nil {

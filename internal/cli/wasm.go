@@ -1,27 +1,28 @@
 package cli
 
 import (
-	"fmt"
-	"os"
+	"errors"
+	"github.com/raceless/raceless/internal/control"
 
 	"github.com/raceless/raceless"
-	"github.com/raceless/raceless/internal/modindex"
-	"github.com/raceless/raceless/wasm/modinfo"
+	"github.com/raceless/raceless/wasm"
 )
 
-// readInfo reads a loadable module's modinfo block without loading it.
+// readInfo reads a loadable module's modinfo block without loading it. A
+// file that is not a valid module is ErrInvalid; a missing one ENOENT.
 func readInfo(path string) (raceless.Info, error) {
-	b, err := os.ReadFile(path)
+	info, err := wasm.ReadInfo(path)
 	if err != nil {
-		return raceless.Info{}, err
-	}
-	info, err := modinfo.Read(b)
-	if err != nil {
-		return raceless.Info{}, fmt.Errorf("%s: %w: %w", path, raceless.ErrInvalid, err)
+		return info, formatError(err)
 	}
 	return info, nil
 }
 
-// wasmOpen returns the loader of loadable modules, nil while package wasm
-// has none.
-func wasmOpen() modindex.OpenFunc { return nil }
+// formatError classifies an error of a module file: a missing file is
+// ErrNotFound, any other an invalid module format (kmod's ENOEXEC).
+func formatError(err error) error {
+	if isNotExist(err) || errors.Is(err, raceless.ErrNotFound) {
+		return err
+	}
+	return &control.Error{Code: control.CodeInvalid, Reason: "format", Message: err.Error()}
+}

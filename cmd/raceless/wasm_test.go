@@ -1,0 +1,89 @@
+package main_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/raceless/raceless/wasm/wasmtest"
+)
+
+// moduleDir builds the example wasm modules (provider exports add and mul
+// with aliases symbol:add and symbol:mul; consumer imports add; hello has
+// the alias greeting-*) into a fresh module directory.
+func moduleDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, m := range []string{"provider", "consumer", "hello"} {
+		b, err := os.ReadFile(wasmtest.Build(t, "examples/wasm/"+m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub := dir
+		if m == "hello" {
+			sub = filepath.Join(dir, "extra") // a subdirectory: paths are relative
+			os.Mkdir(sub, 0o755)
+		}
+		if err := os.WriteFile(filepath.Join(sub, m+".wasm"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestDepmodAndWasmModules(t *testing.T) {
+	dir := moduleDir(t)
+	r := runCmd(t, "", nil, "depmod", dir)
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("depmod: exit %d, %q", r.code, r.stderr)
+	}
+	dep, _ := os.ReadFile(filepath.Join(dir, "modules.dep"))
+	if string(dep) != "consumer.wasm:\nextra/hello.wasm:\nprovider.wasm:\n" {
+		t.Fatalf("modules.dep:\n%s", dep)
+	}
+	alias, _ := os.ReadFile(filepath.Join(dir, "modules.alias"))
+	if string(alias) != "# Aliases extracted from modules themselves.\nalias greeting-* hello\nalias symbol:add provider\nalias symbol:mul provider\n" {
+		t.Fatalf("modules.alias:\n%s", alias)
+	}
+	if got := runCmd(t, "", nil, "modinfo", "-F", "alias", filepath.Join(dir, "provider.wasm")).ok(t).stdout; got != "symbol:add\nsymbol:mul\n" {
+		t.Fatalf("modinfo FILE: %q", got)
+	}
+
+	d := startDaemon(t, "--modules", dir)
+	// insmod consumer: its import of add is demand-loaded through the alias
+	// symbol:add, so provider comes in and is "Used by" consumer.
+	d.runAs("insmod", filepath.Join(dir, "consumer.wasm")).ok(t)
+	out := d.run("lsmod").ok(t).stdout
+	// Newest first: provider was loaded during consumer's init.
+	if lines := strings.Split(out, "\n"); !strings.HasPrefix(lines[1], "provider ") || !strings.HasSuffix(lines[1], "  1 consumer") || !strings.HasPrefix(lines[2], "consumer ") {
+		t.Fatalf("lsmod:\n%s", out)
+	}
+	d.run("rmmod", "provider").fails(t, 5, "rmmod: ERROR: Module provider is in use by: consumer")
+	d.runAs("insmod", filepath.Join(dir, "consumer.wasm")).fails(t, 4, "insmod: ERROR: could not insert module "+filepath.Join(dir, "consumer.wasm")+": File exists (load consumer: already exists)")
+	d.run("modprobe", "-r", "consumer").ok(t)
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  0\n" {
+		t.Fatalf("after modprobe -r consumer: %q", got)
+	}
+	// modprobe by alias, with a parameter; the module is found by its
+	// glob; a bad parameter is refused.
+	// The directory's hello shadows the built-in one for resolution; the
+	// built-in one is loaded, so modprobe has nothing to do until it goes.
+	d.run("modprobe", "--first-time", "greeting-fr").fails(t, 4, "modprobe: ERROR: could not insert 'hello': Module already in kernel")
+	d.run("rmmod", "hello").ok(t)
+	d.run("modprobe", "greeting-fr", "who=monde").ok(t)
+	if got := d.run("lsmod").ok(t).stdout; !strings.HasPrefix(got, lsmodHeader+"hello                ") || strings.HasPrefix(got, lsmodHeader+"hello                   4096") {
+		t.Fatalf("wasm hello not loaded: %q", got)
+	}
+	if !strings.Contains(d.log.String(), "monde") {
+		t.Fatalf("the parameter did not reach the module:\n%s", d.log.String())
+	}
+	d.run("insmod", filepath.Join(dir, "provider.wasm"), "nope=1").fails(t, 7, "insmod: ERROR: could not insert module "+filepath.Join(dir, "provider.wasm")+": Invalid parameters (param provider: unknown parameter \"nope\": invalid argument)")
+	// A file that is not a module.
+	bad := filepath.Join(t.TempDir(), "bad.wasm")
+	os.WriteFile(bad, []byte("not wasm"), 0o644)
+	r = d.run("insmod", bad)
+	if r.code != 7 || r.stderr != "insmod: ERROR: could not insert module "+bad+": Invalid module format (wasm open "+bad+": not a WebAssembly module)\n" {
+		t.Fatalf("insmod bad: exit %d %q", r.code, r.stderr)
+	}
+}
