@@ -1,0 +1,134 @@
+package linearize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/anishathalye/porcupine"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// op builds a history entry.
+func op(client int, kind Kind, name string, id int, res Result, call, ret int64) porcupine.Operation {
+	return porcupine.Operation{ClientId: client, Input: Input{Kind: kind, Name: name, ID: id, Result: res}, Call: call, Return: ret}
+}
+
+// pair builds the Begin and End entries of one load or unload call.
+func pair(client int, begin, end Kind, name string, id int, res Result, call, ret int64) []porcupine.Operation {
+	return []porcupine.Operation{op(client, begin, name, id, res, call, ret), op(client, end, name, id, res, call, ret)}
+}
+
+func concat(parts ...[]porcupine.Operation) []porcupine.Operation {
+	var out []porcupine.Operation
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func one(o porcupine.Operation) []porcupine.Operation { return []porcupine.Operation{o} }
+
+// TestModelRejectsWrongHistories shows that the model is strict: each of
+// these histories describes a real bug and must be rejected; each legal
+// twin must be accepted.
+func TestModelRejectsWrongHistories(t *testing.T) {
+	load := func(id int, call, ret int64) []porcupine.Operation {
+		return pair(0, LoadBegin, LoadEnd, "a", id, OK, call, ret)
+	}
+	cases := []struct {
+		name  string
+		ops   []porcupine.Operation
+		legal bool
+	}{
+		{"unload succeeds while a reference is held", concat(load(1, 1, 2),
+			one(op(1, Acquire, "a", 0, OK, 3, 4)),
+			pair(2, UnloadBegin, UnloadEnd, "a", 2, OK, 5, 6),
+			one(op(1, Put, "a", 0, OK, 7, 8))), false},
+		{"unload succeeds after the reference is put", concat(load(1, 1, 2),
+			one(op(1, Acquire, "a", 0, OK, 3, 4)),
+			one(op(1, Put, "a", 0, OK, 5, 6)),
+			pair(2, UnloadBegin, UnloadEnd, "a", 2, OK, 7, 8)), true},
+		{"unload concurrent with the put", concat(load(1, 1, 2),
+			one(op(1, Acquire, "a", 0, OK, 3, 4)),
+			one(op(1, Put, "a", 0, OK, 5, 7)),
+			pair(2, UnloadBegin, UnloadEnd, "a", 2, OK, 6, 8)), true},
+		{"two loads of one name both succeed", concat(load(1, 1, 2), load(2, 3, 4)), false},
+		{"a live module's symbol not found", concat(load(1, 1, 2), one(op(1, Acquire, "a", 0, NotFound, 3, 4))), false},
+		{"symbol not found while the load is in progress", concat(load(1, 1, 4), one(op(1, Acquire, "a", 0, NotFound, 2, 3))), true},
+		{"reference taken on a failed init", concat(pair(0, LoadBegin, LoadEnd, "a", 1, InitFailed, 1, 4),
+			one(op(1, Acquire, "a", 0, OK, 2, 3))), false},
+		{"symbol listed after a failed init", concat(pair(0, LoadBegin, LoadEnd, "a", 1, InitFailed, 1, 2),
+			one(op(1, SymbolLookup, "a", 0, Found, 3, 4))), false},
+		{"name found after unload returned", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, OK, 3, 4),
+			one(op(1, ModuleLookup, "a", 0, Found, 5, 6))), false},
+		{"symbol listed after unload returned (stale registration)", concat(load(1, 1, 2),
+			pair(0, UnloadBegin, UnloadEnd, "a", 2, OK, 3, 4), one(op(1, SymbolLookup, "a", 0, Found, 5, 6))), false},
+		{"not live with no unload in progress", concat(load(1, 1, 2), one(op(1, Acquire, "a", 0, NotLive, 3, 4))), false},
+		{"not live during an unload", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, Busy, 3, 6),
+			one(op(1, Acquire, "a", 0, NotLive, 4, 5))), true},
+		{"busy unload of an idle live module", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, Busy, 3, 4),
+			one(op(1, Acquire, "a", 0, OK, 5, 6)), one(op(1, Put, "a", 0, OK, 7, 8))), true}, // Exit may refuse
+		{"unload busy then gone", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, Busy, 3, 4),
+			one(op(1, ModuleLookup, "a", 0, Missing, 5, 6))), false},
+		{"put without a reference", concat(load(1, 1, 2), one(op(1, Put, "a", 0, OK, 3, 4))), false},
+		{"unload of an absent name succeeds", pair(0, UnloadBegin, UnloadEnd, "a", 1, OK, 1, 2), false},
+		{"load exists with nothing loaded", one(op(0, LoadExists, "a", 0, Exists, 1, 2)), false},
+		{"other names do not interfere", concat(load(1, 1, 2), one(op(1, Acquire, "b", 0, NotFound, 3, 4))), true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, info := Check(c.ops, 0)
+			if got := res == porcupine.Ok; got != c.legal {
+				path := filepath.Join(t.TempDir(), "history.html")
+				_ = porcupine.VisualizePath(Model, info, path)
+				t.Errorf("checker says %s, want legal=%v", res, c.legal)
+			}
+		})
+	}
+}
+
+// TestRegistryLinearizable runs many small random concurrent histories
+// against real hosts and checks each against the model.
+func TestRegistryLinearizable(t *testing.T) {
+	n := 1000
+	if testing.Short() {
+		n = 200
+	}
+	cfg := Config{Clients: 3, OpsPerClient: 15, Names: []string{"a", "b"}, InitFailPct: 15, ExitRefusePct: 15}
+	hangs := 0
+	for i := 0; i < n; i++ {
+		cfg.Seed = uint64(i + 1)
+		if i%2 == 1 {
+			cfg.Clients, cfg.Names = 4, []string{"a"}
+		} else {
+			cfg.Clients, cfg.Names = 3, []string{"a", "b"}
+		}
+		hist, err := Generate(context.Background(), cfg)
+		if errors.Is(err, ErrHang) {
+			// A waiter never woken: the history is incomplete.
+			hangs++
+			t.Errorf("history %d (seed %d): %v", i, cfg.Seed, err)
+			if hangs >= 3 {
+				t.Fatalf("too many hangs; giving up after %d histories", i+1)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("history %d (seed %d): %v", i, cfg.Seed, err)
+		}
+		res, info := Check(hist, 0)
+		if res != porcupine.Ok {
+			path := filepath.Join(os.TempDir(), fmt.Sprintf("raceless-linearize-seed%d.html", cfg.Seed))
+			if verr := porcupine.VisualizePath(Model, info, path); verr != nil {
+				t.Logf("visualization: %v", verr)
+			}
+			t.Fatalf("history %d (seed %d, %d ops) is %s; visualization: %s\n%s", i, cfg.Seed, len(hist), res, path, dump(hist))
+		}
+	}
+}

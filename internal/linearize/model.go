@@ -1,0 +1,265 @@
+// Package linearize checks that raceless's registry is linearizable: that
+// every history of concurrent loads, unloads, reference takes (Acquire)
+// and puts, and lookups (Host.Module, Host.Lookup) could have happened in
+// some sequential order consistent with real time, against the sequential
+// model below. The checker is porcupine.
+//
+// # The model
+//
+// The registry is partitioned by module name (operations on different
+// names never constrain each other). The state of one name is
+//
+//	Phase ∈ {absent, coming, live, going},  Refs ≥ 0,  Owner (an operation id)
+//
+// Loads and unloads are not atomic in the host: they pass through coming
+// and going, where other operations see intermediate results (Acquire
+// returns ErrNotLive during an unload, Host.Module already finds a coming
+// instance). A recorded Load or Unload is therefore two model operations,
+// Begin and End, both spanning the call's whole interval; the checker
+// places each at some point inside it, Begin first (End requires the state
+// Begin left, owned by the same id). The transitions are:
+//
+//	LoadBegin(id)            absent → coming(id)                (the name is reserved)
+//	LoadEnd(id, ok)          coming(id) → live, Refs 0          (registrations published)
+//	LoadEnd(id, init failed) coming(id) → absent
+//	Load = ErrExists         requires live
+//	UnloadBegin(id, ok)      live → going(id)                   (new references refused)
+//	UnloadEnd(id, ok)        going(id), Refs = 0 → absent       (never with a reference held)
+//	UnloadBegin(id, busy)    either no effect, if live with Refs > 0, coming or going;
+//	                         or live → going(id)                (refused later: a reference
+//	                                                             slipped in, Exit refused)
+//	UnloadEnd(id, busy)      going(id) → live; else no effect
+//	Unload = ErrNotFound     requires absent
+//	Acquire ok               requires live; Refs+1
+//	Acquire ErrNotFound      requires absent, coming or going   (unpublished while coming)
+//	Acquire ErrNotLive/Gone  requires going                     (published, refs killed)
+//	Put                      requires Refs > 0; Refs-1
+//	Module(name) found       requires not absent; not found: requires absent
+//	Lookup lists the symbol  requires live or going; omits it: absent, coming or going
+//
+// What the model forbids is what the host promises: an unload that
+// succeeds while a reference is held; two loads of one name both live; a
+// live module whose registrations are not visible; a reference taken on a
+// module that is not live; a registration visible from a module that
+// never went live (Acquire or Lookup while coming, or after a failed
+// init); a name still found after its unload returned, or a registration
+// still listed (the stale registration a publish racing an unload leaves).
+package linearize
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Kind is the kind of a model operation.
+type Kind uint8
+
+// Model operations.
+const (
+	LoadBegin Kind = iota
+	LoadEnd
+	LoadExists
+	UnloadBegin
+	UnloadEnd
+	UnloadNotFound
+	Acquire
+	Put
+	ModuleLookup
+	SymbolLookup
+)
+
+var kindNames = [...]string{"LoadBegin", "LoadEnd", "Load", "UnloadBegin", "UnloadEnd", "Unload", "Acquire", "Put", "Module", "Lookup"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("Kind(%d)", k)
+}
+
+// Result is the outcome of an operation, as the model sees it.
+type Result uint8
+
+// Results.
+const (
+	OK Result = iota
+	InitFailed
+	Exists
+	Busy
+	NotFound
+	NotLive // ErrNotLive or ErrGone from Acquire
+	Found   // Module: found; Lookup: listed
+	Missing // Module: not found; Lookup: not listed
+)
+
+var resultNames = [...]string{"ok", "init-failed", "exists", "busy", "not-found", "not-live", "found", "missing"}
+
+func (r Result) String() string {
+	if int(r) < len(resultNames) {
+		return resultNames[r]
+	}
+	return fmt.Sprintf("Result(%d)", r)
+}
+
+// Input is a model operation's input: what was called, on which name, and
+// for Begin/End pairs the id that ties them.
+type Input struct {
+	Kind Kind
+	Name string
+	ID   int
+	// Result is the outcome of the whole call, known to Begin too: an
+	// UnloadBegin of a call that returned ErrBusy may have had no effect.
+	Result Result
+}
+
+// Phase of a name in the model.
+type Phase uint8
+
+// Phases.
+const (
+	Absent Phase = iota
+	Coming
+	Live
+	Going
+)
+
+var phaseNames = [...]string{"absent", "coming", "live", "going"}
+
+func (p Phase) String() string { return phaseNames[p] }
+
+// State is the model state of one name (the model is partitioned by name).
+type State struct {
+	Phase Phase
+	Refs  int
+	Owner int // id of the Begin that left coming or going
+}
+
+func (s State) String() string {
+	if s.Phase == Coming || s.Phase == Going {
+		return fmt.Sprintf("%s(op %d) refs=%d", s.Phase, s.Owner, s.Refs)
+	}
+	return fmt.Sprintf("%s refs=%d", s.Phase, s.Refs)
+}
+
+// step returns every state the model may be in after op, none when op is
+// impossible in s.
+func step(s State, in Input) []State {
+	one := func(t State) []State { return []State{t} }
+	switch in.Kind {
+	case LoadBegin:
+		if s.Phase == Absent {
+			return one(State{Phase: Coming, Owner: in.ID})
+		}
+	case LoadEnd:
+		if s.Phase == Coming && s.Owner == in.ID {
+			if in.Result == OK {
+				return one(State{Phase: Live})
+			}
+			return one(State{Phase: Absent})
+		}
+	case LoadExists:
+		if s.Phase == Live {
+			return one(s)
+		}
+	case UnloadBegin:
+		var out []State
+		if in.Result == Busy && (s.Phase == Live && s.Refs > 0 || s.Phase == Coming || s.Phase == Going) {
+			out = append(out, s)
+		}
+		if s.Phase == Live {
+			out = append(out, State{Phase: Going, Refs: s.Refs, Owner: in.ID})
+		}
+		return out
+	case UnloadEnd:
+		mine := s.Phase == Going && s.Owner == in.ID
+		switch {
+		case in.Result == OK && mine && s.Refs == 0:
+			return one(State{Phase: Absent})
+		case in.Result == Busy && mine:
+			return one(State{Phase: Live, Refs: s.Refs})
+		case in.Result == Busy:
+			return one(s)
+		}
+	case UnloadNotFound:
+		if s.Phase == Absent {
+			return one(s)
+		}
+	case Acquire:
+		switch {
+		case in.Result == OK && s.Phase == Live:
+			t := s
+			t.Refs++
+			return one(t)
+		case in.Result == NotFound && s.Phase != Live:
+			return one(s)
+		case in.Result == NotLive && s.Phase == Going:
+			return one(s)
+		}
+	case Put:
+		if s.Refs > 0 {
+			t := s
+			t.Refs--
+			return one(t)
+		}
+	case ModuleLookup:
+		if (in.Result == Found) == (s.Phase != Absent) {
+			return one(s)
+		}
+	case SymbolLookup:
+		switch {
+		case in.Result == Found && (s.Phase == Live || s.Phase == Going):
+			return one(s)
+		case in.Result == Missing && s.Phase != Live:
+			return one(s)
+		}
+	}
+	return nil
+}
+
+// Model is the porcupine model of the registry, partitioned by name.
+var Model = (&porcupine.NondeterministicModel{
+	Partition: partition,
+	Init:      func() []any { return []any{State{}} },
+	Step: func(state, input, output any) []any {
+		next := step(state.(State), input.(Input))
+		out := make([]any, len(next))
+		for i, s := range next {
+			out[i] = s
+		}
+		return out
+	},
+	Equal: func(a, b any) bool { return a.(State) == b.(State) },
+	DescribeOperation: func(input, output any) string {
+		in := input.(Input)
+		switch in.Kind {
+		case LoadBegin, UnloadBegin:
+			return fmt.Sprintf("%s(%s) #%d", in.Kind, in.Name, in.ID)
+		case LoadEnd, UnloadEnd:
+			return fmt.Sprintf("%s(%s) #%d -> %s", in.Kind, in.Name, in.ID, in.Result)
+		case Put:
+			return fmt.Sprintf("Put(%s)", in.Name)
+		}
+		return fmt.Sprintf("%s(%s) -> %s", in.Kind, in.Name, in.Result)
+	},
+	DescribeState: func(state any) string { return state.(State).String() },
+}).ToModel()
+
+func partition(history []porcupine.Operation) [][]porcupine.Operation {
+	by := map[string][]porcupine.Operation{}
+	for _, op := range history {
+		n := op.Input.(Input).Name
+		by[n] = append(by[n], op)
+	}
+	names := make([]string, 0, len(by))
+	for n := range by {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([][]porcupine.Operation, 0, len(names))
+	for _, n := range names {
+		out = append(out, by[n])
+	}
+	return out
+}
