@@ -17,4 +17,3 @@ func dump(hist []porcupine.Operation) string {
 	}
 	return b.String()
 }
-
