@@ -243,9 +243,23 @@ func (h *Host) taint(reason string) {
 // Underflows returns how many Puts without a matching Get were detected.
 func (h *Host) Underflows() int64 { return h.underflows.Load() }
 
-func (h *Host) reportUnderflow(m *Instance) {
-	h.underflows.Add(1)
-	h.log.Error("module reference put without get", "module", m.name)
+// collectUnderflows reports the Puts without a Get that m's reference has
+// detected since the last report. Called when a Put detects one at once,
+// and after every Kill, when per-P counts are folded and late detections
+// surface.
+func (h *Host) collectUnderflows(m *Instance) {
+	for {
+		seen := m.underflowsSeen.Load()
+		n := m.refs.Underflows() - seen
+		if n <= 0 {
+			return
+		}
+		if m.underflowsSeen.CompareAndSwap(seen, seen+n) {
+			h.underflows.Add(n)
+			h.log.Error("module reference put without get", "module", m.name, "count", n)
+			return
+		}
+	}
 }
 
 // setState performs a transition of the state machine in state.go. The

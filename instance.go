@@ -32,6 +32,10 @@ type Instance struct {
 	// outside reference, cleared by a sweep that finds it set.
 	used      atomic.Bool
 	autoclean atomic.Bool
+	// underflowsSeen is how many of refs.Underflows() the host has
+	// reported: per-P counting detects a Put without a Get only when it
+	// switches to counting mode (Kill), not at the Put.
+	underflowsSeen atomic.Int64
 
 	// initDone is closed when Init has finished, live or failed; initErr
 	// is written before the close and read only after it.
@@ -51,6 +55,7 @@ type Instance struct {
 	holders    map[*Instance]bool // modules that use this one
 	waitingFor *Instance          // an instance whose init this one's init waits for (cycle detection)
 	unloading  bool               // an Unload call owns the going state
+	restored   chan struct{}      // closed when going goes back to live
 
 	// regs is guarded by regMu; appended during Init only.
 	regMu sync.Mutex
@@ -110,7 +115,7 @@ func (m *Instance) TryGet() bool {
 // count below zero.
 func (m *Instance) Put() {
 	if !m.refs.Put() {
-		m.host.reportUnderflow(m)
+		m.host.collectUnderflows(m)
 	}
 }
 
@@ -149,10 +154,12 @@ func (m *Instance) Size() int64 {
 	default:
 		return 0
 	}
-	if s, ok := m.mod.(Sizer); ok && m.State() != StateGone {
-		return s.Size()
+	s, ok := m.mod.(Sizer)
+	if !ok || !m.refs.TryGet() {
+		return 0
 	}
-	return 0
+	defer m.Put()
+	return s.Size()
 }
 
 // Taint marks the module as tainted (a trap, a panic, a forced unload).

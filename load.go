@@ -73,6 +73,10 @@ func (h *Host) load(ctx context.Context, src Source, params map[string]string, l
 			}
 			lo.waiter.waitingFor = cur
 		}
+		if cur.restored == nil {
+			cur.restored = make(chan struct{})
+		}
+		restored := cur.restored
 		h.mu.Unlock()
 
 		var done <-chan struct{} = cur.gone
@@ -85,6 +89,7 @@ func (h *Host) load(ctx context.Context, src Source, params map[string]string, l
 			h.hooks.goingWait(cur)
 		}
 		select {
+		case <-restored:
 		case <-done:
 		case <-ctx.Done():
 			h.clearWaiting(lo.waiter)
@@ -170,14 +175,14 @@ func (h *Host) initialize(ctx context.Context, m *Instance, src Source, lo loadO
 	if s, ok := m.mod.(Starter); ok {
 		s.Start()
 	}
-	h.mu.Lock()
-	h.setState(m, StateLive)
-	m.refs.Revive()
-	h.mu.Unlock()
 	m.regMu.Lock()
 	regs := m.regs
 	m.regMu.Unlock()
+	h.mu.Lock()
+	h.setState(m, StateLive)
+	m.refs.Revive()
 	h.reg.publish(regs)
+	h.mu.Unlock()
 	h.log.Debug("module live", "module", m.name)
 	h.emit(m, StateLive)
 	close(m.initDone)

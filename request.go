@@ -86,10 +86,15 @@ func (h *Host) request(ctx context.Context, name string, waiter *Instance) (*Ins
 		r.mu.Unlock()
 		select {
 		case <-c.done:
-			return c.inst, c.err
 		case <-ctx.Done():
 			return nil, modErr("request", name, ctx.Err())
 		}
+		if isContextErr(c.err) && ctx.Err() == nil {
+			// The request we merged with was cancelled by its own
+			// caller; ours is still wanted: try again.
+			return h.request(ctx, name, waiter)
+		}
+		return c.inst, c.err
 	}
 	c := &requestCall{done: make(chan struct{})}
 	r.inflight[name] = c
@@ -210,4 +215,8 @@ func (h *Host) Autoclean(ctx context.Context) ([]string, error) {
 		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

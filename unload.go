@@ -79,6 +79,7 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 
 	// 1. New references are refused.
 	m.refs.Kill()
+	h.collectUnderflows(m)
 	if h.hooks.afterKill != nil {
 		h.hooks.afterKill(m)
 	}
@@ -148,6 +149,10 @@ func (h *Host) restore(m *Instance, regs []*registration, stopped bool) {
 	m.refs.Revive()
 	m.unloading = false
 	h.setState(m, StateLive)
+	if m.restored != nil {
+		close(m.restored)
+		m.restored = nil
+	}
 	h.mu.Unlock()
 }
 
