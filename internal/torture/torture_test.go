@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -12,13 +14,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestTortureShort is the suite's torture run: at least 10^5 operations.
+// TestTortureShort is the suite's torture run: 3*10^5 operations (a few
+// seconds under -race on 2 cores). The seed comes from the clock unless
+// RACELESS_TORTURE_SEED is set; a failure prints it.
 func TestTortureShort(t *testing.T) {
-	ops := int64(100_000)
+	ops := int64(300_000)
 	if testing.Short() {
 		ops = 10_000
 	}
-	rep, err := Run(context.Background(), Options{Ops: ops, Duration: 3 * time.Minute, Seed: 1})
+	rep, err := Run(context.Background(), Options{Ops: ops, Duration: 3 * time.Minute, Seed: envSeed(t)})
 	var buf bytes.Buffer
 	_ = rep.WriteText(&buf)
 	t.Log(buf.String())
@@ -54,4 +58,42 @@ func TestReportJSON(t *testing.T) {
 	if got["seed"].(float64) != 7 {
 		t.Errorf("seed = %v, want 7", got["seed"])
 	}
+}
+
+// TestTortureLong is the long run of docs/torture.md, off by default:
+//
+//	RACELESS_TORTURE_DURATION=60s go test -run TestTortureLong -v ./internal/torture
+//
+// RACELESS_TORTURE_SEED picks the seed (default: from the clock).
+func TestTortureLong(t *testing.T) {
+	v := os.Getenv("RACELESS_TORTURE_DURATION")
+	if v == "" {
+		t.Skip("set RACELESS_TORTURE_DURATION to run")
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(context.Background(), Options{Duration: d, Seed: envSeed(t)})
+	var buf bytes.Buffer
+	_ = rep.WriteText(&buf)
+	_ = rep.WriteJSON(&buf)
+	t.Log(buf.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Violations != 0 {
+		t.Errorf("%d violations (seed %d): %v", rep.Violations, rep.Seed, rep.ByKind)
+	}
+}
+
+// envSeed returns RACELESS_TORTURE_SEED, or 0 (a seed from the clock).
+func envSeed(t *testing.T) int64 {
+	var seed int64
+	if s := os.Getenv("RACELESS_TORTURE_SEED"); s != "" {
+		if _, err := fmt.Sscan(s, &seed); err != nil {
+			t.Fatalf("RACELESS_TORTURE_SEED: %v", err)
+		}
+	}
+	return seed
 }

@@ -129,6 +129,8 @@ func errClass(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
+	case errors.Is(err, raceless.ErrInit): // before the causes it wraps
+		return "initfail"
 	case errors.Is(err, raceless.ErrBusy):
 		return "busy"
 	case errors.Is(err, raceless.ErrNotFound):
@@ -139,8 +141,6 @@ func errClass(err error) string {
 		return "gone"
 	case errors.Is(err, raceless.ErrExists):
 		return "exists"
-	case errors.Is(err, raceless.ErrInit):
-		return "initfail"
 	case errors.Is(err, raceless.ErrCycle):
 		return "cycle"
 	case errors.Is(err, context.Canceled):
