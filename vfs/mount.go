@@ -1,0 +1,353 @@
+package vfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/raceless/raceless"
+)
+
+// Host is what the VFS needs from the module host: *raceless.Host
+// implements it. Acquire takes the owner module's reference (the counting
+// interface); Request demand-loads "fs-<type>".
+type Host interface {
+	Acquire(kind raceless.Kind, name string) (raceless.Binding, error)
+	Request(ctx context.Context, nameOrAlias string) (*raceless.Instance, error)
+}
+
+// Lock order (outermost first):
+//
+//	mpMu      serializes changes of mount points against rmdir, unlink and
+//	          rename of them (Linux: lock_mount / the inode lock). Filesystem
+//	          code may run while it is held (Rmdir, Rename).
+//	treeMu    guards the mount tree of every namespace: Mount.ns, parent,
+//	          mp*, children, state and Namespace.points. Never held across
+//	          filesystem (module) code, never held while taking mpMu.
+//	File.mu   guards a file's offset and closed flag; taken without the
+//	          others held, and filesystem code (ReadAt/WriteAt) runs under it
+//	          only for O_APPEND-free offset updates (never).
+//
+// Reference counts (Mount.refs, superblock.mounts) are atomic: an increment
+// happens only by someone already holding a reference or under treeMu while
+// the mount is attached (the tree holds one), so a count never rises from
+// zero.
+var (
+	mpMu   sync.Mutex
+	treeMu sync.RWMutex
+)
+
+var (
+	mountSeq atomic.Uint64
+	sbSeq    atomic.Uint64
+)
+
+// mountState is a mount's place in its life; see the package doc.
+type mountState int
+
+const (
+	mountAttached mountState = iota // in a namespace's tree; the tree holds a reference
+	mountInternal                   // never in a tree (anonymous files); refs are its files
+	mountDetached                   // left the tree (umount, lazy umount); refs are its users
+	mountDead                       // last reference dropped; superblock reference dropped
+)
+
+func (s mountState) String() string {
+	return [...]string{"attached", "internal", "detached", "dead"}[s]
+}
+
+// superblock is one filesystem instance. It holds the Binding (the module
+// reference) until the last mount of it dies.
+type superblock struct {
+	id      uint64
+	fstype  string
+	sb      Superblock
+	binding raceless.Binding
+	mounts  atomic.Int64 // mounts (attached, detached or internal) not yet dead
+}
+
+// put drops one mount's reference; the last one shuts the superblock down:
+// the module's release operation first, then the module reference, outside
+// module code.
+func (s *superblock) put() {
+	n := s.mounts.Add(-1)
+	if n > 0 {
+		return
+	}
+	if n < 0 {
+		panic("vfs: superblock reference count below zero")
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != nil && s.binding.Owner != nil {
+				s.binding.Owner.Taint(fmt.Sprintf("panic in %s superblock release: %v", s.fstype, r))
+			}
+		}()
+		s.sb.Release()
+	}()
+	if hookBeforeModulePut != nil {
+		hookBeforeModulePut(s.fstype)
+	}
+	s.binding.Release()
+}
+
+// hookBeforeModulePut, set only by tests, runs after the filesystem's
+// release operation returned and before the module reference is dropped.
+var hookBeforeModulePut func(fstype string)
+
+// Mount is one mount: a superblock (or a directory of it, for bind mounts)
+// attached somewhere. See the package doc for its states.
+type Mount struct {
+	id      uint64
+	sb      *superblock
+	root    Node
+	rootIno uint64
+	source  string
+	options string
+
+	refs   atomic.Int64 // tree (1 while attached) + open files + cwds + walks in progress
+	expire atomic.Bool  // MNT_EXPIRE mark; cleared by mntput
+
+	// guarded by treeMu
+	state    mountState
+	ns       *Namespace
+	parent   *Mount
+	mpNode   Node   // the node (in parent) this mount covers
+	mpIno    uint64 // its Ino
+	mpRel    string // its path within parent, from parent's root
+	children map[*Mount]struct{}
+}
+
+type mpKey struct {
+	m   *Mount
+	ino uint64
+}
+
+func (m *Mount) get() { m.refs.Add(1) }
+
+// put drops a reference and clears the expiry mark (any access does).
+func (m *Mount) put() {
+	m.expire.Store(false)
+	m.putNoExpire()
+}
+
+func (m *Mount) putNoExpire() {
+	n := m.refs.Add(-1)
+	if n > 0 {
+		return
+	}
+	if n < 0 {
+		panic("vfs: mount reference count below zero")
+	}
+	treeMu.Lock()
+	if m.state == mountAttached {
+		treeMu.Unlock()
+		panic("vfs: last reference of an attached mount dropped")
+	}
+	m.state = mountDead
+	treeMu.Unlock()
+	m.sb.put()
+}
+
+// Refs reports the mount's reference count (for tests and /proc views).
+func (m *Mount) Refs() int64 { return m.refs.Load() }
+
+// FSType reports the filesystem type name.
+func (m *Mount) FSType() string { return m.sb.fstype }
+
+// State reports the mount's state: "attached", "internal", "detached" or "dead".
+func (m *Mount) State() string {
+	treeMu.RLock()
+	defer treeMu.RUnlock()
+	return m.state.String()
+}
+
+// Namespace is a tree of mounts with path lookup across mount points. Its
+// embedded *Proc is the namespace's own context (root and working directory
+// at "/"), so the path operations are methods of the namespace too. All
+// methods are safe for concurrent use.
+type Namespace struct {
+	*Proc
+	host Host
+	root *Mount // the rootfs mount; never unmounted
+
+	points map[mpKey]*Mount // guarded by treeMu: what covers (mount, ino)
+}
+
+// NewNamespace returns a namespace whose root is an empty in-memory rootfs
+// (no module owns it: like Linux's rootfs it is always there). Mount a
+// filesystem at "/" to stack it over the rootfs:
+//
+//	ns := vfs.NewNamespace(host)
+//	ns.Mount(ctx, "none", "/", "ramfs", "")
+func NewNamespace(h Host) *Namespace {
+	ns := &Namespace{host: h, points: make(map[mpKey]*Mount)}
+	sb := &superblock{id: sbSeq.Add(1), fstype: "rootfs", sb: newRootfs()}
+	sb.mounts.Store(1)
+	root := sb.sb.Root()
+	a, _ := root.Stat()
+	m := &Mount{id: mountSeq.Add(1), sb: sb, root: root, rootIno: a.Ino, source: "rootfs",
+		state: mountAttached, ns: ns, children: map[*Mount]struct{}{}}
+	m.refs.Store(1)
+	ns.root = m
+	l := loc{m: m, n: root, ino: a.Ino, rel: "/"}
+	m.refs.Add(2)
+	ns.Proc = &Proc{ns: ns, root: l, cwd: l}
+	return ns
+}
+
+// mountedAt returns the top mount covering (m, ino), or nil. treeMu held.
+func (ns *Namespace) mountedAt(m *Mount, ino uint64) *Mount {
+	return ns.points[mpKey{m, ino}]
+}
+
+// attach puts c under parent at node. treeMu held (write).
+func (ns *Namespace) attach(c, parent *Mount, node Node, ino uint64, rel string) {
+	c.ns, c.parent, c.mpNode, c.mpIno, c.mpRel = ns, parent, node, ino, rel
+	c.state = mountAttached
+	parent.children[c] = struct{}{}
+	ns.points[mpKey{parent, ino}] = c
+}
+
+// unhook removes c from its parent (the subtree stays below c). treeMu held.
+func (ns *Namespace) unhook(c *Mount) {
+	delete(c.parent.children, c)
+	if ns.points[mpKey{c.parent, c.mpIno}] == c {
+		delete(ns.points, mpKey{c.parent, c.mpIno})
+	}
+	c.parent, c.mpNode = nil, nil
+}
+
+// subtree lists c and every mount below it, parents first. treeMu held.
+func subtree(c *Mount) []*Mount {
+	out := []*Mount{c}
+	for i := 0; i < len(out); i++ {
+		kids := make([]*Mount, 0, len(out[i].children))
+		for k := range out[i].children {
+			kids = append(kids, k)
+		}
+		sort.Slice(kids, func(a, b int) bool { return kids[a].id < kids[b].id })
+		out = append(out, kids...)
+	}
+	return out
+}
+
+// path of an attached mount's root in its namespace. treeMu held.
+func (m *Mount) pathLocked() string {
+	if m.parent == nil {
+		return "/"
+	}
+	p := m.parent.pathLocked()
+	return joinPath(p, m.mpRel)
+}
+
+func joinPath(dir, rel string) string {
+	if rel == "/" || rel == "" {
+		return dir
+	}
+	if dir == "/" {
+		return rel
+	}
+	return dir + rel
+}
+
+// MountInfo describes one attached mount, as /proc/mounts shows it.
+type MountInfo struct {
+	ID      uint64
+	Source  string
+	Target  string
+	FSType  string
+	Options string // "rw" plus the options given at mount time
+	Refs    int64
+}
+
+// Mounts lists the namespace's mounts in mount order (the rootfs first).
+func (ns *Namespace) Mounts() []MountInfo {
+	treeMu.RLock()
+	defer treeMu.RUnlock()
+	all := subtree(ns.root)
+	sort.Slice(all, func(a, b int) bool { return all[a].id < all[b].id })
+	out := make([]MountInfo, 0, len(all))
+	for _, m := range all {
+		opts := "rw"
+		if m.options != "" {
+			opts += "," + m.options
+		}
+		out = append(out, MountInfo{ID: m.id, Source: m.source, Target: m.pathLocked(),
+			FSType: m.sb.fstype, Options: opts, Refs: m.refs.Load()})
+	}
+	return out
+}
+
+// FormatMounts renders the namespace as /proc/mounts does:
+// "src target fstype opts 0 0" per line, spaces in fields escaped as \040.
+func (ns *Namespace) FormatMounts() string {
+	var b strings.Builder
+	esc := strings.NewReplacer(" ", `\040`, "\t", `\011`, "\n", `\012`, `\`, `\134`)
+	for _, m := range ns.Mounts() {
+		fmt.Fprintf(&b, "%s %s %s %s 0 0\n", esc.Replace(m.Source), esc.Replace(m.Target), m.FSType, esc.Replace(m.Options))
+	}
+	return b.String()
+}
+
+// acquireType finds a filesystem type, demand-loading "fs-<name>" once when
+// it is unknown. The Binding holds the owner module's reference.
+func acquireType(ctx context.Context, h Host, name string) (raceless.Binding, FileSystemType, error) {
+	if h == nil {
+		return raceless.Binding{}, nil, fmt.Errorf("filesystem type %q: %w", name, ENODEV)
+	}
+	b, err := h.Acquire(raceless.KindFilesystem, name)
+	if errors.Is(err, raceless.ErrNotFound) {
+		if _, rerr := h.Request(ctx, "fs-"+name); rerr == nil {
+			b, err = h.Acquire(raceless.KindFilesystem, name)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, raceless.ErrNotFound) {
+			return raceless.Binding{}, nil, fmt.Errorf("unknown filesystem type %q: %w: %w", name, ENODEV, err)
+		}
+		return raceless.Binding{}, nil, fmt.Errorf("filesystem type %q: %w: %w", name, ENODEV, err)
+	}
+	t, ok := b.Value.(FileSystemType)
+	if !ok {
+		b.Release()
+		return raceless.Binding{}, nil, fmt.Errorf("filesystem type %q registered a %T, not a vfs.FileSystemType: %w", name, b.Value, ENODEV)
+	}
+	return b, t, nil
+}
+
+// newSuperblock mounts a new instance of fstype. On success the returned
+// mount holds one reference (its creator's) and is not attached.
+func newMount(ctx context.Context, h Host, ns *Namespace, source, fstype, options string, state mountState) (*Mount, error) {
+	b, t, err := acquireType(ctx, h, fstype)
+	if err != nil {
+		return nil, err
+	}
+	if source == "" {
+		source = "none"
+	}
+	sbi, err := t.Mount(ctx, MountRequest{Source: source, Options: options, NS: ns})
+	if err != nil {
+		b.Release()
+		return nil, err
+	}
+	root := sbi.Root()
+	a, err := root.Stat()
+	if err == nil && !a.Mode.IsDir() {
+		err = fmt.Errorf("root of %s is not a directory: %w", fstype, ENOTDIR)
+	}
+	sb := &superblock{id: sbSeq.Add(1), fstype: fstype, sb: sbi, binding: b}
+	sb.mounts.Store(1)
+	if err != nil {
+		sb.put()
+		return nil, err
+	}
+	m := &Mount{id: mountSeq.Add(1), sb: sb, root: root, rootIno: a.Ino, source: source,
+		options: options, state: state, children: map[*Mount]struct{}{}}
+	m.refs.Store(1)
+	return m, nil
+}

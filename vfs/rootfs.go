@@ -1,0 +1,122 @@
+package vfs
+
+import (
+	"io/fs"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// rootfs is the namespace's bottom filesystem: directories only, in memory,
+// owned by no module (Linux's rootfs). It exists so that "/" always
+// resolves and mount points can be made before anything is mounted.
+type rootfs struct {
+	mu   sync.Mutex // guards every rootDir's children, parent and nlink
+	ino  atomic.Uint64
+	root *rootDir
+}
+
+type rootDir struct {
+	fs       *rootfs
+	ino      uint64
+	mode     fs.FileMode
+	mtime    time.Time
+	parent   *rootDir
+	children map[string]*rootDir
+	removed  bool
+}
+
+func newRootfs() *rootfs {
+	r := &rootfs{}
+	r.root = r.newDir(nil, 0o755)
+	r.root.parent = r.root
+	return r
+}
+
+func (r *rootfs) newDir(parent *rootDir, mode fs.FileMode) *rootDir {
+	return &rootDir{fs: r, ino: r.ino.Add(1), mode: fs.ModeDir | mode.Perm(), mtime: time.Now(),
+		parent: parent, children: map[string]*rootDir{}}
+}
+
+func (r *rootfs) Root() Node { return r.root }
+func (r *rootfs) Statfs() (Statfs, error) {
+	return Statfs{Bsize: 4096, NameLen: NameMax}, nil
+}
+func (r *rootfs) Release() {}
+
+func (d *rootDir) Stat() (Attr, error) {
+	d.fs.mu.Lock()
+	defer d.fs.mu.Unlock()
+	n := uint32(2 + len(d.children))
+	if d.removed {
+		n = 0
+	}
+	return Attr{Ino: d.ino, Mode: d.mode, Nlink: n, Atime: d.mtime, Mtime: d.mtime, Ctime: d.mtime, Size: 4096}, nil
+}
+
+func (d *rootDir) Lookup(name string) (Node, error) {
+	d.fs.mu.Lock()
+	defer d.fs.mu.Unlock()
+	switch name {
+	case ".":
+		return d, nil
+	case "..":
+		return d.parent, nil
+	}
+	if c, ok := d.children[name]; ok {
+		return c, nil
+	}
+	return nil, ENOENT
+}
+
+func (d *rootDir) ReadDir() ([]DirEntry, error) {
+	d.fs.mu.Lock()
+	defer d.fs.mu.Unlock()
+	out := make([]DirEntry, 0, len(d.children))
+	for n, c := range d.children {
+		out = append(out, DirEntry{Name: n, Ino: c.ino, Mode: fs.ModeDir})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (d *rootDir) Mkdir(name string, mode fs.FileMode) (Node, error) {
+	d.fs.mu.Lock()
+	defer d.fs.mu.Unlock()
+	if d.removed {
+		return nil, ENOENT
+	}
+	if _, ok := d.children[name]; ok {
+		return nil, EEXIST
+	}
+	c := d.fs.newDir(d, mode)
+	d.children[name] = c
+	return c, nil
+}
+
+func (d *rootDir) Rmdir(name string) error {
+	d.fs.mu.Lock()
+	defer d.fs.mu.Unlock()
+	c, ok := d.children[name]
+	if !ok {
+		return ENOENT
+	}
+	if len(c.children) > 0 {
+		return ENOTEMPTY
+	}
+	c.removed = true
+	delete(d.children, name)
+	return nil
+}
+
+func (d *rootDir) Create(string, fs.FileMode) (Node, error) { return nil, EPERM }
+func (d *rootDir) Symlink(string, string) (Node, error)     { return nil, EPERM }
+func (d *rootDir) Unlink(name string) error {
+	if _, err := d.Lookup(name); err != nil {
+		return err
+	}
+	return EISDIR
+}
+func (d *rootDir) Rename(string, DirNode, string) error { return EPERM }
+func (d *rootDir) Link(Node, string) error              { return EPERM }
