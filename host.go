@@ -108,15 +108,30 @@ func (h *Host) Modules() []*Instance {
 // module code, and dropped by Binding.Release, outside module code too.
 // It fails with ErrNotFound when nothing of that name is published and with
 // ErrNotLive when its owner has begun unloading.
+//
+// A lookup that finds an owner which has just stopped accepting references
+// looks again: if a hot swap (Replace) published a new owner meanwhile, it
+// gets that one, so no call fails during a swap.
 func (h *Host) Acquire(kind Kind, name string) (Binding, error) {
-	reg := h.reg.snap.Load().named[regKey{kind, name}]
-	if reg == nil {
-		return Binding{}, modErr("acquire", name, fmt.Errorf("%s: %w", kind, ErrNotFound))
+	key := regKey{kind, name}
+	reg := h.reg.snap.Load().named[key]
+	for {
+		if reg == nil {
+			return Binding{}, modErr("acquire", name, fmt.Errorf("%s: %w", kind, ErrNotFound))
+		}
+		if reg.owner.TryGet() {
+			return Binding{Value: reg.value, Owner: reg.owner}, nil
+		}
+		// The owner's Kill is ordered after the swap's snapshot store
+		// (both under Host.mu in that order), so a TryGet that failed
+		// because of a swap is followed by a load that sees the new
+		// snapshot.
+		next := h.reg.snap.Load().named[key]
+		if next == reg {
+			return Binding{}, modErr("acquire", name, stateErr(reg.owner))
+		}
+		reg = next
 	}
-	if !reg.owner.TryGet() {
-		return Binding{}, modErr("acquire", name, stateErr(reg.owner))
-	}
-	return Binding{Value: reg.value, Owner: reg.owner}, nil
 }
 
 // Symbol is Acquire(KindSymbol, name).

@@ -54,7 +54,8 @@ type Instance struct {
 	deps       map[*Instance]bool // modules this one uses; each holds one reference
 	holders    map[*Instance]bool // modules that use this one
 	waitingFor *Instance          // an instance whose init this one's init waits for (cycle detection)
-	unloading  bool               // an Unload call owns the going state
+	unloading  bool               // an Unload (or Replace) call owns the going state
+	replaces   *Instance          // set on a coming replacement (Replace); it is not in byName until it goes live
 	restored   chan struct{}      // closed when going goes back to live
 
 	// regs is guarded by regMu; appended during Init only.
@@ -215,4 +216,15 @@ func (b Binding) Release() {
 	if b.Owner != nil {
 		b.Owner.Put()
 	}
+}
+
+// hasReserved reports whether m already staged a registration of key.
+// The caller holds m.regMu (Kernel.stage does).
+func (m *Instance) hasReserved(key regKey) bool {
+	for _, reg := range m.regs {
+		if reg.key == key {
+			return true
+		}
+	}
+	return false
 }

@@ -50,6 +50,7 @@ func (h *Host) load(ctx context.Context, src Source, params map[string]string, l
 		cur := h.byName[name]
 		if cur == nil {
 			m := h.newInstance(info, key, resolved, lo)
+			h.byName[name] = m
 			if lo.waiter != nil {
 				lo.waiter.waitingFor = m
 			}
@@ -133,7 +134,7 @@ func (h *Host) clearWaiting(w *Instance) {
 	h.mu.Unlock()
 }
 
-// newInstance reserves name for a coming instance. Called with h.mu held.
+// newInstance creates a coming instance. Called with h.mu held.
 func (h *Host) newInstance(info Info, key string, params map[string]string, lo loadOpts) *Instance {
 	h.seq++
 	m := &Instance{
@@ -150,7 +151,6 @@ func (h *Host) newInstance(info Info, key string, params map[string]string, lo l
 	}
 	m.autoclean.Store(lo.autoclean)
 	m.kernel = &Kernel{inst: m, log: h.log.With("module", info.Name)}
-	h.byName[info.Name] = m
 	return m
 }
 
@@ -175,13 +175,21 @@ func (h *Host) initialize(ctx context.Context, m *Instance, src Source, lo loadO
 	if s, ok := m.mod.(Starter); ok {
 		s.Start()
 	}
-	m.regMu.Lock()
-	regs := m.regs
-	m.regMu.Unlock()
+	regs := m.registrations()
 	h.mu.Lock()
 	h.setState(m, StateLive)
 	m.refs.Revive()
-	h.reg.publish(regs)
+	if old := m.replaces; old != nil {
+		// A hot swap: the new instance takes the name and every
+		// registration of the old one in the same step in which the old
+		// one stops accepting references (see Replace).
+		h.byName[m.name] = m
+		h.setState(old, StateGoing)
+		h.reg.swap(old.registrations(), regs)
+		old.refs.Kill()
+	} else {
+		h.reg.publish(regs)
+	}
 	h.mu.Unlock()
 	h.log.Debug("module live", "module", m.name)
 	h.emit(m, StateLive)

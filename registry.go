@@ -79,11 +79,29 @@ func (r *registry) reserve(reg *registration) error {
 	defer r.mu.Unlock()
 	if reg.hook == nil {
 		if other, ok := r.reserved[reg.key]; ok {
-			return fmt.Errorf("%s %q already registered by %s: %w", reg.key.kind, reg.key.name, other.owner.name, ErrExists)
+			// A replacement may take over the names of the instance it
+			// replaces; the reservation moves to it when it goes live.
+			if rep := reg.owner.replaces; rep == nil || other.owner != rep || reg.owner.hasReserved(reg.key) {
+				return fmt.Errorf("%s %q already registered by %s: %w", reg.key.kind, reg.key.name, other.owner.name, ErrExists)
+			}
+			return nil
 		}
 		r.reserved[reg.key] = reg
 	}
 	return nil
+}
+
+// swap unpublishes from and publishes to in one step (a hot swap or its
+// undoing), moving the reservations of the names both hold to to.
+func (r *registry) swap(from, to []*registration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, reg := range to {
+		if reg.hook == nil {
+			r.reserved[reg.key] = reg
+		}
+	}
+	r.snap.Store(r.snap.Load().without(from).with(to))
 }
 
 // drop forgets registrations that are not published (a failed Init, or a
@@ -106,16 +124,7 @@ func (r *registry) publish(regs []*registration) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old := r.snap.Load()
-	next := old.clone()
-	for _, reg := range regs {
-		if reg.hook != nil {
-			next.hooks[reg.key.name] = append(next.hooks[reg.key.name], reg)
-		} else {
-			next.named[reg.key] = reg
-		}
-	}
-	r.snap.Store(next)
+	r.snap.Store(r.snap.Load().with(regs))
 }
 
 // unpublish hides regs in one step; they stay reserved so that a refused
@@ -126,18 +135,38 @@ func (r *registry) unpublish(regs []*registration) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.snap.Store(r.snap.Load().without(regs))
+}
+
+// with returns a copy of s with regs added.
+func (s *snapshot) with(regs []*registration) *snapshot {
+	next := s.clone()
+	for _, reg := range regs {
+		if reg.hook != nil {
+			next.hooks[reg.key.name] = append(next.hooks[reg.key.name], reg)
+		} else {
+			next.named[reg.key] = reg
+		}
+	}
+	return next
+}
+
+// without returns a copy of s with regs removed.
+func (s *snapshot) without(regs []*registration) *snapshot {
+	if len(regs) == 0 {
+		return s
+	}
 	gone := make(map[*registration]bool, len(regs))
 	for _, reg := range regs {
 		gone[reg] = true
 	}
-	old := r.snap.Load()
-	next := &snapshot{named: make(map[regKey]*registration, len(old.named)), hooks: make(map[string][]*registration, len(old.hooks))}
-	for k, reg := range old.named {
+	next := &snapshot{named: make(map[regKey]*registration, len(s.named)), hooks: make(map[string][]*registration, len(s.hooks))}
+	for k, reg := range s.named {
 		if !gone[reg] {
 			next.named[k] = reg
 		}
 	}
-	for ev, list := range old.hooks {
+	for ev, list := range s.hooks {
 		var keep []*registration
 		for _, reg := range list {
 			if !gone[reg] {
@@ -148,7 +177,7 @@ func (r *registry) unpublish(regs []*registration) {
 			next.hooks[ev] = keep
 		}
 	}
-	r.snap.Store(next)
+	return next
 }
 
 func (s *snapshot) clone() *snapshot {

@@ -62,8 +62,11 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 		h.mu.Unlock()
 		return &BusyError{Module: m.name, Refs: m.refs.Count(), Holders: holders, Reason: "in use by: " + strings.Join(holders, ",")}
 	}
-	if m.State() != StateLive || m.unloading {
-		s := m.State()
+	if m.unloading {
+		h.mu.Unlock()
+		return &BusyError{Module: m.name, Reason: "unload or replacement in progress"}
+	}
+	if s := m.State(); s != StateLive {
 		h.mu.Unlock()
 		return &BusyError{Module: m.name, Reason: "not live (" + s.String() + ")"}
 	}
