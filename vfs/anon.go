@@ -44,15 +44,14 @@ func (h instanceHost) Request(context.Context, string) (*raceless.Instance, erro
 }
 
 // NewFile opens an anonymous file whose I/O goes to h; its node is the
-// internal mount's root. flag is the os.O_* access mode. On error h is
-// released.
+// internal mount's root. flag is the os.O_* access mode. On error h was
+// not used: the caller still owns it (and no module code was called).
 func (a *AnonMount) NewFile(ctx context.Context, name string, h Handle, flag int) (*File, error) {
 	a.mu.Lock()
 	if a.count == 0 {
 		m, err := newMount(ctx, instanceHost{a.owner}, nil, a.fstype, a.fstype, "", mountInternal)
 		if err != nil {
 			a.mu.Unlock()
-			h.Release()
 			return nil, pathErr("open", name, err)
 		}
 		a.mnt = m // the creation reference becomes this file's

@@ -465,7 +465,32 @@ func (d *dirEntry) Info() (fs.FileInfo, error) {
 	if err != nil {
 		return nil, pathErr("stat", d.e.Name, err)
 	}
+	if top := coveredBy(d.dir.m, a.Ino); top != nil {
+		// a mount point: stat what is mounted there, as stat(2) would
+		a, err = top.root.Stat()
+		top.put()
+		if err != nil {
+			return nil, pathErr("stat", d.e.Name, err)
+		}
+	}
 	return fileInfo{d.e.Name, a}, nil
+}
+
+// coveredBy returns the top mount covering (m, ino), held, or nil.
+func coveredBy(m *Mount, ino uint64) *Mount {
+	treeMu.RLock()
+	defer treeMu.RUnlock()
+	if m.ns == nil {
+		return nil
+	}
+	var top *Mount
+	for c := m.ns.mountedAt(m, ino); c != nil; c = m.ns.mountedAt(c, c.rootIno) {
+		top = c
+	}
+	if top != nil {
+		top.get()
+	}
+	return top
 }
 func (d *dirEntry) String() string { return fs.FormatDirEntry(d) }
 
