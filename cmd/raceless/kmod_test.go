@@ -47,7 +47,7 @@ func TestKmodSelftest(t *testing.T) {
 		if got := d.run(append([]string{"request"}, names...)...).ok(t).stdout; got != "62 requests succeeded\n" {
 			t.Fatalf("%q", got)
 		}
-		if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  0\n" {
+		if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  0\n"+ramfsLine {
 			t.Fatalf("lsmod: %q", got)
 		}
 	})
@@ -61,7 +61,7 @@ func TestKmodAutoloadDisabled(t *testing.T) {
 	if r.code != 3 || !strings.Contains(r.stderr, "demand loading is not configured: not found") {
 		t.Fatalf("exit %d, %q", r.code, r.stderr)
 	}
-	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader {
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+ramfsLine {
 		t.Fatalf("lsmod: %q", got)
 	}
 }
@@ -109,7 +109,7 @@ func TestAutoclean(t *testing.T) {
 	d.run("modprobe", "hello").ok(t)
 	d.run("rmmod", "-a").ok(t)
 	d.run("rmmod", "-a").ok(t)
-	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  0\n" {
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  0\n"+ramfsLine {
 		t.Fatalf("lsmod: %q", got)
 	}
 }
@@ -119,7 +119,7 @@ func TestAutocleanSweeper(t *testing.T) {
 	d.run("rmmod", "hello").ok(t)
 	d.run("request", "hello").ok(t)
 	waitFor(t, 20*time.Second, "the sweeper to remove hello", func() bool {
-		return d.run("lsmod").ok(t).stdout == lsmodHeader
+		return d.run("lsmod").ok(t).stdout == lsmodHeader+ramfsLine
 	})
 	if !strings.Contains(d.log.String(), "msg=autoclean removed=[hello]") {
 		t.Fatalf("no autoclean log line:\n%s", d.log.String())

@@ -11,17 +11,22 @@ import (
 	"time"
 )
 
-const lsmodHeader = "Module                  Size  Used by\n"
+const (
+	lsmodHeader = "Module                  Size  Used by\n"
+	// ramfsLine ends every lsmod: ramfs is loaded first at boot and holds
+	// one reference for the root mount.
+	ramfsLine = "ramfs                      0  1\n"
+)
 
 func TestLsmodByteExact(t *testing.T) {
 	d := startDaemon(t)
-	if got, want := d.run("lsmod").ok(t).stdout, lsmodHeader+"hello                   4096  0\n"; got != want {
+	if got, want := d.run("lsmod").ok(t).stdout, lsmodHeader+"hello                   4096  0\n"+ramfsLine; got != want {
 		t.Fatalf("lsmod:\n%q\nwant\n%q", got, want)
 	}
 	d.run("modprobe", "hello_consumer").ok(t)
 	want := lsmodHeader +
 		"hello_consumer          2048  0\n" +
-		"hello                   4096  1 hello_consumer\n"
+		"hello                   4096  1 hello_consumer\n" + ramfsLine
 	if got := d.runAs("lsmod").ok(t).stdout; got != want {
 		t.Fatalf("lsmod:\n%q\nwant\n%q", got, want)
 	}
@@ -34,7 +39,7 @@ func TestLsmodByteExact(t *testing.T) {
 	if err := json.Unmarshal([]byte(d.run("lsmod", "--json").ok(t).stdout), &mods); err != nil {
 		t.Fatal(err)
 	}
-	if len(mods) != 2 || mods[1].Name != "hello" || mods[1].Refs != 1 || mods[1].Holders[0] != "hello_consumer" || mods[1].State != "live" {
+	if len(mods) != 3 || mods[1].Name != "hello" || mods[1].Refs != 1 || mods[1].Holders[0] != "hello_consumer" || mods[1].State != "live" {
 		t.Fatalf("lsmod --json: %+v", mods)
 	}
 }
@@ -48,7 +53,7 @@ func TestRmmod(t *testing.T) {
 	d.run("rmmod", "--bogus", "hello").fails(t, 2, "rmmod: ERROR: unrecognized option '--bogus' (usage: rmmod [-f|--force] [-w|--wait[=DURATION]] [-v] NAME ... | rmmod -a)")
 	d.runAs("rmmod", "hello_consumer").ok(t)
 	d.runAs("rmmod", "hello").ok(t)
-	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader {
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+ramfsLine {
 		t.Fatalf("lsmod after rmmod: %q", got)
 	}
 }
@@ -90,7 +95,7 @@ func TestRmmodWaitAndForce(t *testing.T) {
 		t.Fatalf("rmmod --wait: exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 	// The cancelled wait restored the module: still live, still counted.
-	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  1\n" {
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  1\n"+ramfsLine {
 		t.Fatalf("after a timed-out wait: %q", got)
 	}
 	// A wait with no deadline ends when the reference goes: release it
@@ -109,7 +114,7 @@ func TestRmmodWaitAndForce(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("rmmod -w: %v\n%s", err, stderr.String())
 	}
-	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader {
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+ramfsLine {
 		t.Fatalf("after rmmod -w: %q", got)
 	}
 
@@ -135,7 +140,7 @@ func TestModprobe(t *testing.T) {
 	if got := d.run("modprobe", "-n", "greeter").ok(t).stdout; got != "builtin hello\n" {
 		t.Fatalf("modprobe -n greeter: %q", got)
 	}
-	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader {
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+ramfsLine {
 		t.Fatalf("dry run loaded something: %q", got)
 	}
 	// An alias resolves to its module, with parameters.
@@ -154,7 +159,7 @@ func TestModprobe(t *testing.T) {
 	if got := d.run("modprobe", "-r", "-v", "hello_consumer").ok(t).stdout; got != "rmmod hello_consumer\nrmmod hello\n" {
 		t.Fatalf("modprobe -r -v: %q", got)
 	}
-	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader {
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+ramfsLine {
 		t.Fatalf("after modprobe -r: %q", got)
 	}
 }

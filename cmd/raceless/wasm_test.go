@@ -62,7 +62,7 @@ func TestDepmodAndWasmModules(t *testing.T) {
 	d.run("rmmod", "provider").fails(t, 5, "rmmod: ERROR: Module provider is in use by: consumer")
 	d.runAs("insmod", filepath.Join(dir, "consumer.wasm")).fails(t, 4, "insmod: ERROR: could not insert module "+filepath.Join(dir, "consumer.wasm")+": File exists (load consumer: already exists)")
 	d.run("modprobe", "-r", "consumer").ok(t)
-	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  0\n" {
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  0\n"+ramfsLine {
 		t.Fatalf("after modprobe -r consumer: %q", got)
 	}
 	// modprobe by alias, with a parameter; the module is found by its

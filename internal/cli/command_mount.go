@@ -2,7 +2,7 @@ package cli
 
 import (
 	"fmt"
-	"strings"
+	"github.com/raceless/raceless/internal/daemon"
 
 	"github.com/raceless/raceless/internal/control"
 )
@@ -15,29 +15,17 @@ var mountFlags = []flagSpec{
 	{short: "M", long: "move"},
 }
 
-// MountEntry is one mount in a "mounts" answer, as a /proc/mounts line.
-type MountEntry struct {
-	Source  string `json:"source"`
-	Target  string `json:"target"`
-	Type    string `json:"type"`
-	Options string `json:"options"`
-}
-
 func runMount(e *env) error {
 	pos := e.args.pos
 	if len(pos) == 0 {
-		var mounts []MountEntry
-		if err := e.callInto(&control.Request{Op: "mounts"}, &mounts); err != nil {
+		var res daemon.MountsResult
+		if err := e.callInto(&control.Request{Op: "mounts"}, &res); err != nil {
 			return err
 		}
 		if e.args.has("json") {
-			return e.printJSON(mounts)
+			return e.printJSON(res.Mounts)
 		}
-		var b strings.Builder
-		for _, m := range mounts {
-			fmt.Fprintf(&b, "%s %s %s %s 0 0\n", m.Source, m.Target, m.Type, m.Options)
-		}
-		fmt.Fprint(e.stdout, b.String())
+		fmt.Fprint(e.stdout, res.Text)
 		return nil
 	}
 	if len(pos) != 2 {
@@ -60,7 +48,7 @@ func runMount(e *env) error {
 func (e *env) mountError(target string, err error) error {
 	var we *control.Error
 	if ok := asWire(err, &we); ok && we.Code != control.CodeUnsupported {
-		return e.fail(err, "%s: %s", target, we.Message)
+		return e.fail(err, "%s", we.Message)
 	}
 	return e.generic(err)
 }

@@ -73,6 +73,7 @@ func runServe(e *env) error {
 		Logger:          log,
 		Builtins:        defaults.Sources(),
 		Boot:            defaults.Boot(),
+		Mounts:          defaults.Mounts(),
 		Open:            open,
 		ReadInfo:        readInfo,
 	})

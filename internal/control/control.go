@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/raceless/raceless"
 )
@@ -125,13 +126,13 @@ func ErrorOf(err error) *Error {
 	switch {
 	case errors.Is(err, ErrUnsupported):
 		e.Code = CodeUnsupported
-	case errors.Is(err, raceless.ErrPermission):
+	case errors.Is(err, raceless.ErrPermission), errors.Is(err, fs.ErrPermission):
 		e.Code = CodePermission
 	case errors.Is(err, raceless.ErrBusy):
 		e.Code = CodeBusy
-	case errors.Is(err, raceless.ErrNotFound):
+	case errors.Is(err, raceless.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		e.Code = CodeNotFound
-	case errors.Is(err, raceless.ErrExists):
+	case errors.Is(err, raceless.ErrExists), errors.Is(err, fs.ErrExist):
 		e.Code = CodeExists
 	case errors.Is(err, raceless.ErrInvalid):
 		e.Code = CodeInvalid

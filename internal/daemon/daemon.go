@@ -39,6 +39,13 @@ type Config struct {
 	Boot            []string          // built-in modules loaded at start
 	Open            modindex.OpenFunc // opens loadable module files; nil: not supported
 	ReadInfo        func(path string) (raceless.Info, error)
+	Mounts          []BootMount // mounted at start, in order
+}
+
+// BootMount is a mount made at start.
+type BootMount struct {
+	Source, Target, Type, Options string
+	Mkdir                         bool // create Target first
 }
 
 // Daemon is a running `raceless serve`.
@@ -65,14 +72,14 @@ type Daemon struct {
 // New starts a daemon: it creates the host, loads the boot modules, mounts
 // the namespace, and listens on the metrics address and the control socket.
 // On error everything already started is undone.
-func New(cfg Config) (d *Daemon, err error) {
+func New(cfg Config) (_ *Daemon, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
-	d = &Daemon{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
 	d.stopping, d.stopWaiters = context.WithCancel(context.Background())
 	d.resolver = modindex.NewResolver(cfg.ModulesDir, cfg.Builtins, cfg.Open)
 	opts := []raceless.Option{raceless.WithLogger(cfg.Logger)}
