@@ -164,7 +164,7 @@ func init() {
 		"request":  {runRequest, requestFlags, "request [--threads N] NAME|ALIAS ..."},
 		"call":     {runCall, nil, "call SYMBOL [ARG ...]"},
 		"bench":    {runBench, nil, "bench calls|wasm [--json]"},
-		"torture":  {runTorture, tortureFlags, "torture [--duration D] [--seed S] [--json]"},
+		"torture":  {runTorture, tortureFlags, "torture [--duration D] [--seed S] [--ops N] [--json]"},
 		"ping":     {runPing, nil, "ping"},
 	}
 }

@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/raceless/raceless/internal/bench"
-	"github.com/raceless/raceless/internal/control"
 	"github.com/raceless/raceless/internal/torture"
+	"github.com/raceless/raceless/internal/wasmbench"
 )
 
 var tortureFlags = []flagSpec{
@@ -27,7 +27,10 @@ func runBench(e *env) error {
 		}
 		return nil
 	case "wasm":
-		return e.fail(control.ErrUnsupported, "bench wasm: not built in this version")
+		if err := wasmbench.Run(e.ctx, e.stdout, e.args.has("json"), wasmbench.Options{}); err != nil {
+			return e.fail(err, "bench wasm: %v", err)
+		}
+		return nil
 	}
 	return usageErrorf("unknown benchmark %q (calls or wasm)", e.args.pos[0])
 }
