@@ -184,6 +184,10 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 	case io.SeekCurrent:
 		base = f.off
 	case io.SeekEnd:
+		if sh, ok := f.h.(SizedHandle); ok {
+			base = sh.Size()
+			break
+		}
 		a, err := f.n.Stat()
 		if err != nil {
 			return 0, pathErr("seek", f.name, err)

@@ -144,3 +144,9 @@ type Appender interface {
 type Syncer interface {
 	Sync() error
 }
+
+// SizedHandle is a Handle whose content size differs from the node's Attr
+// (generated files report size 0, like procfs): SEEK_END uses it.
+type SizedHandle interface {
+	Size() int64
+}
