@@ -56,7 +56,7 @@ func (m *pipeMod) pipe() (*vfs.File, error) {
 
 type pipeSB struct{ m *pipeMod }
 
-func (s *pipeSB) Root() vfs.Node                { return pipeRoot{} }
+func (s *pipeSB) Root() vfs.Node              { return pipeRoot{} }
 func (s *pipeSB) Statfs() (vfs.Statfs, error) { return vfs.Statfs{}, nil }
 func (s *pipeSB) Release() {
 	s.m.enter()

@@ -76,6 +76,7 @@ func (f *File) Stat() (fs.FileInfo, error) {
 	if err != nil {
 		return nil, pathErr("stat", f.name, err)
 	}
+	a.Dev = f.m.sb.id
 	return fileInfo{baseName(f.name), a}, nil
 }
 

@@ -53,6 +53,7 @@ type Statfs struct {
 // superblock: the VFS keys mount points by it.
 type Attr struct {
 	Ino                 uint64
+	Dev                 uint64      // filled by the VFS (the superblock's number); filesystems leave it 0
 	Mode                fs.FileMode // type bits and permission bits
 	Size                int64
 	Nlink               uint32

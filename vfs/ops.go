@@ -50,6 +50,7 @@ func (p *Proc) stat(op, name string, follow bool) (fs.FileInfo, error) {
 	if err != nil {
 		return nil, pathErr(op, name, err)
 	}
+	a.Dev = l.m.sb.id
 	return fileInfo{baseName(name), a}, nil
 }
 
@@ -386,6 +387,16 @@ func (p *Proc) setattr(op, name string, follow bool, a SetAttr) error {
 	return pathErr(op, name, sn.Setattr(a))
 }
 
+// Setattr applies a to name (following symlinks).
+func (p *Proc) Setattr(name string, a SetAttr) error {
+	return p.setattr("setattr", name, true, a)
+}
+
+// Lsetattr applies a to name, not following a final symlink.
+func (p *Proc) Lsetattr(name string, a SetAttr) error {
+	return p.setattr("setattr", name, false, a)
+}
+
 // Chmod changes the permission bits.
 func (p *Proc) Chmod(name string, mode fs.FileMode) error {
 	m := mode.Perm()
@@ -468,10 +479,14 @@ func (d *dirEntry) Info() (fs.FileInfo, error) {
 	if top := coveredBy(d.dir.m, a.Ino); top != nil {
 		// a mount point: stat what is mounted there, as stat(2) would
 		a, err = top.root.Stat()
+		a.Dev = top.sb.id
 		top.put()
 		if err != nil {
 			return nil, pathErr("stat", d.e.Name, err)
 		}
+	}
+	if a.Dev == 0 {
+		a.Dev = d.dir.m.sb.id
 	}
 	return fileInfo{d.e.Name, a}, nil
 }
