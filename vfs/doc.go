@@ -1,0 +1,71 @@
+// Package vfs is raceless's virtual filesystem: namespaces of mounts with
+// Linux semantics (mount, umount with EBUSY, MNT_DETACH, MNT_EXPIRE, bind,
+// recursive bind, move, stacked mounts), whose filesystems come from
+// modules, and anonymous files of pseudo filesystems.
+//
+// # The reference chain
+//
+// "Filesystem shutdown is always garbage collection" (Al Viro). An open
+// *File holds its *Mount; a Mount holds its superblock; a superblock holds
+// the raceless.Binding of its filesystem type, which holds the owner
+// module's reference. A module whose filesystem is mounted or has an open
+// file therefore cannot be unloaded (the host's Unload returns ErrBusy with
+// the reference count). Releases run in that order, in VFS code: the
+// filesystem's Handle.Release, the mount reference, Superblock.Release (the
+// module's release operation), and only then Binding.Release, so the last
+// module reference is never dropped by module code (the thread's
+// MOD_DEC_USE_COUNT race cannot happen; TestAnonReleaseRace parks a
+// goroutine in that window).
+//
+// # Mount states
+//
+//	            Mount (graft)                umount / MNT_DETACH
+//	(new) ─────────────────────▶ attached ───────────────────────▶ detached
+//	  │                            │  ▲  move: re-parented,             │
+//	  │ AnonMount.NewFile          └──┘  stays attached                 │ last reference
+//	  ▼                                                                  ▼ dropped
+//	internal ───────────────────────────────────────────────────────▶ dead
+//	                         last anonymous file closed
+//
+//   - attached: in a namespace's tree; the tree holds one reference;
+//     lookups reach it. Only attached mounts can be unmounted, moved or
+//     bound from.
+//   - internal: never in a tree (AnonMount); its references are its files.
+//   - detached: out of the tree (umount, lazy umount of it or an ancestor);
+//     no path reaches it, ".." stops at its root, open files and working
+//     directories in it keep working.
+//   - dead: the last reference went; the superblock lost one mount and,
+//     if it was the last, shut down (Superblock.Release, then the module
+//     reference). A dead mount never comes back.
+//
+// Superblocks: live while mounts > 0; the transition to zero runs Release
+// then drops the Binding, exactly once.
+//
+// # Errors
+//
+// Every error is an *fs.PathError whose Err wraps an Errno (ENOENT, EBUSY,
+// EXDEV, ELOOP, ...). Errno unwraps to syscall.Errno, so errors.Is works
+// with fs.ErrNotExist, syscall.EBUSY and, for EBUSY and ENODEV,
+// raceless.ErrBusy and raceless.ErrNotFound. A closed File or Proc reports
+// fs.ErrClosed.
+//
+// # Concurrency
+//
+// Namespace, Proc, File and AnonMount methods are safe for concurrent use.
+// None may be called with VFS locks held (filesystem code must not call
+// back into mount operations of the namespace it serves; reading
+// Namespace.Mounts is fine). Lock order and what each lock guards are
+// written at mpMu/treeMu in mount.go. No VFS lock is held across filesystem
+// (module) code except mpMu around Rmdir/Unlink/Rename of a possible mount
+// point.
+//
+// # Caveats
+//
+//   - There are no permission checks: mode bits are stored and reported,
+//     every caller acts as root.
+//   - MNT_FORCE is a plain umount.
+//   - Mount propagation (shared/slave mounts), pivot_root and mount
+//     namespaces cloning are not implemented.
+//   - A FUSE view maps (superblock, inode) pairs to FUSE inode numbers and
+//     never forgets a pair.
+package vfs
