@@ -19,24 +19,24 @@
 //
 // # Mount states
 //
-//	            Mount (graft)                umount / MNT_DETACH
-//	(new) ─────────────────────▶ attached ───────────────────────▶ detached
-//	  │                            │  ▲  move: re-parented,             │
-//	  │ AnonMount.NewFile          └──┘  stays attached                 │ last reference
-//	  ▼                                                                  ▼ dropped
-//	internal ───────────────────────────────────────────────────────▶ dead
-//	                         last anonymous file closed
+//		            Mount (graft)                umount / MNT_DETACH
+//		(new) ─────────────────────▶ attached ───────────────────────▶ detached
+//		  │                            │  ▲  move: re-parented,             │
+//		  │ AnonMount.NewFile          └──┘  stays attached                 │ last reference
+//		  ▼                                                                  ▼ dropped
+//		internal ───────────────────────────────────────────────────────▶ dead
+//		                         last anonymous file closed
 //
-//   - attached: in a namespace's tree; the tree holds one reference;
-//     lookups reach it. Only attached mounts can be unmounted, moved or
-//     bound from.
-//   - internal: never in a tree (AnonMount); its references are its files.
-//   - detached: out of the tree (umount, lazy umount of it or an ancestor);
-//     no path reaches it, ".." stops at its root, open files and working
-//     directories in it keep working.
-//   - dead: the last reference went; the superblock lost one mount and,
-//     if it was the last, shut down (Superblock.Release, then the module
-//     reference). A dead mount never comes back.
+//	  - attached: in a namespace's tree; the tree holds one reference;
+//	    lookups reach it. Only attached mounts can be unmounted, moved or
+//	    bound from.
+//	  - internal: never in a tree (AnonMount); its references are its files.
+//	  - detached: out of the tree (umount, lazy umount of it or an ancestor);
+//	    no path reaches it, ".." stops at its root, open files and working
+//	    directories in it keep working.
+//	  - dead: the last reference went; the superblock lost one mount and,
+//	    if it was the last, shut down (Superblock.Release, then the module
+//	    reference). A dead mount never comes back.
 //
 // Superblocks: live while mounts > 0; the transition to zero runs Release
 // then drops the Binding, exactly once.
