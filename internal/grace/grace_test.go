@@ -266,3 +266,10 @@ func BenchmarkSynchronizeIdle(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkAnonymousSerial(b *testing.B) {
+	d := New()
+	for i := 0; i < b.N; i++ {
+		d.Unlock(d.Lock())
+	}
+}

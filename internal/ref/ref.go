@@ -1,13 +1,14 @@
 // Package ref provides a module reference count in the manner of Linux's
-// percpu_ref: per-P counting while the module is live (no shared cache-line
+// percpu_ref: per-slot counting while the module is live (no shared cache-line
 // write on the fast path), and an exact shared counter once it is killed,
 // so that "is it zero?" can be answered.
 //
 // # Modes
 //
-//	live  (per-P)  TryGet/Get/Put add to the caller's P slot. The true count
-//	               is the sum of all slots plus shared-bias; no single slot
-//	               means anything and a Put without a Get goes unnoticed.
+//	live  (slots)  TryGet/Get/Put add to one of the Ref's counter slots. The
+//	               true count is the sum of all slots (less their bias) plus
+//	               the shared counter (less its bias); no single slot means
+//	               anything and a Put without a Get goes unnoticed.
 //	dead  (exact)  TryGet fails; Get/Put use the shared atomic counter, which
 //	               holds the exact count; Put refuses to go below zero.
 //
@@ -15,48 +16,66 @@
 // folds the slots into the shared counter; Revive switches back. Kill and
 // Revive are serialised by mu.
 //
-// # The switch (Kill)
+// # Slots and the dead bit
 //
-// A fast-path operation runs pinned to its P (percpu.Pin: no preemption, no
-// other goroutine on that P) and does
+// A slot is one padded uint64 word, chosen by percpu.Spread (a hash of the
+// goroutine's stack address; goroutines running at the same time rarely share
+// one). Every slot access is an atomic read-modify-write, so which slot an
+// operation picks never matters for correctness, only for contention. A live
+// slot holds slotBias + c, where c is its share of the count (any sign:
+// get on one slot, put on another); bit 63 (deadBit) is clear. A dead slot
+// holds deadBit + slotBias + junk. The fast path is a single atomic add:
 //
-//	busy = 1 ; if mode == live { n += d } ; busy = 0
+//	v := slot.Add(d)      // d = +1 or -1
+//	v & deadBit == 0  ->  done: counted in the slot (TryGet succeeds)
+//	otherwise         ->  the Ref is dead for this slot: the add is junk, to
+//	                      be thrown away; TryGet fails, Get/Put act on the
+//	                      shared counter instead (no undo on the slot)
 //
-// on its P's slot. Kill stores mode = dead, calls percpu.Heavy, then for each
-// slot waits for busy == 0 and moves n into the shared counter. Ordering:
+// # The switch (Kill) and Revive
 //
-//   - busy = 1 (store) then load of mode, against Kill's store of mode then
-//     load of busy, is a Dekker pair: with Light, Heavy (membarrier) sits
-//     between Kill's store and its loads and forces a full barrier on the
-//     fast path's CPU, so either Kill sees busy != 0 and waits, or the fast
-//     path's load of mode comes after the barrier and sees dead. Without
-//     Light all four accesses are sequentially consistent atomics.
-//   - n += d then busy = 0 are stores in program order; on x86-TSO (the only
-//     Light architecture) Kill seeing busy == 0 implies it sees n.
+// Kill, under mu: mode = dead; then for each slot old := Swap(slot,
+// deadBit+slotBias) and sum += old - slotBias; then shared.Add(sum - bias).
+// Revive, under mu: shared.Add(bias); Store(slot, slotBias) for each slot;
+// mode = live. Each slot's atomic operations are totally ordered, so every
+// fast-path add on slot s falls into exactly one of three intervals:
 //
-// So after the loop every fast-path operation is either counted in a slot
-// that Kill read, or saw dead and took the slow path. The shared counter
-// carries a bias (1<<62) while live, so that slow-path Puts during the
-// transfer can neither reach zero nor look like underflows; Kill adds
-// (sum of slots - bias) in one atomic add, which is the instant the exact
-// count is known ("the switch"). Kill reports true iff that count is zero.
+//   - before Kill's Swap on s: its result had deadBit clear, the operation
+//     counted itself in the slot, and Kill's Swap moved it into the sum;
+//   - between that Swap and Revive's Store on s: its result had deadBit set,
+//     the operation did its work on the shared counter (or failed, TryGet),
+//     and Revive's Store discards the junk add (there is no undo, so no
+//     in-flight undo can land in a later live epoch and corrupt it);
+//   - after the Store: deadBit clear, counted in the slot, live again.
+//
+// So every operation is counted exactly once, in a slot or in the shared
+// counter. The shared counter carries a bias (1<<62) while live, so that
+// slow-path Puts during the transfer can neither reach zero nor look like
+// underflows; Kill's single shared.Add(sum - bias) is the instant the exact
+// count is known ("the switch"), and Kill reports true iff it is zero.
+// Junk only accumulates while dead, one unit per operation; a dead slot whose
+// junk drifts far (2^61, not reachable in practice) is reset under mu.
+// A live slot's c drifts with the imbalance between gets and puts made on it;
+// it would have to reach 2^62 (centuries at one operation per nanosecond on
+// one slot) to corrupt the dead bit; Revive resets it.
 //
 // # Exactly one winner
 //
-// A TryGet succeeds only on the fast path in live mode before Kill drained
-// its slot, or on the slow path under mu in live mode (a P beyond the slots).
-// Either way its +1 is in the count Kill computes. So if Kill returns true,
-// every TryGet that succeeded has already been matched by its Put, and every
-// TryGet from then on fails until Revive. TryGet racing a Kill may fail while
-// the Kill is in progress even if the Kill then reports a nonzero count.
+// A TryGet succeeds only if its add came before Kill's Swap of its slot, so
+// its +1 is in the count Kill computes. So if Kill returns true, every TryGet
+// that succeeded has already been matched by its Put, and since every slot is
+// dead by the time Kill returns, every TryGet from then on fails until
+// Revive. A TryGet racing a Kill may fail while the Kill is in progress even
+// if the Kill then reports a nonzero count, and may succeed on a slot that
+// Kill has not reached yet (it is then in the count).
 //
 // # Underflow
 //
 // In dead mode a Put at zero is refused (returns false, counted in
-// Underflows). In live mode slots legitimately go negative (get on one P,
-// put on another), so an unmatched Put is only found when Kill computes a
-// negative total; Kill then clamps the count to zero and adds the deficit to
-// Underflows.
+// Underflows). In live mode slots legitimately go below their bias (get on
+// one slot, put on another), so an unmatched Put is only found when Kill
+// computes a negative total; Kill then clamps the count to zero and adds the
+// deficit to Underflows.
 package ref
 
 import (
@@ -74,95 +93,87 @@ const (
 	modeDead
 )
 
-// bias keeps the shared counter far from zero while live.
-const bias = int64(1) << 62
+const (
+	// bias keeps the shared counter far from zero while live.
+	bias = int64(1) << 62
+	// deadBit marks a dead slot; slotBias centres a slot's count between 0
+	// and deadBit so that it may drift either way without touching deadBit.
+	deadBit  = uint64(1) << 63
+	slotBias = uint64(1) << 62
+	// junkMax bounds the junk a dead slot may gather before it is reset.
+	junkMax = uint64(1) << 61
+)
 
 // Ref is a reference count with a live/dead switch. All methods are safe
 // for concurrent use, may be called from module code and from inside grace
 // read sections; only WaitZero blocks.
 type Ref struct {
-	mode  atomic.Uint32 // modeLive or modeDead; written under mu by Kill/Revive (pairs with busy in fast)
-	slots []slot        // per-P, indexed by percpu.Pin
-	_     [percpu.CacheLine - 4 - 4 - 24]byte
+	// Read-mostly line: the fast path reads slots and shift.
+	slots []slot        // counter slots, chosen by percpu.Spread
+	shift uint          // percpu.Spread() >> shift indexes slots
+	mode  atomic.Uint32 // modeLive or modeDead; written under mu by Kill/Revive; not read by the fast path
+	_     [percpu.CacheLine - 24 - 8 - 4]byte
 
 	shared atomic.Int64 // dead: the exact count; live: bias + slow-path operations
 	under  atomic.Int64 // detected unmatched Puts
 
-	mu   sync.Mutex    // guards mode transitions, live-mode slow-path TryGet, zero; leaf lock
+	mu   sync.Mutex    // guards mode transitions, dead-slot resets, zero; leaf lock
 	zero chan struct{} // closed when the dead count reaches zero or on Kill; nil when nobody waits
 }
 
-// slot is one P's counter. Only the goroutine pinned to that P writes it
-// (plain stores under Light); Kill reads it after busy drops to zero.
+// slot is one counter word on its own line (see the package comment).
 type slot struct {
-	busy uint64 // nonzero while the owner is between its mode check and its update
-	n    uint64 // this P's share of the count (two's complement: may be "negative")
-	_    [percpu.CacheLine - 16]byte
+	n atomic.Uint64 // live: slotBias + share of the count; dead: deadBit + slotBias + junk
+	_ [percpu.CacheLine - 8]byte
 }
 
 // New returns a Ref with count zero. If dead, TryGet fails until Revive
 // (a module starts dead while "coming"; its own Gets still count, exactly).
 func New(dead bool) *Ref {
-	r := &Ref{slots: make([]slot, max(runtime.GOMAXPROCS(0), runtime.NumCPU()))}
+	n, shift := percpu.Slots(max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
+	r := &Ref{slots: make([]slot, n), shift: shift}
+	init := slotBias
 	if dead {
 		r.mode.Store(modeDead)
+		init |= deadBit
 	} else {
 		r.shared.Store(bias)
+	}
+	for i := range r.slots {
+		r.slots[i].n.Store(init)
 	}
 	return r
 }
 
-// fast adds d to the caller's P slot if the Ref is live. It reports false,
-// having changed nothing, if the Ref is dead or the P has no slot.
-func (r *Ref) fast(d uint64) bool {
-	pid := percpu.Pin()
-	if pid >= len(r.slots) {
-		percpu.Unpin()
-		return false
-	}
-	s := &r.slots[pid]
-	percpu.Enter(&s.busy) // pairs with Kill's mode store + Heavy + busy load
-	ok := r.mode.Load() == modeLive
-	if ok {
-		percpu.Inc64(&s.n, d)
-	}
-	percpu.Exit(&s.busy) // after n: Kill reads n once it sees busy == 0
-	percpu.Unpin()
-	return ok
+// slot returns the calling goroutine's counter slot.
+func (r *Ref) slot() *atomic.Uint64 {
+	return &r.slots[percpu.Spread()>>(r.shift&63)].n
 }
 
 // TryGet takes a reference unless the Ref has been killed (or was created
 // dead and not revived).
 func (r *Ref) TryGet() bool {
-	if r.fast(1) {
-		return true
+	s := r.slot()
+	v := s.Add(1)
+	if v&deadBit == 0 {
+		return true // counted in the slot; Kill's Swap will see it
 	}
-	return r.slowTryGet()
-}
-
-func (r *Ref) slowTryGet() bool {
-	if r.mode.Load() != modeLive {
-		return false
-	}
-	// Live but no slot for this P (GOMAXPROCS raised after New): count in
-	// the shared counter under mu, so a concurrent Kill cannot miss it.
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.mode.Load() != modeLive {
-		return false
-	}
-	r.shared.Add(1)
-	return true
+	r.junk(s, v) // dead: the add is junk, discarded by Revive
+	return false
 }
 
 // Get takes a reference unconditionally, even when dead (the owner's own
 // references, e.g. during init).
 func (r *Ref) Get() {
-	if r.fast(1) {
-		return
+	s := r.slot()
+	if v := s.Add(1); v&deadBit != 0 {
+		r.getDead(s, v)
 	}
-	// Dead, or live without a slot: the shared counter counts in both modes
-	// (while live it is folded in by Kill).
+}
+
+// getDead is Get on a dead slot: the slot add was junk; count exactly.
+func (r *Ref) getDead(s *atomic.Uint64, v uint64) {
+	r.junk(s, v)
 	r.shared.Add(1)
 }
 
@@ -170,13 +181,35 @@ func (r *Ref) Get() {
 // Put without a matching get detected now; in live mode detection is
 // deferred to the next Kill (see the package comment).
 func (r *Ref) Put() bool {
-	if r.fast(^uint64(0)) {
+	s := r.slot()
+	v := s.Add(^uint64(0))
+	if v&deadBit == 0 {
 		return true
 	}
+	return r.putDead(s, v)
+}
+
+// putDead is Put on a dead slot: the slot add was junk; put exactly.
+func (r *Ref) putDead(s *atomic.Uint64, v uint64) bool {
+	r.junk(s, v)
 	return r.slowPut()
 }
 
-// slowPut is Put in dead mode (or for a P without a slot).
+// junk is called with the result v of an add that found s dead. If the junk
+// on s has drifted too far from deadBit+slotBias (never in practice: it takes
+// 2^61 operations on a dead Ref), reset it under mu, as Revive would.
+func (r *Ref) junk(s *atomic.Uint64, v uint64) {
+	if v-(deadBit+slotBias-junkMax) <= 2*junkMax {
+		return
+	}
+	r.mu.Lock()
+	if r.mode.Load() == modeDead { // not live, and no Kill/Revive in progress (mu): every slot is dead
+		s.Store(deadBit | slotBias)
+	}
+	r.mu.Unlock()
+}
+
+// slowPut is Put on the shared counter (dead mode, or during Kill/Revive).
 func (r *Ref) slowPut() bool {
 	for {
 		v := r.shared.Load()
@@ -197,30 +230,22 @@ func (r *Ref) slowPut() bool {
 // returns true iff the count was zero at the switch; in that case no
 // successful TryGet is outstanding and none will succeed until Revive.
 // Killing a dead Ref reports whether its count is zero now. Kill does not
-// block on references; it may wait a moment for fast-path operations in
-// flight on other Ps (a few instructions each).
+// block on references or on other goroutines' operations.
 func (r *Ref) Kill() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.mode.Load() == modeDead {
 		return r.shared.Load() == 0
 	}
-	r.mode.Store(modeDead) // pairs with busy = 1 then mode load in fast
-	percpu.Heavy()
-	var sum uint64
+	r.mode.Store(modeDead)
+	var sum int64
 	for i := range r.slots {
-		s := &r.slots[i]
-		for spins := 0; atomic.LoadUint64(&s.busy) != 0; spins++ {
-			// The owner is pinned and running (or its thread was descheduled
-			// by the OS): it finishes in a few instructions.
-			if spins > 100 {
-				runtime.Gosched()
-			}
-		}
-		sum += atomic.LoadUint64(&s.n) // visible: stored before busy = 0 (TSO or atomics)
-		atomic.StoreUint64(&s.n, 0)    // no fast path touches the slot until Revive's mode store
+		// Live, so deadBit is clear in old: every add before this Swap is
+		// counted in it, every add after it sees deadBit.
+		old := r.slots[i].n.Swap(deadBit | slotBias)
+		sum += int64(old - slotBias)
 	}
-	n := r.shared.Add(int64(sum) - bias) // the switch: the exact count
+	n := r.shared.Add(sum - bias) // the switch: the exact count
 	for n < 0 {
 		// Unmatched Puts made in live mode: clamp to zero and record them.
 		if r.shared.CompareAndSwap(n, 0) {
@@ -235,7 +260,7 @@ func (r *Ref) Kill() bool {
 }
 
 // Revive undoes Kill (a refused unload): TryGet succeeds again and counting
-// returns to per-P. References taken while dead stay counted. Reviving a
+// returns to the slots. References taken while dead stay counted. Reviving a
 // live Ref does nothing.
 func (r *Ref) Revive() {
 	r.mu.Lock()
@@ -243,8 +268,13 @@ func (r *Ref) Revive() {
 	if r.mode.Load() == modeLive {
 		return
 	}
-	r.shared.Add(bias)     // before going live: slow-path Puts stay off zero
-	r.mode.Store(modeLive) // pairs with the mode load in fast; slots are zero (Kill or New)
+	r.shared.Add(bias) // before any slot goes live: slow-path Puts stay off zero
+	for i := range r.slots {
+		// Discards the junk of adds that saw deadBit (they acted on the
+		// shared counter); adds after this store count in the slot.
+		r.slots[i].n.Store(slotBias)
+	}
+	r.mode.Store(modeLive)
 }
 
 // Count returns the count: exact when dead (outside a Kill in progress), a
@@ -254,7 +284,9 @@ func (r *Ref) Count() int64 {
 	if v >= bias/2 {
 		v -= bias
 		for i := range r.slots {
-			v += int64(atomic.LoadUint64(&r.slots[i].n))
+			if x := r.slots[i].n.Load(); x&deadBit == 0 { // a Kill may be in progress
+				v += int64(x - slotBias)
+			}
 		}
 	}
 	return max(v, 0)

@@ -233,3 +233,12 @@ func BenchmarkKillRevive(b *testing.B) {
 		r.Revive()
 	}
 }
+
+func BenchmarkTryGetPutSerial(b *testing.B) {
+	r := New(false)
+	for i := 0; i < b.N; i++ {
+		if r.TryGet() {
+			r.Put()
+		}
+	}
+}
