@@ -53,6 +53,9 @@ func testMain(m *testing.M) int {
 			return 1
 		}
 	}
+	// A race-enabled child sleeps 1s at exit by default (atexit_sleep_ms);
+	// a race it detects makes it exit 66, which the tests see.
+	os.Setenv("GORACE", "atexit_sleep_ms=0 exitcode=66")
 	return m.Run()
 }
 
