@@ -2,7 +2,9 @@
 // kernel's rcutorture: it runs one Host and, from several goroutines at
 // once, random loads and unloads (plain, waiting, forced), demand requests,
 // autoclean sweeps, symbol calls through Bindings, hook calls, registry
-// lookups and lsmod-style inspection, across a set of native test modules
+// lookups and lsmod-style inspection, and VFS operations (mount, umount,
+// lazy umount, move, bind, open, read, stat, close on filesystem types the
+// test modules register), across a set of native test modules
 // whose Init and Exit succeed, fail, refuse, panic or block at random
 // points. It checks invariants continuously and at the end, and returns a
 // Report naming every violation with the seed of the run.
@@ -23,18 +25,28 @@
 //     grace period before Exit, so this holds with force too;
 //   - unprotected-call: module code other than a call (Size) ran while
 //     Exit ran or after;
+//   - fs-after-exit: a filesystem method (Mount, a superblock's Root or
+//     Release, a node's Lookup/Stat/ReadDir/Open, a handle's ReadAt or
+//     Release) ran while or after Exit ran, with no forced unload: open
+//     files and mounts pin the module through their superblock;
+//   - fs: the VFS broke its own contract (a superblock or handle released
+//     twice, a read returning foreign data, a mount left after every
+//     mount point was detached, Close failing);
 //   - visible-never-live: a registration of an instance whose Init failed,
 //     or was still running, was seen (Acquire, Lookup, a call, a hook);
 //   - stale-registration: Lookup returned a registration of an instance
 //     whose Exit had begun before the lookup started and succeeded;
-//   - exit-with-ref: a non-forced Exit ran while a torture worker held a
-//     Binding on the instance, or while a call was inside it;
+//   - exit-with-ref: a non-forced Stop or Exit ran while a torture worker
+//     held a Binding on the instance, a call was inside it, or one of its
+//     superblocks was alive;
 //   - reservation-leak: a Register in Init failed with ErrExists although
 //     no other instance of that module can exist (a failed or unloaded
 //     instance's reservation was not dropped);
 //   - ref-underflow: Host.Underflows() is not zero (a Put without a Get);
-//   - refs-at-end: after every worker released everything, a module has
-//     references beyond its dependency edges, or Shutdown had to force;
+//   - refs-at-end: after every worker released everything and every
+//     mount was detached, a module has references beyond its dependency
+//     edges, a superblock or handle is still alive, or Shutdown had to
+//     force;
 //   - exit-count: an instance that went live was not exited exactly as
 //     often as it should (none at the end, or a second successful Exit), or
 //     an instance whose Init failed saw Exit, or Init ran twice;
@@ -55,7 +67,9 @@
 // A forced unload legitimately lets holders of old Bindings call into an
 // instance whose Exit has run (for native modules the code stays; only the
 // state is torn down). Such calls are counted in Report.Events under
-// "forced-stale-call" and are not violations: the module learns it was
+// "forced-stale-call" ("forced-stale-fs" for filesystem methods reached
+// through a superblock that outlived the forced unload) and are not
+// violations: the module learns it was
 // forced from the "forced unload" taint the host sets on the instance
 // before Stop and Exit.
 //

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/vfs"
 )
 
 // Phases of a test module instance (tmod.phase).
@@ -57,6 +58,8 @@ type tmod struct {
 	exitCalls atomic.Int32
 	exitOKs   atomic.Int32
 	work      atomic.Int64 // the module's "state"
+	sbAlive   atomic.Int64 // superblocks not yet released (each pins the module)
+	handles   atomic.Int64 // open file handles
 }
 
 // symVal is the value of a symbol a test module exports.
@@ -94,6 +97,7 @@ func (m *tmod) Init(k *raceless.Kernel) error {
 		m.r.violate("exit-count", "%s: Init called twice", m)
 	}
 	m.inst.Store(k.Instance())
+	m.r.byInst.Store(k.Instance(), m)
 	m.phase.Store(phIniting)
 	ok := false
 	defer func() {
@@ -112,6 +116,9 @@ func (m *tmod) Init(k *raceless.Kernel) error {
 		func() error { return k.Register(raceless.KindRoute, "/"+m.spec.name, &symVal{m: m, name: "route"}) },
 		func() error {
 			return k.Hook("ev."+m.spec.name, func(ctx context.Context, arg any) error { return m.hook() })
+		},
+		func() error {
+			return k.Register(raceless.KindFilesystem, fstype(m.spec), vfs.FileSystemType(tfsType{m}))
 		},
 	}
 	failAt, panicAt := -1, -1
@@ -174,6 +181,9 @@ func (m *tmod) Stop() {
 	if !m.forced.Load() && m.held.Load() > 0 {
 		m.r.violate("exit-with-ref", "%s: Stop with %d bindings held", m, m.held.Load())
 	}
+	if !m.forced.Load() && m.sbAlive.Load() > 0 {
+		m.r.violate("exit-with-ref", "%s: Stop with %d superblocks alive", m, m.sbAlive.Load())
+	}
 	m.stopped.Store(true)
 }
 
@@ -207,6 +217,9 @@ func (m *tmod) Exit() (int, error) {
 		}
 		if n := m.held.Load(); n > 0 {
 			m.r.violate("exit-with-ref", "%s: Exit while %d bindings are held", m, n)
+		}
+		if n := m.sbAlive.Load(); n > 0 {
+			m.r.violate("exit-with-ref", "%s: Exit while %d superblocks are alive", m, n)
 		}
 	}
 	refuse := func() {
@@ -312,11 +325,11 @@ func (r *runner) block(rng *rand.Rand) error {
 	}
 }
 
-// resolver resolves "tN", "alias-tN" and "symbol:sym.tN.a|b".
+// resolver resolves "tN", "alias-tN", "symbol:sym.tN.a|b" and "fs-tfs-tN".
 type resolver struct{ r *runner }
 
 func (rs resolver) Resolve(ctx context.Context, name string) (raceless.Source, error) {
-	n := strings.TrimPrefix(name, "symbol:")
+	n := strings.TrimPrefix(strings.TrimPrefix(name, "symbol:"), "fs-tfs-")
 	if strings.HasPrefix(n, "sym.") {
 		n = strings.TrimPrefix(n, "sym.")
 		n, _, _ = strings.Cut(n, ".")

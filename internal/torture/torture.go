@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/vfs"
 )
 
 // Options configure a run. The zero value runs for DefaultDuration.
@@ -37,6 +38,9 @@ type Options struct {
 	OpTimeout time.Duration
 	// NoHookPanics turns off the hooks' random panics.
 	NoHookPanics bool
+	// NoFS leaves out the VFS operations (mount, umount, move, bind, open,
+	// read, stat, close).
+	NoFS bool
 	// Logger receives the host's log (default: discarded).
 	Logger *slog.Logger
 }
@@ -61,7 +65,7 @@ type Report struct {
 	ByKind     map[string]int64 `json:"by_kind"`
 	Seed       int64            `json:"seed"`
 	Seconds    float64          `json:"seconds"`
-	OpsPerSec  float64          `json:"ops_per_sec"`
+	OpsPerSec  float64          `json:"opMixper_sec"`
 	Workers    int              `json:"workers"`
 	Modules    int              `json:"modules"`
 	// OpCounts counts operations by kind; Outcomes counts their results
@@ -87,6 +91,8 @@ type runner struct {
 	opts       Options
 	seed       int64
 	host       *raceless.Host
+	ns         *vfs.Namespace // nil with Options.NoFS
+	opMix      []opEntry      // the operation mix
 	specs      []*modSpec
 	hookPanics bool
 	stop       chan struct{} // closed when the workers must stop
@@ -101,6 +107,19 @@ type runner struct {
 	events    map[string]int64
 	instances []*tmod
 	workers   []*worker
+
+	byInst sync.Map // *raceless.Instance -> *tmod
+}
+
+// tmodOf returns the test module behind inst, nil if unknown.
+func (r *runner) tmodOf(inst *raceless.Instance) *tmod {
+	if inst == nil {
+		return nil
+	}
+	if m, ok := r.byInst.Load(inst); ok {
+		return m.(*tmod)
+	}
+	return nil
 }
 
 // Run runs the torture test and reports what it found. It returns an
@@ -141,6 +160,13 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		r.specs = append(r.specs, r.newSpec(i))
 	}
 	r.host = raceless.New(raceless.WithLogger(opts.Logger), raceless.WithResolver(resolver{r}))
+	r.opMix = opTable
+	if !opts.NoFS {
+		if err := r.setupFS(); err != nil {
+			return Report{Seed: r.seed}, err
+		}
+		r.opMix = append(append([]opEntry(nil), opTable...), fsOpTable...)
+	}
 
 	runCtx := ctx
 	var cancelRun context.CancelFunc = func() {}
@@ -218,6 +244,9 @@ func (r *runner) watch(runCtx context.Context, workersDone <-chan struct{}) bool
 // finalChecks runs after every worker has released everything.
 func (r *runner) finalChecks(ctx context.Context) {
 	h := r.host
+	if r.ns != nil {
+		r.teardownFS()
+	}
 	for _, inst := range h.Modules() {
 		if inst.State() != raceless.StateLive {
 			r.violate("api", "%s is %s after every operation returned", inst.Name(), inst.State())

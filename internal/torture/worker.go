@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/vfs"
 )
 
 // worker issues random operations. It holds up to maxHeld Bindings across
@@ -20,6 +21,7 @@ type worker struct {
 	id     int
 	rng    *rand.Rand
 	held   []raceless.Binding
+	files  []*vfs.File
 	reader *raceless.Reader
 
 	opName  atomic.Pointer[string] // operation in progress, for the watchdog
@@ -33,11 +35,13 @@ type worker struct {
 const maxHeld = 3
 
 // op kinds and their weights.
-var opTable = []struct {
+type opEntry struct {
 	name   string
 	weight int
 	fn     func(w *worker, ctx context.Context)
-}{
+}
+
+var opTable = []opEntry{
 	{"call", 34, (*worker).opCall},
 	{"instance-acquire", 4, (*worker).opInstanceAcquire},
 	{"hooks", 14, (*worker).opHooks},
@@ -51,13 +55,24 @@ var opTable = []struct {
 	{"autoclean", 1, (*worker).opAutoclean},
 }
 
-var opTotal = func() int {
+// fsOpTable is added to opTable unless Options.NoFS.
+var fsOpTable = []opEntry{
+	{"mount", 4, (*worker).opMount},
+	{"umount", 3, (*worker).opUmount},
+	{"umount-lazy", 2, (*worker).opUmountLazy},
+	{"move", 1, (*worker).opMove},
+	{"bind", 1, (*worker).opBind},
+	{"open", 6, (*worker).opOpen},
+	{"stat", 2, (*worker).opStat},
+}
+
+func totalWeight(ops []opEntry) int {
 	n := 0
-	for _, o := range opTable {
+	for _, o := range ops {
 		n += o.weight
 	}
 	return n
-}()
+}
 
 func (w *worker) current() (string, time.Time) {
 	p := w.opName.Load()
@@ -82,12 +97,14 @@ func (w *worker) run(ctx context.Context) {
 		w.r.mu.Unlock()
 	}()
 	limit := w.r.opts.Ops
+	ops := w.r.opMix
+	total := totalWeight(ops)
 	for ctx.Err() == nil {
 		if limit > 0 && w.r.ops.Load() >= limit {
 			return
 		}
-		pick := w.rng.IntN(opTotal)
-		for _, o := range opTable {
+		pick := w.rng.IntN(total)
+		for _, o := range ops {
 			if pick < o.weight {
 				w.do(ctx, o.name, o.fn)
 				break
@@ -96,6 +113,12 @@ func (w *worker) run(ctx context.Context) {
 		}
 		if len(w.held) > 0 && w.rng.IntN(3) == 0 {
 			w.release(w.rng.IntN(len(w.held)))
+		}
+		if len(w.files) > 0 && w.rng.IntN(4) == 0 {
+			i := w.rng.IntN(len(w.files))
+			f := w.files[i]
+			w.files = append(w.files[:i], w.files[i+1:]...)
+			w.closeFile(f)
 		}
 	}
 }
@@ -205,10 +228,12 @@ func (w *worker) release(i int) {
 	w.drop(b)
 }
 
+// releaseAll drops every Binding and closes every file the worker holds.
 func (w *worker) releaseAll() {
 	for len(w.held) > 0 {
 		w.release(len(w.held) - 1)
 	}
+	w.closeFiles()
 }
 
 func (w *worker) opCall(ctx context.Context) {
@@ -329,25 +354,49 @@ func (w *worker) opLoad(ctx context.Context) {
 	}
 }
 
-func (w *worker) unload(ctx context.Context, op string, opts raceless.UnloadOptions, cancelP int) {
+// unload runs one Unload of a random module. patience, when positive,
+// bounds a waiting unload (its expiry is an outcome, not a hang).
+func (w *worker) unload(ctx context.Context, op string, opts raceless.UnloadOptions, cancelP int, patience func(*tmod) time.Duration) {
 	s := w.spec()
 	before, _ := w.r.host.Module(s.name)
+	tm := w.r.tmodOf(before)
 	octx, cancel := w.r.opContext(ctx)
 	defer cancel()
-	cctx, stop := w.withCancel(octx, cancelP)
+	pctx := octx
+	if patience != nil {
+		if d := patience(tm); d > 0 {
+			var pcancel context.CancelFunc
+			pctx, pcancel = context.WithTimeout(octx, d)
+			defer pcancel()
+		}
+	}
+	cctx, stop := w.withCancel(pctx, cancelP)
 	defer stop()
 	err := w.r.host.Unload(cctx, s.name, opts)
-	w.outcome(op, err)
-	w.hung(octx, op+" "+s.name, err)
+	switch {
+	case err != nil && context.Cause(octx) == errHang && tm != nil && tm.sbAlive.Load() > 0:
+		// Mounts hold references for as long as nobody unmounts: a
+		// wait for them is not a lost wake-up.
+		w.outcomes[op+"/deadline-mounted"]++
+	case err != nil && pctx != octx && pctx.Err() != nil && octx.Err() == nil:
+		w.outcomes[op+"/patience"]++
+	default:
+		w.outcome(op, err)
+		w.hung(octx, op+" "+s.name, err)
+	}
 	if err == nil && before != nil && before.State() != raceless.StateGone {
 		w.r.violate("api", "%s %s returned nil, instance is %s", op, s.name, before.State())
 	}
 }
 
 func (w *worker) opUnload(ctx context.Context) {
-	w.unload(ctx, "unload", raceless.UnloadOptions{}, 5)
+	w.unload(ctx, "unload", raceless.UnloadOptions{}, 5, nil)
 }
 
+// opUnloadWait waits for references to drain. References of mounts last
+// until someone unmounts, so a module with superblocks alive is waited
+// for 5ms only; other waits end when the workers' bindings and files are
+// closed, well within the watchdog deadline.
 func (w *worker) opUnloadWait(ctx context.Context) {
 	w.releaseAll()
 	w.unload(ctx, "unload-wait", raceless.UnloadOptions{Wait: true, ProgressInterval: time.Millisecond,
@@ -355,11 +404,16 @@ func (w *worker) opUnloadWait(ctx context.Context) {
 			if p.Refs < 0 {
 				w.r.violate("ref-underflow", "unload progress of %s: %d refs", p.Module, p.Refs)
 			}
-		}}, 50)
+		}}, 50, func(tm *tmod) time.Duration {
+		if tm != nil && tm.sbAlive.Load() > 0 {
+			return 5 * time.Millisecond
+		}
+		return 0
+	})
 }
 
 func (w *worker) opUnloadForce(ctx context.Context) {
-	w.unload(ctx, "unload-force", raceless.UnloadOptions{Force: true}, 0)
+	w.unload(ctx, "unload-force", raceless.UnloadOptions{Force: true}, 0, nil)
 }
 
 func (w *worker) opRequest(ctx context.Context) {
