@@ -13,9 +13,9 @@ import (
 
 const (
 	lsmodHeader = "Module                  Size  Used by\n"
-	// ramfsLine ends every lsmod: ramfs is loaded first at boot and holds
-	// one reference for the root mount.
-	ramfsLine = "ramfs                      0  1\n"
+	// ramfsLine ends every lsmod: ramfs and procfs are loaded first at
+	// boot, and each holds one reference for its mount (/ and /proc).
+	ramfsLine = "procfs                     0  1\n" + "ramfs                      0  1\n"
 )
 
 func TestLsmodByteExact(t *testing.T) {
@@ -39,7 +39,7 @@ func TestLsmodByteExact(t *testing.T) {
 	if err := json.Unmarshal([]byte(d.run("lsmod", "--json").ok(t).stdout), &mods); err != nil {
 		t.Fatal(err)
 	}
-	if len(mods) != 3 || mods[1].Name != "hello" || mods[1].Refs != 1 || mods[1].Holders[0] != "hello_consumer" || mods[1].State != "live" {
+	if len(mods) != 4 || mods[1].Name != "hello" || mods[1].Refs != 1 || mods[1].Holders[0] != "hello_consumer" || mods[1].State != "live" {
 		t.Fatalf("lsmod --json: %+v", mods)
 	}
 }

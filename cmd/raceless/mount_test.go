@@ -1,13 +1,17 @@
 package main_test
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestMount(t *testing.T) {
 	d := startDaemon(t)
-	if got := d.runAs("mount").ok(t).stdout; got != "rootfs / rootfs rw 0 0\nnone / ramfs rw 0 0\n" {
+	if got := d.runAs("mount").ok(t).stdout; got != "rootfs / rootfs rw 0 0\nnone / ramfs rw 0 0\nproc /proc proc rw 0 0\n" {
 		t.Fatalf("mount: %q", got)
 	}
 	d.run("mount", "-t", "ramfs", "none", "/mnt").fails(t, 3, "mount: ERROR: mount /mnt: no such file or directory")
@@ -34,7 +38,51 @@ func TestMount(t *testing.T) {
 	d.runAs("umount", "-l", "/new").ok(t)
 	d.run("umount", "/new").ok(t)
 	d.run("rmmod", "initrd").ok(t)
+	// /proc/modules, byte-exact kmod format, through the namespace.
+	if got := d.run("cat", "/proc/modules").ok(t).stdout; !regexp.MustCompile(`^hello 4096 0 - Live 0x[0-9a-f]{16}\nprocfs 0 1 - Live 0x[0-9a-f]{16}\nramfs 0 1 - Live 0x[0-9a-f]{16}\n$`).MatchString(got) {
+		t.Fatalf("/proc/modules: %q", got)
+	}
+	d.run("cat", "/nope").fails(t, 3, "cat: ERROR: open /nope: no such file or directory")
 	if got := d.run("mount", "--json").ok(t).stdout; !strings.Contains(got, `"FSType": "ramfs"`) {
 		t.Fatalf("mount --json: %s", got)
 	}
+}
+
+// Through FUSE, an open file pins its filesystem's module as an open file
+// pins a kernel module: after a lazy umount the module stays in use until
+// the last close.
+func TestFuse(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("FUSE mounting needs root here")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	dir := t.TempDir()
+	d := startDaemon(t, "--fuse", dir)
+	d.run("mount", "-t", "initrd", "-o", "X-mount.mkdir", "none", "/initrd").ok(t)
+	if err := os.WriteFile(filepath.Join(dir, "initrd", "f"), []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, "initrd", "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mods, err := os.ReadFile(filepath.Join(dir, "proc", "modules"))
+	if err != nil || !strings.HasPrefix(string(mods), "initrd 0 ") {
+		t.Fatalf("/proc/modules through FUSE: %q %v", mods, err)
+	}
+	d.run("umount", "/initrd").fails(t, 5, "umount: ERROR: umount /initrd: device or resource busy")
+	d.run("umount", "-l", "/initrd").ok(t)
+	d.run("rmmod", "initrd").fails(t, 5, "rmmod: ERROR: Module initrd is in use")
+	b := make([]byte, 4)
+	if n, err := f.Read(b); err != nil || string(b[:n]) != "data" {
+		t.Fatalf("read after lazy umount: %q %v", b[:n], err)
+	}
+	f.Close()
+	// The kernel sends RELEASE asynchronously after close.
+	waitFor(t, 20*time.Second, "the last close to release initrd", func() bool {
+		return d.run("rmmod", "initrd").code == 0
+	})
 }

@@ -17,7 +17,7 @@ func runDepmod(e *env) error {
 	}
 	dir := e.args.pos[0]
 	builtin := map[string]bool{}
-	for _, s := range defaults.Sources() {
+	for _, s := range defaults.Sources(nil) { // only Info is used: no host needed
 		builtin[s.Info().Name] = true
 	}
 	x, warns, err := modindex.Build(dir, readInfo, func(n string) bool { return builtin[n] })

@@ -71,7 +71,7 @@ func runServe(e *env) error {
 		NoAutoload:      *noAutoload,
 		ShutdownTimeout: *shutdownTimeout,
 		Logger:          log,
-		Builtins:        defaults.Sources(),
+		Builtins:        defaults.Sources,
 		Boot:            defaults.Boot(),
 		Mounts:          defaults.Mounts(),
 		Open:            open,

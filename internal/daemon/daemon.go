@@ -35,11 +35,12 @@ type Config struct {
 	// forcing (default 10s).
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
-	Builtins        []raceless.Source // built-in (native) modules
-	Boot            []string          // built-in modules loaded at start
-	Open            modindex.OpenFunc // opens loadable module files; nil: not supported
-	ReadInfo        func(path string) (raceless.Info, error)
-	Mounts          []BootMount // mounted at start, in order
+	// Builtins returns the built-in (native) modules of host h.
+	Builtins func(h *raceless.Host) []raceless.Source
+	Boot     []string          // built-in modules loaded at start
+	Open     modindex.OpenFunc // opens loadable module files; nil: not supported
+	ReadInfo func(path string) (raceless.Info, error)
+	Mounts   []BootMount // mounted at start, in order
 }
 
 // BootMount is a mount made at start.
@@ -81,12 +82,15 @@ func New(cfg Config) (_ *Daemon, err error) {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
 	d.stopping, d.stopWaiters = context.WithCancel(context.Background())
-	d.resolver = modindex.NewResolver(cfg.ModulesDir, cfg.Builtins, cfg.Open)
+	d.resolver = modindex.NewResolver(cfg.ModulesDir, nil, cfg.Open)
 	opts := []raceless.Option{raceless.WithLogger(cfg.Logger)}
 	if !cfg.NoAutoload {
 		opts = append(opts, raceless.WithResolver(d.resolver))
 	}
 	d.host = raceless.New(opts...)
+	if cfg.Builtins != nil {
+		d.resolver.AddBuiltins(cfg.Builtins(d.host)...)
+	}
 	defer func() {
 		if err != nil {
 			d.shutdownHost(context.Background())

@@ -26,7 +26,7 @@ func TestDaemonInProcess(t *testing.T) {
 	d, err := daemon.New(daemon.Config{
 		Socket:   sock,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Builtins: defaults.Sources(),
+		Builtins: defaults.Sources,
 		Boot:     defaults.Boot(),
 		Mounts:   defaults.Mounts(),
 	})
@@ -50,7 +50,7 @@ func TestDaemonInProcess(t *testing.T) {
 	}
 	data, err := call(&control.Request{Op: "list"})
 	var mods []daemon.ModuleStatus
-	if err != nil || json.Unmarshal(data, &mods) != nil || len(mods) != 3 {
+	if err != nil || json.Unmarshal(data, &mods) != nil || len(mods) != 4 {
 		t.Fatalf("list: %s %v", data, err)
 	}
 	if _, err := call(&control.Request{Op: "bogus"}); err == nil {

@@ -116,9 +116,7 @@ func (d *Daemon) dispatch(ctx context.Context, req *control.Request, progress fu
 		return d.opRequest(ctx, req)
 	case "call":
 		return d.opCall(ctx, req)
-	case "procmodules":
-		return d.procModules()
-	case "mount", "umount", "mounts":
+	case "mount", "umount", "mounts", "read":
 		return d.ns.handle(ctx, req)
 	}
 	return nil, &control.Error{Code: control.CodeUsage, Message: fmt.Sprintf("unknown op %q", req.Op)}

@@ -3,17 +3,21 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/raceless/raceless/internal/control"
 	"github.com/raceless/raceless/vfs"
+	"github.com/raceless/raceless/vfs/fusefs"
 )
 
 // namespace is the host's mount namespace: ramfs at / and, when the
 // procfs module is built in, procfs at /proc; optionally exposed through
 // FUSE.
 type namespace struct {
-	ns *vfs.Namespace
+	ns   *vfs.Namespace
+	fuse *fusefs.Server // nil without --fuse
+	log  *slog.Logger
 }
 
 // MountsResult is a "mounts" answer: the mounts, and the same as
@@ -24,10 +28,7 @@ type MountsResult struct {
 }
 
 func newNamespace(d *Daemon) (*namespace, error) {
-	if d.cfg.FuseDir != "" {
-		return nil, control.Unsupportedf("--fuse: FUSE exposure (vfs/fusefs) is not built in this version")
-	}
-	n := &namespace{ns: vfs.NewNamespace(d.host)}
+	n := &namespace{ns: vfs.NewNamespace(d.host), log: d.log}
 	ctx := context.Background()
 	for _, m := range d.cfg.Mounts {
 		if m.Mkdir {
@@ -40,12 +41,29 @@ func newNamespace(d *Daemon) (*namespace, error) {
 			return nil, fmt.Errorf("boot mount of %s at %s: %w", m.Type, m.Target, err)
 		}
 	}
+	if d.cfg.FuseDir != "" {
+		srv, err := fusefs.Mount(d.cfg.FuseDir, n.ns.Proc, nil)
+		if err != nil {
+			n.close()
+			return nil, fmt.Errorf("--fuse %s: %w", d.cfg.FuseDir, err)
+		}
+		n.fuse = srv
+		d.log.Info("namespace exposed through FUSE", "dir", d.cfg.FuseDir)
+	}
 	return n, nil
 }
 
 // close unmounts everything, lazily (open files keep their mounts until
 // closed), so that Host.Shutdown can unload the filesystems' modules.
 func (n *namespace) close() {
+	if n.fuse != nil {
+		// Files open through FUSE pin their modules; a busy FUSE mount is
+		// left to the kernel's lazy unmount (the host's umount -l).
+		if err := n.fuse.Unmount(); err != nil {
+			n.log.Warn("FUSE unmount", "err", err)
+		}
+		n.fuse = nil
+	}
 	mounts := n.ns.Mounts()
 	for i := len(mounts) - 1; i >= 0; i-- {
 		if mounts[i].Target == "/" && i == 0 {
@@ -84,6 +102,8 @@ func (n *namespace) handle(ctx context.Context, req *control.Request) (any, erro
 			return nil, n.ns.Bind(req.Source, req.Target, req.Rec)
 		}
 		return nil, n.ns.Mount(ctx, req.Source, req.Target, req.Type, req.Options)
+	case "read":
+		return n.ns.ReadFile(req.Target)
 	case "umount":
 		flags := 0
 		if req.Lazy {
@@ -92,8 +112,4 @@ func (n *namespace) handle(ctx context.Context, req *control.Request) (any, erro
 		return nil, n.ns.Unmount(req.Target, flags)
 	}
 	return nil, &control.Error{Code: control.CodeUsage, Message: "unknown op " + req.Op}
-}
-
-func (d *Daemon) procModules() (any, error) {
-	return nil, control.Unsupportedf("/proc/modules: procfs is not built in this version")
 }

@@ -42,14 +42,21 @@ type Resolver struct {
 // the index of dir (whose files open opens).
 func NewResolver(dir string, builtins []raceless.Source, open OpenFunc) *Resolver {
 	r := &Resolver{dir: dir, open: open, builtins: make(map[string]raceless.Source)}
-	for _, s := range builtins {
+	r.AddBuiltins(builtins...)
+	return r
+}
+
+// AddBuiltins adds built-in modules. It must be called before the resolver
+// is used (a host's built-in modules may need the host, which needs the
+// resolver).
+func (r *Resolver) AddBuiltins(srcs ...raceless.Source) {
+	for _, s := range srcs {
 		info := s.Info()
 		r.builtins[info.Name] = s
 		for _, a := range info.Aliases {
 			r.aliases = append(r.aliases, Alias{Glob: a, Module: info.Name})
 		}
 	}
-	return r
 }
 
 // Dir returns the module directory ("" if none).

@@ -8,13 +8,15 @@ import (
 	"github.com/raceless/raceless/internal/daemon"
 	"github.com/raceless/raceless/modules/hello"
 	"github.com/raceless/raceless/modules/hello/consumer"
+	"github.com/raceless/raceless/modules/procfs"
 	"github.com/raceless/raceless/modules/ramfs"
 )
 
-// Sources returns every built-in module.
-func Sources() []raceless.Source {
+// Sources returns every built-in module of host h (procfs shows h).
+func Sources(h *raceless.Host) []raceless.Source {
 	return []raceless.Source{
 		ramfs.Source(),
+		procfs.Source(h),
 		// initrd is a second ramfs-backed type, demand-loaded by
 		// "mount -t initrd" (the thread's initrd scenario).
 		ramfs.SourceAs("initrd", "initrd"),
@@ -25,11 +27,12 @@ func Sources() []raceless.Source {
 
 // Boot lists the modules `raceless serve` loads at start, in order (other
 // filesystem modules are demand-loaded by mounting their type: fs-TYPE).
-func Boot() []string { return []string{"ramfs", hello.Name} }
+func Boot() []string { return []string{"ramfs", "procfs", hello.Name} }
 
 // Mounts lists the mounts `raceless serve` makes at start.
 func Mounts() []daemon.BootMount {
 	return []daemon.BootMount{
 		{Source: "none", Target: "/", Type: "ramfs"},
+		{Source: "proc", Target: "/proc", Type: "proc", Mkdir: true},
 	}
 }
