@@ -79,8 +79,8 @@
 // The light side is plain stores only when percpu.Light() is true (amd64,
 // not -race, membarrier available): on x86-TSO the leaving store cannot pass
 // the section's loads, and the Go compiler keeps a load after the store whose
-// memory state it consumes. Otherwise percpu.Store64/Inc64 are sequentially
-// consistent atomics, Heavy is a no-op, and the same Dekker argument holds
+// memory state it consumes. Otherwise percpu.Store64 is a sequentially
+// consistent atomic store, Heavy is a no-op, and the same Dekker argument holds
 // with ordinary atomics. In -race builds every access involved is atomic, so
 // the race detector sees the happens-before edge from a reader's leaving
 // store to the updater's load that observes it.

@@ -273,3 +273,30 @@ func BenchmarkAnonymousSerial(b *testing.B) {
 		d.Unlock(d.Lock())
 	}
 }
+
+// A stale anonymous reader (its add lands after a flip) moves to the new
+// phase: relock leaves the old phase balanced and the Token names the new one.
+func TestRelock(t *testing.T) {
+	d := New()
+	k := uint32(len(d.slots) - 1)
+	i := d.idx.Load() % phases
+	atomic.AddUint64(&d.slots[k].n[i], 1) // Lock's add to the phase it loaded...
+	d.idx.Add(1)                          // ...after a grace period flipped it
+	tok := d.relock(k, i)
+	if tok.slot != k || uint32(tok.phase-1) != (i+1)%phases {
+		t.Fatalf("relock returned %+v, want slot %d phase %d", tok, k, (i+1)%phases+1)
+	}
+	if !d.drained(1 << i) {
+		t.Fatal("old phase not balanced after relock")
+	}
+	if d.drained(1 << ((i + 1) % phases)) {
+		t.Fatal("new phase does not hold the section")
+	}
+	d.Unlock(tok)
+	if !d.drained(1<<phases - 1) {
+		t.Fatal("not drained after Unlock")
+	}
+	if err := d.Synchronize(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -242,3 +242,224 @@ func BenchmarkTryGetPutSerial(b *testing.B) {
 		}
 	}
 }
+
+// Adds that find a slot dead are junk that Revive throws away (there is no
+// undo): a Kill/Revive storm against Get/Put workers that also hold some
+// references for the whole test must leave the count exact.
+func TestKillReviveJunk(t *testing.T) {
+	// The adds a dead-slot operation leaves behind, made by hand.
+	r := New(false)
+	r.Get()
+	r.Kill()
+	for i := range r.slots {
+		r.slots[i].n.Add(3) // as if three in-flight adds had seen deadBit
+	}
+	if r.TryGet() {
+		t.Fatal("TryGet on a dead Ref succeeded")
+	}
+	r.Get()
+	if !r.Put() {
+		t.Fatal("dead Put refused")
+	}
+	if got := r.Count(); got != 1 {
+		t.Fatalf("dead Count = %d, want 1", got)
+	}
+	r.Revive()
+	if got := r.Count(); got != 1 {
+		t.Fatalf("Count after Revive = %d, want 1 (junk not discarded)", got)
+	}
+	r.Put()
+	if !r.Kill() || r.Underflows() != 0 {
+		t.Fatalf("Kill: count %d underflows %d, want 0 0", r.Count(), r.Underflows())
+	}
+
+	// The storm.
+	workers := max(3, runtime.GOMAXPROCS(0)+1)
+	const held = 5 // per worker, for the whole storm
+	iters := 5000
+	if raceOn || testing.Short() {
+		iters = 500
+	}
+	r = New(false)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var ready sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		ready.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < held; i++ {
+				r.Get()
+			}
+			ready.Done()
+			for i := 0; !stop.Load(); i++ {
+				if w%2 == 0 {
+					r.Get()
+				} else if !r.TryGet() {
+					continue
+				}
+				if i%16 == 0 {
+					runtime.Gosched()
+				}
+				if !r.Put() {
+					t.Error("Put of a held reference refused")
+					return
+				}
+			}
+		}(w)
+	}
+	ready.Wait()
+	for i := 0; i < iters; i++ {
+		if r.Kill() {
+			t.Fatal("Kill saw zero with references held")
+		}
+		if got := r.Count(); got < int64(workers*held) {
+			t.Fatalf("dead Count %d below the %d references held", got, workers*held)
+		}
+		runtime.Gosched()
+		r.Revive()
+		runtime.Gosched()
+	}
+	stop.Store(true)
+	wg.Wait()
+	r.Kill()
+	if got := r.Count(); got != int64(workers*held) {
+		t.Fatalf("Count after the storm = %d, want %d", got, workers*held)
+	}
+	for i := 0; i < workers*held; i++ {
+		if !r.Put() {
+			t.Fatalf("Put %d of the held references refused", i)
+		}
+	}
+	if r.Count() != 0 || r.Underflows() != 0 {
+		t.Fatalf("Count %d Underflows %d, want 0 0", r.Count(), r.Underflows())
+	}
+	if r.Put() || r.Underflows() != 1 {
+		t.Fatal("Put at zero after the storm was not refused")
+	}
+}
+
+// Exactly one winner, with workers that mostly hold nothing, so that many
+// Kills see zero while TryGets race them: after a Kill that saw zero no TryGet
+// succeeds until Revive, and no successful TryGet was outstanding.
+func TestKillZeroRace(t *testing.T) {
+	rounds := 2000
+	if raceOn || testing.Short() {
+		rounds = 200
+	}
+	workers := max(2, runtime.GOMAXPROCS(0))
+	var zeros, won int
+	for round := 0; round < rounds; round++ {
+		r := New(false)
+		var (
+			killedZero  atomic.Bool
+			stop        atomic.Bool
+			outstanding atomic.Int64
+			ops, wins   atomic.Int64
+			bad         atomic.Value
+			wg          sync.WaitGroup
+		)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					if r.TryGet() {
+						outstanding.Add(1)
+						wins.Add(1)
+						if killedZero.Load() {
+							bad.CompareAndSwap(nil, "TryGet succeeded after a Kill that saw zero")
+						}
+						for k := 0; k < 8; k++ {
+							wins.Add(0) // hold it a little
+						}
+						outstanding.Add(-1)
+						r.Put()
+					}
+					if ops.Add(1)%16 == 0 {
+						runtime.Gosched() // let the killer in (2 Ps)
+					}
+				}
+			}()
+		}
+		// Kill while the workers are at it (after a varying number of
+		// attempts), then let them try again for a while.
+		for ops.Load() < int64(16+round%64) {
+			runtime.Gosched()
+		}
+		if r.Kill() {
+			zeros++
+			if outstanding.Load() != 0 {
+				bad.CompareAndSwap(nil, "Kill saw zero with a TryGet outstanding")
+			}
+			killedZero.Store(true)
+		}
+		for after := ops.Load() + int64(4*workers); ops.Load() < after; {
+			runtime.Gosched()
+		}
+		stop.Store(true)
+		wg.Wait()
+		won += int(wins.Load())
+		if msg := bad.Load(); msg != nil {
+			t.Fatalf("round %d: %s", round, msg)
+		}
+		if r.Count() != 0 || r.Underflows() != 0 {
+			t.Fatalf("round %d: Count %d Underflows %d", round, r.Count(), r.Underflows())
+		}
+	}
+	t.Logf("%d of %d Kills saw zero; %d successful TryGets", zeros, rounds, won)
+}
+
+// A dead slot whose junk drifted past junkMax is reset, and the Ref keeps
+// working; a live slot may drift far either way without effect.
+func TestSlotDrift(t *testing.T) {
+	r := New(false)
+	r.slots[0].n.Add(1 << 40)
+	r.slots[1].n.Add(^uint64(1<<40 - 1)) // -(1<<40)
+	r.Get()
+	if r.Kill() {
+		t.Fatal("Kill saw zero with a reference held")
+	}
+	if got := r.Count(); got != 1 {
+		t.Fatalf("Count = %d, want 1", got)
+	}
+	for i := range r.slots {
+		r.slots[i].n.Add(junkMax + 1)
+	}
+	if r.TryGet() {
+		t.Fatal("TryGet on a dead Ref succeeded")
+	}
+	reset := 0
+	for i := range r.slots {
+		if r.slots[i].n.Load() == deadBit|slotBias {
+			reset++
+		}
+	}
+	if reset != 1 {
+		t.Fatalf("%d slots reset, want 1 (the one TryGet used)", reset)
+	}
+	for i := range r.slots {
+		r.slots[i].n.Store(deadBit | slotBias - junkMax - 1) // drifted down (Puts)
+	}
+	r.Get()
+	if !r.Put() || !r.Put() {
+		t.Fatal("Put refused")
+	}
+	reset = 0
+	for i := range r.slots {
+		if v := r.slots[i].n.Load(); v-(deadBit|slotBias-2) <= 4 {
+			reset++
+		}
+	}
+	if reset == 0 {
+		t.Fatal("no slot reset after drifting down")
+	}
+	if r.Count() != 0 || r.Underflows() != 0 {
+		t.Fatalf("Count %d Underflows %d, want 0 0", r.Count(), r.Underflows())
+	}
+	r.Revive()
+	if !r.TryGet() || !r.Put() || !r.Kill() {
+		t.Fatal("Ref unusable after junk resets")
+	}
+}

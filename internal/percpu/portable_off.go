@@ -1,0 +1,5 @@
+//go:build !raceless_portable
+
+package percpu
+
+const portable = false
