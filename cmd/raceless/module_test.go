@@ -152,7 +152,7 @@ func TestModprobe(t *testing.T) {
 	d.run("modprobe", "").fails(t, 3, "modprobe: FATAL: empty module name")
 	// Dependencies: hello_consumer pulls in hello; -r removes the module,
 	// then its dependencies that became unused.
-	if got := d.run("modprobe", "-v", "hello_consumer").ok(t).stdout; got != "builtin hello_consumer\n" {
+	if got := d.run("modprobe", "-v", "hello_consumer").ok(t).stdout; got != "builtin hello\nbuiltin hello_consumer\n" {
 		t.Fatalf("modprobe -v: %q", got)
 	}
 	d.run("modprobe", "-r", "hello").fails(t, 5, "modprobe: FATAL: Module hello is in use.")
@@ -198,6 +198,10 @@ func TestModinfo(t *testing.T) {
 
 func TestCallAndHooks(t *testing.T) {
 	d := startDaemon(t)
+	d.run("hook", "hello", "world").ok(t)
+	if !strings.Contains(d.log.String(), `msg="Hello, world" module=hello repeat=1`) {
+		t.Fatalf("hook: no log line with the module's name:\n%s", d.log.String())
+	}
 	if got := d.run("call", "hello_greet", "2", "3").ok(t).stdout; got != "1 5\n" {
 		t.Fatalf("call: %q", got)
 	}
@@ -249,5 +253,20 @@ func TestPeerCredentials(t *testing.T) {
 	d.run("lsmod").ok(t) // the owner still can
 	if !strings.Contains(d.run("lsmod").ok(t).stdout, "hello") {
 		t.Fatal("hello was unloaded by a refused client")
+	}
+}
+
+// Without demand loading, modprobe still loads a module's dependencies
+// itself (as kmod's modprobe does), and -r removes them again.
+func TestModprobeDepsWithoutAutoload(t *testing.T) {
+	d := startDaemon(t, "--no-autoload")
+	d.run("rmmod", "hello").ok(t)
+	if got := d.run("modprobe", "-n", "hello_consumer").ok(t).stdout; got != "builtin hello\nbuiltin hello_consumer\n" {
+		t.Fatalf("modprobe -n: %q", got)
+	}
+	d.run("modprobe", "hello_consumer").ok(t)
+	d.run("modprobe", "-r", "hello_consumer").ok(t)
+	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+ramfsLine {
+		t.Fatalf("lsmod: %q", got)
 	}
 }

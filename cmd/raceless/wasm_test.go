@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/raceless/raceless/wasm"
 	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
@@ -49,6 +50,24 @@ func TestDepmodAndWasmModules(t *testing.T) {
 	if got := runCmd(t, "", nil, "modinfo", "-F", "alias", filepath.Join(dir, "provider.wasm")).ok(t).stdout; got != "symbol:add\nsymbol:mul\n" {
 		t.Fatalf("modinfo FILE: %q", got)
 	}
+	// A module that declares a dependency: modules.dep lists it, and
+	// modprobe loads it first.
+	user := filepath.Join(dir, "user.wasm")
+	b, _ := os.ReadFile(filepath.Join(dir, "consumer.wasm"))
+	os.WriteFile(user, b, 0o644)
+	info, err := wasm.ReadInfo(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info.Name, info.Depends = "user", []string{"provider"}
+	if err := wasmtest.AppendInfoFile(user, info); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, "", nil, "depmod", dir).ok(t)
+	dep, _ = os.ReadFile(filepath.Join(dir, "modules.dep"))
+	if string(dep) != "consumer.wasm:\nextra/hello.wasm:\nprovider.wasm:\nuser.wasm: provider.wasm\n" {
+		t.Fatalf("modules.dep with a dependency:\n%s", dep)
+	}
 
 	d := startDaemon(t, "--modules", dir)
 	// insmod consumer: its import of add is demand-loaded through the alias
@@ -62,6 +81,14 @@ func TestDepmodAndWasmModules(t *testing.T) {
 	d.run("rmmod", "provider").fails(t, 5, "rmmod: ERROR: Module provider is in use by: consumer")
 	d.runAs("insmod", filepath.Join(dir, "consumer.wasm")).fails(t, 4, "insmod: ERROR: could not insert module "+filepath.Join(dir, "consumer.wasm")+": File exists (load consumer: already exists)")
 	d.run("modprobe", "-r", "consumer").ok(t)
+	if got := d.run("modprobe", "-n", "user").ok(t).stdout; got != "insmod "+filepath.Join(dir, "provider.wasm")+"\ninsmod "+user+"\n" {
+		t.Fatalf("modprobe -n user: %q", got)
+	}
+	d.run("modprobe", "user").ok(t)
+	d.run("rmmod", "provider").fails(t, 5, "rmmod: ERROR: Module provider is in use by: user")
+	if got := d.run("modprobe", "-r", "-v", "user").ok(t).stdout; got != "rmmod user\nrmmod provider\n" {
+		t.Fatalf("modprobe -r -v user: %q", got)
+	}
 	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  0\n"+ramfsLine {
 		t.Fatalf("after modprobe -r consumer: %q", got)
 	}

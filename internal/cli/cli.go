@@ -163,6 +163,7 @@ func init() {
 		"umount":   {runUmount, umountFlags, "umount [-l] DIR"},
 		"request":  {runRequest, requestFlags, "request [--threads N] NAME|ALIAS ..."},
 		"call":     {runCall, nil, "call SYMBOL [ARG ...]"},
+		"hook":     {runHook, nil, "hook EVENT [ARG ...]"},
 		"cat":      {runCat, nil, "cat PATH ...   (a file of the daemon's namespace, e.g. /proc/modules)"},
 		"bench":    {runBench, nil, "bench calls|wasm [--json]"},
 		"torture":  {runTorture, tortureFlags, "torture [--duration D] [--seed S] [--ops N] [--json]"},
@@ -240,7 +241,7 @@ func isLink(name string) bool {
 
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: raceless COMMAND [ARGS]  (or through a link named insmod, rmmod, lsmod, modprobe, modinfo, depmod, mount, umount)")
-	for _, n := range []string{"serve", "insmod", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "mount", "umount", "request", "call", "cat", "bench", "torture", "ping"} {
+	for _, n := range []string{"serve", "insmod", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "mount", "umount", "request", "call", "hook", "cat", "bench", "torture", "ping"} {
 		fmt.Fprintln(w, "  raceless "+commands[n].usage)
 	}
 	fmt.Fprintln(w, "Every client command takes --socket PATH (default $RACELESS_SOCKET, $XDG_RUNTIME_DIR/raceless.sock). See docs/cli.md.")

@@ -429,3 +429,13 @@ func runPing(e *env) error {
 	fmt.Fprintf(e.stdout, "raceless daemon pid %d uid %d protocol %d\n", p.PID, p.UID, p.Protocol)
 	return nil
 }
+
+// runHook calls every hook subscribed to EVENT (the non-counting
+// interface), with the remaining arguments joined as its argument.
+func runHook(e *env) error {
+	if len(e.args.pos) == 0 {
+		return usageErrorf("missing event name")
+	}
+	_, err := e.call(&control.Request{Op: "hook", Name: e.args.pos[0], Names: e.args.pos[1:]}, nil)
+	return err
+}

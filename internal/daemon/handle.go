@@ -116,6 +116,15 @@ func (d *Daemon) dispatch(ctx context.Context, req *control.Request, progress fu
 		return d.opRequest(ctx, req)
 	case "call":
 		return d.opCall(ctx, req)
+	case "hook":
+		if req.Name == "" {
+			return nil, &control.Error{Code: control.CodeUsage, Message: "hook: no event given"}
+		}
+		var arg any
+		if len(req.Names) > 0 {
+			arg = strings.Join(req.Names, " ")
+		}
+		return nil, d.host.CallHooks(ctx, req.Name, arg)
 	case "mount", "umount", "mounts", "read":
 		return d.ns.handle(ctx, req)
 	}
@@ -226,19 +235,16 @@ func (d *Daemon) opProbe(ctx context.Context, req *control.Request) (any, error)
 		}
 		return res, nil
 	}
-	type step struct {
-		path   string
-		params map[string]string
-	}
-	var steps []step
-	for i := len(t.Deps) - 1; i >= 0; i-- {
-		if m, ok := d.host.Module(modindex.NameOf(t.Deps[i])); ok && m.State() == raceless.StateLive {
-			continue
-		}
-		steps = append(steps, step{path: t.Deps[i]})
+	steps, err := d.probeDeps(t)
+	if err != nil {
+		return nil, err
 	}
 	for _, s := range steps {
-		res.Actions = append(res.Actions, "insmod "+s.path)
+		if s.Builtin {
+			res.Actions = append(res.Actions, "builtin "+s.Name)
+		} else {
+			res.Actions = append(res.Actions, "insmod "+s.Path)
+		}
 	}
 	if t.Builtin {
 		res.Actions = append(res.Actions, "builtin "+t.Name)
@@ -249,7 +255,7 @@ func (d *Daemon) opProbe(ctx context.Context, req *control.Request) (any, error)
 		return res, nil
 	}
 	for _, s := range steps {
-		src, err := d.resolver.Source(modindex.Target{Name: modindex.NameOf(s.path), Path: s.path})
+		src, err := d.resolver.Source(s)
 		if err != nil {
 			return nil, err
 		}
@@ -269,6 +275,49 @@ func (d *Daemon) opProbe(ctx context.Context, req *control.Request) (any, error)
 		return nil, err
 	}
 	return res, nil
+}
+
+// probeDeps returns what must be loaded before t, first to load first:
+// for a file, what modules.dep lists (last first); for a built-in module,
+// its Info.Depends, recursively. Live modules are skipped.
+func (d *Daemon) probeDeps(t modindex.Target) ([]modindex.Target, error) {
+	live := func(name string) bool {
+		m, ok := d.host.Module(name)
+		return ok && m.State() == raceless.StateLive
+	}
+	var steps []modindex.Target
+	if !t.Builtin {
+		for i := len(t.Deps) - 1; i >= 0; i-- {
+			if name := modindex.NameOf(t.Deps[i]); !live(name) {
+				steps = append(steps, modindex.Target{Name: name, Path: t.Deps[i]})
+			}
+		}
+		return steps, nil
+	}
+	seen := map[string]bool{t.Name: true}
+	var visit func(name string, depth int) error
+	visit = func(name string, depth int) error {
+		src, ok := d.resolver.Builtin(name)
+		if !ok || depth > 32 {
+			return nil
+		}
+		for _, dep := range src.Info().Depends {
+			if seen[dep] || live(dep) {
+				continue
+			}
+			seen[dep] = true
+			dt, err := d.resolver.Lookup(dep)
+			if err != nil {
+				return fmt.Errorf("%s needs %s: %w", name, dep, err)
+			}
+			if err := visit(dt.Name, depth+1); err != nil {
+				return err
+			}
+			steps = append(steps, dt)
+		}
+		return nil
+	}
+	return steps, visit(t.Name, 0)
 }
 
 // opRemove is modprobe -r: unload the module, then the modules it depended
