@@ -165,6 +165,9 @@ func TestMetrics(t *testing.T) {
 	d.run("modprobe", "hello_consumer").ok(t)
 	d.run("call", "hello_greet").ok(t)
 	d.run("rmmod", "hello").fails(t, 5, "rmmod: ERROR: Module hello is in use by: hello_consumer")
+	d.run("mount", "-t", "initrd", "-o", "X-mount.mkdir", "none", "/i").ok(t)
+	d.run("rmmod", "hello_consumer").ok(t)
+	d.run("rmmod", "hello").ok(t)
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -172,8 +175,11 @@ func TestMetrics(t *testing.T) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	for _, want := range []string{
-		`raceless_module_references{module="hello",state="live"} 1`,
+		`raceless_module_references{module="initrd",state="live"} 1`,
 		`raceless_module_load_seconds_count{module="hello_consumer"} 1`,
+		`raceless_module_load_seconds_count{module="hello"} 1`, // at boot
+		`raceless_module_unload_seconds_count{module="hello"} 1`,
+		`raceless_module_load_seconds_count{module="initrd"} 1`, // demand-loaded by mount -t initrd
 		`raceless_module_calls_total{module="hello"} 1`,
 		`raceless_module_failures_total{module="hello",op="unload"} 1`,
 		`raceless_control_requests_total{op="probe"} 1`,

@@ -68,6 +68,7 @@ type Daemon struct {
 	// keep their references until Host.Shutdown's deadline forces them.
 	stopping    context.Context
 	stopWaiters context.CancelFunc
+	unsubscribe func()
 }
 
 // New starts a daemon: it creates the host, loads the boot modules, mounts
@@ -88,6 +89,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 		opts = append(opts, raceless.WithResolver(d.resolver))
 	}
 	d.host = raceless.New(opts...)
+	d.unsubscribe = d.host.Subscribe(d.metrics.observe)
 	if cfg.Builtins != nil {
 		d.resolver.AddBuiltins(cfg.Builtins(d.host)...)
 	}
@@ -214,6 +216,7 @@ func (d *Daemon) shutdownHost(parent context.Context) error {
 		return err
 	}
 	d.log.Info("shutdown complete", "forced", len(forced))
+	d.unsubscribe()
 	return nil
 }
 
@@ -235,29 +238,23 @@ func (d *Daemon) sweep(ctx context.Context) {
 }
 
 func (d *Daemon) autoclean(ctx context.Context) ([]string, error) {
-	start := time.Now()
-	removed, err := d.host.Autoclean(ctx)
-	for _, name := range removed {
-		d.metrics.unloaded(name, time.Since(start))
-	}
-	return removed, err
+	return d.host.Autoclean(ctx)
 }
 
-// load loads src and records its latency.
+// load loads src; a failure before Init (the metrics' notifier sees Init
+// failures) is counted.
 func (d *Daemon) load(ctx context.Context, src raceless.Source, params map[string]string) (*raceless.Instance, error) {
-	start := time.Now()
 	m, err := d.host.Load(ctx, src, params)
-	d.metrics.loaded(src.Info().Name, time.Since(start), err)
+	if err != nil && !errors.Is(err, raceless.ErrInit) && !errors.Is(err, raceless.ErrExists) {
+		d.metrics.failed(src.Info().Name, "load")
+	}
 	return m, err
 }
 
-// unload unloads name and records its latency.
+// unload unloads name; a refusal is counted.
 func (d *Daemon) unload(ctx context.Context, name string, opts raceless.UnloadOptions) error {
-	start := time.Now()
 	err := d.host.Unload(ctx, name, opts)
-	if err == nil {
-		d.metrics.unloaded(name, time.Since(start))
-	} else {
+	if err != nil {
 		d.metrics.failed(name, "unload")
 	}
 	return err

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/raceless/raceless"
 )
 
 // metrics are the daemon's Prometheus metrics, written by hand in the text
@@ -22,6 +24,43 @@ type metrics struct {
 	calls                   map[string]uint64
 	failures                map[[2]string]uint64 // module, op
 	requests, requestErrors map[string]uint64    // control op
+
+	// Transition times of instances between coming and live, and going
+	// and gone (the notifier chain feeds them).
+	comingAt, goingAt map[*raceless.Instance]time.Time
+}
+
+// observe is the daemon's subscriber on the host's notifier chain: it
+// measures every load (coming → live) and unload (going → gone), explicit
+// or demand-loaded or autocleaned, and counts failed inits.
+func (m *metrics) observe(ev raceless.Event) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch ev.State {
+	case raceless.StateComing:
+		m.comingAt[ev.Instance] = now
+	case raceless.StateLive:
+		if t, ok := m.comingAt[ev.Instance]; ok {
+			delete(m.comingAt, ev.Instance)
+			m.loads[ev.Module]++
+			m.loadSeconds[ev.Module] += now.Sub(t).Seconds()
+		}
+		delete(m.goingAt, ev.Instance) // an unload refused: live again
+	case raceless.StateGoing:
+		if _, ok := m.comingAt[ev.Instance]; ok { // Init failed
+			delete(m.comingAt, ev.Instance)
+			m.failures[[2]string{ev.Module, "load"}]++
+			return
+		}
+		m.goingAt[ev.Instance] = now
+	case raceless.StateGone:
+		if t, ok := m.goingAt[ev.Instance]; ok {
+			delete(m.goingAt, ev.Instance)
+			m.unloads[ev.Module]++
+			m.unloadSeconds[ev.Module] += now.Sub(t).Seconds()
+		}
+	}
 }
 
 func newMetrics() *metrics {
@@ -31,25 +70,8 @@ func newMetrics() *metrics {
 		calls:    map[string]uint64{},
 		failures: map[[2]string]uint64{},
 		requests: map[string]uint64{}, requestErrors: map[string]uint64{},
+		comingAt: map[*raceless.Instance]time.Time{}, goingAt: map[*raceless.Instance]time.Time{},
 	}
-}
-
-func (m *metrics) loaded(name string, d time.Duration, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err != nil {
-		m.failures[[2]string{name, "load"}]++
-		return
-	}
-	m.loads[name]++
-	m.loadSeconds[name] += d.Seconds()
-}
-
-func (m *metrics) unloaded(name string, d time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.unloads[name]++
-	m.unloadSeconds[name] += d.Seconds()
 }
 
 func (m *metrics) failed(name, op string) {
@@ -111,11 +133,11 @@ func (d *Daemon) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 
 	m := d.metrics
 	m.mu.Lock()
-	b.WriteString("# HELP raceless_module_load_seconds Time taken by successful loads.\n# TYPE raceless_module_load_seconds summary\n")
+	b.WriteString("# HELP raceless_module_load_seconds Time from coming to live of successful loads (explicit and demand loads).\n# TYPE raceless_module_load_seconds summary\n")
 	for _, k := range sortedKeys(m.loads) {
 		fmt.Fprintf(&b, "raceless_module_load_seconds_sum{module=\"%s\"} %g\nraceless_module_load_seconds_count{module=\"%s\"} %d\n", label(k), m.loadSeconds[k], label(k), m.loads[k])
 	}
-	b.WriteString("# HELP raceless_module_unload_seconds Time taken by successful unloads.\n# TYPE raceless_module_unload_seconds summary\n")
+	b.WriteString("# HELP raceless_module_unload_seconds Time from going to gone of unloads.\n# TYPE raceless_module_unload_seconds summary\n")
 	for _, k := range sortedKeys(m.unloads) {
 		fmt.Fprintf(&b, "raceless_module_unload_seconds_sum{module=\"%s\"} %g\nraceless_module_unload_seconds_count{module=\"%s\"} %d\n", label(k), m.unloadSeconds[k], label(k), m.unloads[k])
 	}
