@@ -17,3 +17,14 @@ func dump(hist []porcupine.Operation) string {
 	}
 	return b.String()
 }
+
+// dumpIllegal lists only the partitions (names) that are not linearizable.
+func dumpIllegal(hist []porcupine.Operation) string {
+	var b strings.Builder
+	for _, part := range partition(hist) {
+		if !porcupine.CheckOperations(Model, part) {
+			b.WriteString(dump(part))
+		}
+	}
+	return b.String()
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/vfs"
 )
 
 // ErrHang is wrapped by Generate's error when an operation reached its
@@ -77,13 +80,35 @@ func (r *Recorder) Unload(client int, name string, call, ret int64, err error) e
 	case err == nil:
 		r.pair(client, UnloadBegin, UnloadEnd, name, OK, call, ret)
 	case errors.Is(err, raceless.ErrBusy):
-		r.pair(client, UnloadBegin, UnloadEnd, name, Busy, call, ret)
+		res, ok := busyResult(err)
+		if !ok {
+			return fmt.Errorf("unload %s: %w: %w", name, ErrUnexpected, err)
+		}
+		r.pair(client, UnloadBegin, UnloadEnd, name, res, call, ret)
 	case errors.Is(err, raceless.ErrNotFound):
 		r.add(client, Input{Kind: UnloadNotFound, Name: name, Result: NotFound}, call, ret)
 	default:
 		return fmt.Errorf("unload %s: %w: %w", name, ErrUnexpected, err)
 	}
 	return nil
+}
+
+// busyResult sorts a refused unload by its BusyError.Reason (the only
+// place the host says why).
+func busyResult(err error) (Result, bool) {
+	var be *raceless.BusyError
+	if !errors.As(err, &be) {
+		return 0, false
+	}
+	switch r := be.Reason; {
+	case r == "in use", strings.HasPrefix(r, "in use by"):
+		return Busy, true
+	case r == "exit refused":
+		return BusyExit, true
+	case strings.HasPrefix(r, "not live"), r == "unload or replacement in progress":
+		return BusyNotLive, true
+	}
+	return 0, false
 }
 
 // Acquire records Host.Acquire of name's symbol.
@@ -117,6 +142,37 @@ func (r *Recorder) Lookup(client int, name string, call, ret int64, listed bool)
 	r.add(client, Input{Kind: SymbolLookup, Name: name, Result: foundResult(listed)}, call, ret)
 }
 
+// Mount records Namespace.Mount of name's filesystem type at /mnt/NAME.
+func (r *Recorder) Mount(client int, name string, call, ret int64, err error) error {
+	switch {
+	case err == nil:
+		// The owner's reference is taken when the type is looked up,
+		// the mount attached later: two steps.
+		r.pair(client, MountBegin, MountOp, name, OK, call, ret)
+	case errors.Is(err, vfs.ENODEV):
+		r.add(client, Input{Kind: MountOp, Name: name, Result: NoDev}, call, ret)
+	default:
+		return fmt.Errorf("mount %s: %w: %w", name, ErrUnexpected, err)
+	}
+	return nil
+}
+
+// Umount records a plain Namespace.Unmount of /mnt/NAME.
+func (r *Recorder) Umount(client int, name string, call, ret int64, err error) error {
+	res := OK
+	switch {
+	case err == nil:
+	case errors.Is(err, vfs.EINVAL):
+		res = Invalid
+	case errors.Is(err, vfs.EBUSY):
+		res = Busy
+	default:
+		return fmt.Errorf("umount %s: %w: %w", name, ErrUnexpected, err)
+	}
+	r.add(client, Input{Kind: UmountOp, Name: name, Result: res}, call, ret)
+	return nil
+}
+
 func foundResult(b bool) Result {
 	if b {
 		return Found
@@ -126,6 +182,12 @@ func foundResult(b bool) Result {
 
 // SymbolOf is the symbol the generated modules export for name.
 func SymbolOf(name string) string { return "sym." + name }
+
+// FSTypeOf is the filesystem type the generated modules register for name.
+func FSTypeOf(name string) string { return "lfs-" + name }
+
+// MountPointOf is where name's filesystem type is mounted.
+func MountPointOf(name string) string { return "/mnt/" + name }
 
 // Config shapes one generated history.
 type Config struct {
@@ -157,6 +219,12 @@ func Generate(ctx context.Context, cfg Config) ([]porcupine.Operation, error) {
 		cfg.OpTimeout = 2 * time.Second
 	}
 	h := raceless.New(raceless.WithLogger(slog.New(slog.DiscardHandler)))
+	ns := vfs.NewNamespace(h)
+	for _, n := range cfg.Names {
+		if err := ns.MkdirAll(MountPointOf(n), 0o755); err != nil {
+			return nil, err
+		}
+	}
 	var rec Recorder
 	var modMu sync.Mutex // guards modRng: module behaviour, drawn in Init and Exit
 	modRng := rand.New(rand.NewPCG(cfg.Seed, 0x6d6f64))
@@ -182,11 +250,16 @@ func Generate(ctx context.Context, cfg Config) ([]porcupine.Operation, error) {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(c)+1))
 		wg.Go(func() {
 			<-start
-			errs[c] = client(ctx, h, &rec, c, rng, cfg, sources)
+			errs[c] = client(ctx, h, ns, &rec, c, rng, cfg, sources)
 		})
 	}
 	close(start)
 	wg.Wait()
+	// Detach what is left mounted (not part of the history).
+	for _, n := range cfg.Names {
+		for ns.Unmount(MountPointOf(n), vfs.MNT_DETACH) == nil {
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return rec.Operations(), err
 	}
@@ -204,7 +277,7 @@ type held struct {
 	b    raceless.Binding
 }
 
-func client(ctx context.Context, h *raceless.Host, rec *Recorder, c int, rng *rand.Rand, cfg Config, sources map[string][]raceless.Source) error {
+func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recorder, c int, rng *rand.Rand, cfg Config, sources map[string][]raceless.Source) error {
 	var hold []held
 	put := func(i int) {
 		x := hold[i]
@@ -264,10 +337,29 @@ func client(ctx context.Context, h *raceless.Host, rec *Recorder, c int, rng *ra
 			if err == nil {
 				hold = append(hold, held{name, b})
 			}
-		case p < 89:
+		case p < 84:
 			call := rec.Now()
 			_, ok := h.Module(name)
 			rec.Module(c, name, call, rec.Now(), ok)
+		case p < 92:
+			octx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
+			call := rec.Now()
+			err := ns.Mount(octx, "none", MountPointOf(name), FSTypeOf(name), "")
+			ret := rec.Now()
+			hung := octx.Err() != nil
+			cancel()
+			if hung {
+				return fmt.Errorf("client %d: mount %s: %w (%v)", c, name, ErrHang, err)
+			}
+			if err := rec.Mount(c, name, call, ret, err); err != nil {
+				return err
+			}
+		case p < 96:
+			call := rec.Now()
+			err := ns.Unmount(MountPointOf(name), 0)
+			if err := rec.Umount(c, name, call, rec.Now(), err); err != nil {
+				return err
+			}
 		default:
 			call := rec.Now()
 			regs := h.Lookup(raceless.KindSymbol)
@@ -300,6 +392,9 @@ func (m *module) Init(k *raceless.Kernel) error {
 	if err := k.Export(SymbolOf(m.name), m.name); err != nil {
 		return err
 	}
+	if err := k.Register(raceless.KindFilesystem, FSTypeOf(m.name), vfs.FileSystemType(fsType{})); err != nil {
+		return err
+	}
 	if m.failInit {
 		return errors.New("init refused")
 	}
@@ -318,3 +413,24 @@ func (m *module) Exit() (int, error) {
 func Check(history []porcupine.Operation, timeout time.Duration) (porcupine.CheckResult, porcupine.LinearizationInfo) {
 	return porcupine.CheckOperationsVerbose(Model, history, timeout)
 }
+
+// fsType is the generated modules' filesystem: an empty directory.
+type fsType struct{}
+
+func (fsType) Mount(context.Context, vfs.MountRequest) (vfs.Superblock, error) { return sb{}, nil }
+
+type sb struct{}
+
+func (sb) Root() vfs.Node              { return dir{} }
+func (sb) Statfs() (vfs.Statfs, error) { return vfs.Statfs{Bsize: 4096, NameLen: vfs.NameMax}, nil }
+func (sb) Release()                    {}
+func (dir) Stat() (vfs.Attr, error)    { return vfs.Attr{Ino: 1, Mode: fs.ModeDir | 0o755, Nlink: 2}, nil }
+func (d dir) Lookup(name string) (vfs.Node, error) {
+	if name == ".." || name == "." {
+		return d, nil
+	}
+	return nil, vfs.ENOENT
+}
+func (dir) ReadDir() ([]vfs.DirEntry, error) { return nil, nil }
+
+type dir struct{}

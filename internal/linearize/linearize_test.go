@@ -70,12 +70,28 @@ func TestModelRejectsWrongHistories(t *testing.T) {
 		{"symbol listed after unload returned (stale registration)", concat(load(1, 1, 2),
 			pair(0, UnloadBegin, UnloadEnd, "a", 2, OK, 3, 4), one(op(1, SymbolLookup, "a", 0, Found, 5, 6))), false},
 		{"not live with no unload in progress", concat(load(1, 1, 2), one(op(1, Acquire, "a", 0, NotLive, 3, 4))), false},
-		{"not live during an unload", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, Busy, 3, 6),
+		{"not live during an unload whose Exit refuses", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, BusyExit, 3, 6),
 			one(op(1, Acquire, "a", 0, NotLive, 4, 5))), true},
-		{"busy unload of an idle live module", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, Busy, 3, 4),
-			one(op(1, Acquire, "a", 0, OK, 5, 6)), one(op(1, Put, "a", 0, OK, 7, 8))), true}, // Exit may refuse
-		{"unload busy then gone", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, Busy, 3, 4),
+		{"exit refused on an idle live module", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, BusyExit, 3, 4),
+			one(op(1, Acquire, "a", 0, OK, 5, 6)), one(op(1, Put, "a", 0, OK, 7, 8))), true},
+		{"busy 'in use' with nothing held", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, Busy, 3, 4)), false},
+		{"busy 'in use' with a reference held", concat(load(1, 1, 2), one(op(1, Acquire, "a", 0, OK, 3, 4)),
+			pair(0, UnloadBegin, UnloadEnd, "a", 2, Busy, 5, 6)), true},
+		{"busy 'not live' on a live idle module", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, BusyNotLive, 3, 4)), false},
+		{"busy 'not live' during a load", concat(load(1, 1, 4), pair(0, UnloadBegin, UnloadEnd, "a", 2, BusyNotLive, 2, 3)), true},
+		{"unload busy then gone", concat(load(1, 1, 2), pair(0, UnloadBegin, UnloadEnd, "a", 2, BusyExit, 3, 4),
 			one(op(1, ModuleLookup, "a", 0, Missing, 5, 6))), false},
+		{"unload succeeds while mounted", concat(load(1, 1, 2), pair(1, MountBegin, MountOp, "a", 9, OK, 3, 4),
+			pair(0, UnloadBegin, UnloadEnd, "a", 2, OK, 5, 6)), false},
+		{"umount, then unload succeeds", concat(load(1, 1, 2), pair(1, MountBegin, MountOp, "a", 9, OK, 3, 4),
+			one(op(1, UmountOp, "a", 0, OK, 5, 6)), pair(0, UnloadBegin, UnloadEnd, "a", 2, OK, 7, 8)), true},
+		{"superblock still pins the module after umount", concat(load(1, 1, 2), pair(1, MountBegin, MountOp, "a", 9, OK, 3, 4),
+			one(op(1, UmountOp, "a", 0, OK, 5, 6)), pair(0, UnloadBegin, UnloadEnd, "a", 2, Busy, 7, 8)), false},
+		{"mount from an absent module", pair(1, MountBegin, MountOp, "a", 9, OK, 1, 2), false},
+		{"mount ENODEV from a live module", concat(load(1, 1, 2), one(op(1, MountOp, "a", 0, NoDev, 3, 4))), false},
+		{"umount with nothing mounted", concat(load(1, 1, 2), one(op(1, UmountOp, "a", 0, OK, 3, 4))), false},
+		{"umount EINVAL while mounted", concat(load(1, 1, 2), pair(1, MountBegin, MountOp, "a", 9, OK, 3, 4),
+			one(op(1, UmountOp, "a", 0, Invalid, 5, 6))), false},
 		{"put without a reference", concat(load(1, 1, 2), one(op(1, Put, "a", 0, OK, 3, 4))), false},
 		{"unload of an absent name succeeds", pair(0, UnloadBegin, UnloadEnd, "a", 1, OK, 1, 2), false},
 		{"load exists with nothing loaded", one(op(0, LoadExists, "a", 0, Exists, 1, 2)), false},
@@ -128,7 +144,7 @@ func TestRegistryLinearizable(t *testing.T) {
 			if verr := porcupine.VisualizePath(Model, info, path); verr != nil {
 				t.Logf("visualization: %v", verr)
 			}
-			t.Fatalf("history %d (seed %d, %d ops) is %s; visualization: %s\n%s", i, cfg.Seed, len(hist), res, path, dump(hist))
+			t.Fatalf("history %d (seed %d, %d ops) is %s; visualization: %s\n%s", i, cfg.Seed, len(hist), res, path, dumpIllegal(hist))
 		}
 	}
 }
