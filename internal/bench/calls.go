@@ -261,23 +261,39 @@ func median(xs []float64) float64 {
 // figures (Calls formats them).
 func CallsResults(opts CallsOptions) ([]CallResult, []SyncResult, error) {
 	o := opts.withDefaults()
-	var calls []CallResult
-	for _, b := range benchmarks() {
+	// Set every benchmark up first, then interleave the repeats (repeat k of
+	// every benchmark and goroutine count before repeat k+1 of any), so that a
+	// burst of background load lands on all figures alike instead of on
+	// whichever benchmark happened to be running.
+	bs := benchmarks()
+	type state struct {
+		ws []worker
+		n  int
+		xs [][]float64 // [g-1][repeat]
+	}
+	st := make([]state, len(bs))
+	for i, b := range bs {
 		mk, teardown := b.setup()
+		defer teardown()
 		ws := make([]worker, o.MaxGoroutines)
-		for i := range ws {
-			ws[i] = mk(i)
+		for j := range ws {
+			ws[j] = mk(j)
 		}
-		n := iterations(ws[0], o.Duration)
+		st[i] = state{ws: ws, n: iterations(ws[0], o.Duration), xs: make([][]float64, o.MaxGoroutines)}
+	}
+	for k := 0; k < o.Repeats; k++ {
 		for g := 1; g <= o.MaxGoroutines; g++ {
-			per := max(1000, n/g) // same total work per measurement
-			xs := make([]float64, o.Repeats)
-			for k := range xs {
-				xs[k] = measure(ws[:g], per)
+			for i := range bs {
+				per := max(1000, st[i].n/g) // same total work per measurement
+				st[i].xs[g-1] = append(st[i].xs[g-1], measure(st[i].ws[:g], per))
 			}
-			calls = append(calls, CallResult{Name: b.name, Goroutines: g, NsPerOp: median(xs)})
 		}
-		teardown()
+	}
+	var calls []CallResult
+	for i, b := range bs {
+		for g := 1; g <= o.MaxGoroutines; g++ {
+			calls = append(calls, CallResult{Name: b.name, Goroutines: g, NsPerOp: median(st[i].xs[g-1])})
+		}
 	}
 	var syncs []SyncResult
 	for _, readers := range slices.Compact([]int{0, o.MaxGoroutines}) {
