@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -78,6 +79,10 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	}
 	return &Server{ln: ln, path: path, handler: h, log: log, uid: os.Geteuid(), conns: make(map[net.Conn]struct{})}, nil
 }
+
+// RequestTimeout bounds how long a connected client may take to send its
+// request line.
+const RequestTimeout = 10 * time.Second
 
 // ErrInUse is returned by Listen when a daemon already listens on the path.
 var ErrInUse = errors.New("a daemon is already listening on this socket")
@@ -196,11 +201,15 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		fail(ErrorOf(err))
 		return
 	}
+	// A client has RequestTimeout to send its request line; the request
+	// itself may then run as long as it needs.
+	_ = c.SetReadDeadline(time.Now().Add(RequestTimeout))
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), MaxLine)
 	if !sc.Scan() {
 		return
 	}
+	_ = c.SetReadDeadline(time.Time{})
 	var req Request
 	if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
 		fail(&Error{Code: CodeUsage, Message: "malformed request: " + err.Error()})
