@@ -37,6 +37,8 @@
 //     other modules; a cycle of inits waiting for each other is ErrCycle.
 //   - A load of a name that is going waits until it is gone, then loads
 //     afresh; concurrent loads of the same module are merged.
+//   - A hot swap (Replace) publishes the new instance's registrations in
+//     place of the old one's in one step; no lookup finds nothing.
 //
 // # Errors
 //
