@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 var (
@@ -56,7 +58,15 @@ func testMain(m *testing.M) int {
 	// A race-enabled child sleeps 1s at exit by default (atexit_sleep_ms);
 	// a race it detects makes it exit 66, which the tests see.
 	os.Setenv("GORACE", "atexit_sleep_ms=0 exitcode=66")
-	return m.Run()
+	code := m.Run()
+	if code == 0 {
+		// Every child process was waited for, every helper goroutine ended.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	return code
 }
 
 // syncBuffer collects a child's stderr while the test reads it.
