@@ -41,6 +41,8 @@ type Options struct {
 	// NoFS leaves out the VFS operations (mount, umount, move, bind, open,
 	// read, stat, close).
 	NoFS bool
+	// Wasm lists loadable modules to load, unload and call too.
+	Wasm []WasmModule
 	// Logger receives the host's log (default: discarded).
 	Logger *slog.Logger
 }
@@ -166,6 +168,9 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 			return Report{Seed: r.seed}, err
 		}
 		r.opMix = append(append([]opEntry(nil), opTable...), fsOpTable...)
+	}
+	if len(opts.Wasm) > 0 {
+		r.opMix = append(append([]opEntry(nil), r.opMix...), wasmOpTable...)
 	}
 
 	runCtx := ctx

@@ -10,6 +10,10 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/wasm"
+	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -106,4 +110,52 @@ func envSeed(t *testing.T) int64 {
 		}
 	}
 	return seed
+}
+
+// TestTortureWasm adds a WebAssembly module (examples/wasm/provider,
+// exporting add and mul) to a short run: loads, plain and forced unloads,
+// and calls through Bindings, kept across operations, that must return
+// the right result or, after a forced unload, fail cleanly.
+func TestTortureWasm(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("builds a wasm module; too slow under -race")
+	}
+	path := wasmtest.Build(t, wasmtest.Provider)
+	ctx := context.Background()
+	l, err := wasm.NewLoader(ctx, wasm.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	src, err := l.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Compile once before the run: the first load is not a torture op.
+	h := raceless.New()
+	if _, err := h.Load(ctx, src, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runFor(t, 10*time.Second, Options{Wasm: []WasmModule{{Source: src, Calls: []WasmCall{
+		{Symbol: "add", Args: []uint64{2, 3}, Want: []uint64{5}},
+		{Symbol: "mul", Args: []uint64{6, 7}, Want: []uint64{42}},
+	}}}})
+}
+
+// runFor runs for d and fails on any violation.
+func runFor(t *testing.T, d time.Duration, opts Options) {
+	opts.Duration, opts.Seed = d, envSeed(t)
+	rep, err := Run(context.Background(), opts)
+	var buf bytes.Buffer
+	_ = rep.WriteText(&buf)
+	t.Log(buf.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Violations != 0 {
+		t.Errorf("%d violations (seed %d): %v", rep.Violations, rep.Seed, rep.ByKind)
+	}
 }

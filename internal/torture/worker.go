@@ -22,6 +22,7 @@ type worker struct {
 	rng    *rand.Rand
 	held   []raceless.Binding
 	files  []*vfs.File
+	wheld  []wasmHeld
 	reader *raceless.Reader
 
 	opName  atomic.Pointer[string] // operation in progress, for the watchdog
@@ -234,6 +235,7 @@ func (w *worker) releaseAll() {
 		w.release(len(w.held) - 1)
 	}
 	w.closeFiles()
+	w.releaseWasm()
 }
 
 func (w *worker) opCall(ctx context.Context) {
@@ -302,8 +304,7 @@ func (w *worker) opLookup(ctx context.Context) {
 	for _, reg := range regs {
 		sv, ok := reg.Value.(*symVal)
 		if !ok {
-			w.r.violate("api", "Lookup: %s has a value of type %T", reg.Name, reg.Value)
-			continue
+			continue // a wasm module's symbol
 		}
 		w.checkVisible(sv, "Lookup")
 		if eb := sv.m.exitBegin.Load(); eb != 0 && eb < seq0 {
