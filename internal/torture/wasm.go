@@ -132,4 +132,3 @@ func (w *worker) releaseWasm() {
 	}
 	w.wheld = w.wheld[:0]
 }
-
