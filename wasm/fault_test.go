@@ -64,6 +64,28 @@ func TestCallDeadline(t *testing.T) {
 	checkFault(t, e, err, wasm.ErrLimit, "deadline")
 }
 
+// TestCallerContext: a caller's context with a deadline (or already
+// cancelled) neither breaks nor cancels a call: only the loader's
+// deadlines and unloads stop guest code.
+func TestCallerContext(t *testing.T) {
+	e := newEnv(t, wasmConfig())
+	e.mustLoad(wasmtest.Provider, nil)
+	b, err := e.h.Symbol("add")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if r, err := b.Value.(raceless.Func)(ctx, 2, 3); err != nil || r[0] != 5 {
+		t.Fatalf("add with a deadline: %v %v", r, err)
+	}
+	cancel()
+	if r, err := b.Value.(raceless.Func)(ctx, 2, 3); err != nil || r[0] != 5 {
+		t.Fatalf("add with a cancelled context: %v %v", r, err)
+	}
+}
+
 func TestMemoryLimit(t *testing.T) {
 	cfg := wasmConfig()
 	cfg.MemoryLimitPages = 1024 // 64 MiB

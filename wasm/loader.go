@@ -33,9 +33,8 @@ type Config struct {
 	MemoryLimitPages uint32
 	// CallTimeout is the deadline of one call into a module (a symbol or
 	// a hook, including what it calls). Zero means DefaultCallTimeout.
-	// Negative disables deadlines: calls get cheaper (wazero then needs
-	// no watcher per call, see RATIONALE in doc.go) but a looping module
-	// can be neither stopped nor force-unloaded while it loops.
+	// Negative disables deadlines (and the watchdog goroutine): a looping
+	// module then runs until it is force-unloaded.
 	CallTimeout time.Duration
 	// InitTimeout is the deadline of the lifecycle points (instantiation,
 	// init, start, stop, exit); init may load other modules, so it is
@@ -124,10 +123,13 @@ func NewLoader(ctx context.Context, cfg Config) (*Loader, error) {
 	} else {
 		cache = wazero.NewCompilationCache()
 	}
+	// No WithCloseOnContextDone: it makes wazero start a goroutine per
+	// call (~0.3-1 µs, more than the call). Guests are interrupted by
+	// the flag instrument adds instead (see "Why deadlines by watchdog?"
+	// in doc.go).
 	rc := wazero.NewRuntimeConfig().
 		WithCompilationCache(cache).
-		WithMemoryLimitPages(cfg.MemoryLimitPages).
-		WithCloseOnContextDone(cfg.CallTimeout > 0)
+		WithMemoryLimitPages(cfg.MemoryLimitPages)
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)
 	l := &Loader{
 		cfg: cfg, rt: rt, cache: cache, done: make(chan struct{}),
@@ -332,7 +334,11 @@ func (l *Loader) acquireCompiled(ctx context.Context, src *Source) (*compiled, e
 		c.refs++
 		return c, nil
 	}
-	cm, err := l.rt.CompileModule(ctx, src.bin)
+	bin, err := instrument(src.bin)
+	if err != nil {
+		return nil, fileErr("compile", src.path, fmt.Errorf("%w: %v", ErrCompile, err))
+	}
+	cm, err := l.rt.CompileModule(ctx, bin)
 	if err != nil {
 		return nil, fileErr("compile", src.path, fmt.Errorf("%w: %v", ErrCompile, err))
 	}

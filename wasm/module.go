@@ -34,11 +34,18 @@ type instance struct {
 	mod  api.Module
 
 	// ctx is passed to every guest call (wazero hands it to host
-	// functions, which find the instance in it); kill cancels it, which
-	// makes wazero close the module at the guest's next function entry
-	// or loop back edge, from any goroutine.
-	ctx  context.Context
-	kill context.CancelCauseFunc
+	// functions, which find the instance in it, and the calls they make
+	// into the host inherit its cancellation). wazero itself ignores it
+	// (the runtime has no CloseOnContextDone, so no goroutine per call);
+	// kill cancels it and raises the interrupt flag, which makes the
+	// guest trap at its next loop back edge (see instrument).
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	// interrupt is the instance's interrupt flag (the global the loader
+	// added, see instrument); interrupted makes kill set it once, so that
+	// only one goroutine ever writes it.
+	interrupt   api.MutableGlobal
+	interrupted atomic.Bool
 
 	fnInit, fnExit, fnStart, fnStop, fnHook api.Function
 
@@ -87,14 +94,14 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 		return nil, err
 	}
 	in := &instance{l: l, src: src, c: c, name: src.info.Name}
-	base, kill := context.WithCancelCause(context.Background())
-	in.ctx, in.kill = context.WithValue(base, frameKey{}, &frame{in: in}), kill
+	base, cancel := context.WithCancelCause(context.Background())
+	in.ctx, in.cancel = context.WithValue(base, frameKey{}, &frame{in: in}), cancel
 	in.out.tee = l.cfg.Stderr
 
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		kill(ErrClosed)
+		cancel(ErrClosed)
 		l.releaseCompiled(src)
 		return nil, fileErr("instantiate", src.path, ErrClosed)
 	}
@@ -102,20 +109,22 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 	seq := l.seq
 	l.mu.Unlock()
 
+	// No start functions: the WASI reactor's _initialize runs below as a
+	// call, under a deadline, once the interrupt flag is reachable.
 	cfg := wazero.NewModuleConfig().
 		WithName(fmt.Sprintf("%s#%d", in.name, seq)).
-		WithStartFunctions("_initialize").
+		WithStartFunctions().
 		WithStdout(&in.out).WithStderr(&in.out).
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
 		WithRandSource(rand.Reader)
-	ictx, cancel := in.ctx, context.CancelFunc(func() {})
-	if l.cfg.InitTimeout > 0 {
-		ictx, cancel = context.WithTimeout(in.ctx, l.cfg.InitTimeout)
+	mod, err := l.rt.InstantiateModule(in.ctx, c.cm, cfg)
+	if err == nil {
+		if in.interrupt, _ = mod.ExportedGlobal(interruptExport).(api.MutableGlobal); in.interrupt == nil {
+			err = fmt.Errorf("no interrupt flag %q", interruptExport) // cannot happen: instrument adds it
+		}
 	}
-	mod, err := l.rt.InstantiateModule(ictx, c.cm, cfg)
-	cancel()
 	if err != nil {
-		kill(raceless.ErrGone)
+		cancel(raceless.ErrGone)
 		if mod != nil {
 			_ = mod.Close(context.Background())
 		}
@@ -139,6 +148,15 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 	if closed {
 		in.teardown(true)
 		return nil, fileErr("instantiate", src.path, ErrClosed)
+	}
+	if fn := mod.ExportedFunction("_initialize"); fn != nil {
+		in.mu.Lock()
+		_, err := in.callLocked(in.ctx, "_initialize", fn, l.cfg.InitTimeout)
+		in.mu.Unlock()
+		if err != nil {
+			in.teardown(false)
+			return nil, fileErr("instantiate", src.path, fmt.Errorf("%w: %w", ErrInstantiate, err))
+		}
 	}
 	return in, nil
 }
@@ -365,6 +383,20 @@ func (in *instance) checkDeadline(now int64) {
 	if d > 0 && now > d && in.deadline.CompareAndSwap(d, -1) {
 		in.abort("call deadline exceeded")
 		in.kill(ErrLimit)
+	}
+}
+
+// kill stops the instance's guest code for good, from any goroutine: it
+// cancels the instance's context with cause (host calls made by the guest
+// see it) and raises the interrupt flag, so that a running call traps at
+// its next loop back edge and fails (fault maps it to the cause: ErrLimit
+// for a deadline, ErrGone for a teardown). No guest code may run after it.
+func (in *instance) kill(cause error) {
+	in.cancel(cause)
+	if in.interrupt != nil && in.interrupted.CompareAndSwap(false, true) {
+		// A plain store into wazero's globals, read by the guest's
+		// native code: the one Go write, ordered by the CAS above.
+		in.interrupt.Set(1)
 	}
 }
 
