@@ -281,10 +281,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if e != 0 {
 		return nil, 0, e
 	}
-	// and the path must still name this inode
+	// and the path must still name this inode. If it names another one,
+	// the inode the kernel asked for was unlinked from that name since its
+	// lookup: ENOENT, as an open racing an unlink gets on a local
+	// filesystem. (ESTALE would make the kernel revalidate and retry
+	// once, and surface ESTALE to the caller if the race repeats.)
 	if fi, err := h.f.Stat(); err != nil || n.s.fuseIno(fi.Sys().(vfs.Attr)) != n.StableAttr().Ino {
 		h.Release(ctx)
-		return nil, 0, syscall.ESTALE
+		return nil, 0, syscall.ENOENT
 	}
 	return h, fuse.FOPEN_DIRECT_IO, 0
 }
