@@ -114,3 +114,28 @@ func TestDepmodAndWasmModules(t *testing.T) {
 		t.Fatalf("insmod bad: exit %d %q", r.code, r.stderr)
 	}
 }
+
+// raceless replace hot-swaps a live wasm module for a new instance of the
+// same name: the parameters change, the name stays, and an unknown name or a
+// bad parameter leaves the module as it was.
+func TestReplaceWasmModule(t *testing.T) {
+	dir := moduleDir(t)
+	hello := filepath.Join(dir, "extra", "hello.wasm")
+	d := startDaemon(t)
+	d.run("rmmod", "hello").ok(t) // the built-in native hello
+	d.run("insmod", hello, "who=v1").ok(t)
+	if got := d.run("lsmod", "--json").ok(t).stdout; !strings.Contains(got, `"who": "v1"`) {
+		t.Fatalf("lsmod after insmod: %s", got)
+	}
+	d.run("replace", hello, "who=v2").ok(t)
+	got := d.run("lsmod", "--json").ok(t).stdout
+	if !strings.Contains(got, `"who": "v2"`) || strings.Contains(got, `"who": "v1"`) {
+		t.Fatalf("lsmod after replace: %s", got)
+	}
+	d.run("replace", hello, "nope=1").fails(t, 7, "replace: ERROR: could not replace module "+hello+": Invalid parameters (param hello: unknown parameter \"nope\": invalid argument)")
+	if got := d.run("lsmod", "--json").ok(t).stdout; !strings.Contains(got, `"who": "v2"`) {
+		t.Fatalf("lsmod after a refused replace: %s", got)
+	}
+	d.run("rmmod", "hello").ok(t)
+	d.run("replace", hello).fails(t, 3, "replace: ERROR: could not replace module "+hello+": No such file or directory (replace hello: not found)")
+}

@@ -154,6 +154,7 @@ func init() {
 	commands = map[string]command{
 		"serve":    {runServe, nil, "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr ADDR] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--cache-dir DIR] [--log-format text|json] [--log-level LEVEL]"},
 		"insmod":   {runInsmod, nil, "insmod FILE [key=value ...]"},
+		"replace":  {runReplace, nil, "replace FILE [key=value ...]   (hot swap: the live module of the same name is replaced without failing a call)"},
 		"rmmod":    {runRmmod, rmmodFlags, "rmmod [-f|--force] [-w|--wait[=DURATION]] [-v] NAME ... | rmmod -a"},
 		"lsmod":    {runLsmod, nil, "lsmod [--json]"},
 		"modinfo":  {runModinfo, modinfoFlags, "modinfo [-F FIELD] [--json] FILE|NAME"},
@@ -165,7 +166,7 @@ func init() {
 		"call":     {runCall, nil, "call SYMBOL [ARG ...]"},
 		"hook":     {runHook, nil, "hook EVENT [ARG ...]"},
 		"cat":      {runCat, nil, "cat PATH ...   (a file of the daemon's namespace, e.g. /proc/modules)"},
-		"bench":    {runBench, nil, "bench calls|wasm [--json]"},
+		"bench":    {runBench, nil, "bench calls|wasm|swap [--json]"},
 		"torture":  {runTorture, tortureFlags, "torture [--duration D] [--seed S] [--ops N] [--json]"},
 		"ping":     {runPing, nil, "ping"},
 	}
@@ -241,7 +242,7 @@ func isLink(name string) bool {
 
 func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: raceless COMMAND [ARGS]  (or through a link named insmod, rmmod, lsmod, modprobe, modinfo, depmod, mount, umount)")
-	for _, n := range []string{"serve", "insmod", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "mount", "umount", "request", "call", "hook", "cat", "bench", "torture", "ping"} {
+	for _, n := range []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "mount", "umount", "request", "call", "hook", "cat", "bench", "torture", "ping"} {
 		fmt.Fprintln(w, "  raceless "+commands[n].usage)
 	}
 	fmt.Fprintln(w, "Every client command takes --socket PATH (default $RACELESS_SOCKET, $XDG_RUNTIME_DIR/raceless.sock). See docs/cli.md.")

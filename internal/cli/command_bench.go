@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/raceless/raceless/internal/bench"
+	"github.com/raceless/raceless/internal/swapbench"
 	"github.com/raceless/raceless/internal/torture"
 	"github.com/raceless/raceless/internal/wasmbench"
 )
@@ -18,7 +19,7 @@ var tortureFlags = []flagSpec{
 // runBench runs a benchmark in this process (no daemon).
 func runBench(e *env) error {
 	if len(e.args.pos) != 1 {
-		return usageErrorf("want calls or wasm")
+		return usageErrorf("want calls, wasm or swap")
 	}
 	switch e.args.pos[0] {
 	case "calls":
@@ -31,8 +32,13 @@ func runBench(e *env) error {
 			return e.fail(err, "bench wasm: %v", err)
 		}
 		return nil
+	case "swap":
+		if err := swapbench.Run(e.ctx, e.stdout, e.args.has("json"), swapbench.Options{}); err != nil {
+			return e.fail(err, "bench swap: %v", err)
+		}
+		return nil
 	}
-	return usageErrorf("unknown benchmark %q (calls or wasm)", e.args.pos[0])
+	return usageErrorf("unknown benchmark %q (calls, wasm or swap)", e.args.pos[0])
 }
 
 // runTorture runs the torture test in this process; violations exit 1.

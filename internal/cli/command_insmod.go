@@ -39,7 +39,13 @@ func params(args []string) (map[string]string, error) {
 	return p, nil
 }
 
-func runInsmod(e *env) error {
+func runInsmod(e *env) error { return loadFile(e, "load", "insert") }
+
+// runReplace hot-swaps the live module of the same name for FILE.
+func runReplace(e *env) error { return loadFile(e, "replace", "replace") }
+
+// loadFile sends FILE and its parameters to the daemon as op.
+func loadFile(e *env, op, verb string) error {
 	pos := e.args.pos
 	if len(pos) == 0 {
 		return usageErrorf("missing filename")
@@ -57,14 +63,14 @@ func runInsmod(e *env) error {
 		return e.fail(err, "could not load module %s: No such file or directory", file)
 	}
 	var st daemon.ModuleStatus
-	if err := e.callInto(&control.Request{Op: "load", Path: abs, Params: p}, &st); err != nil {
+	if err := e.callInto(&control.Request{Op: op, Path: abs, Params: p}, &st); err != nil {
 		if errors.Is(err, control.ErrNoDaemon) {
 			return err
 		}
 		if r := kmodReason(err); r != "" {
-			return e.fail(err, "could not insert module %s: %s (%v)", file, r, err)
+			return e.fail(err, "could not %s module %s: %s (%v)", verb, file, r, err)
 		}
-		return e.fail(err, "could not insert module %s: %v", file, err)
+		return e.fail(err, "could not %s module %s: %v", verb, file, err)
 	}
 	if e.args.has("json") {
 		return e.printJSON(st)

@@ -77,7 +77,7 @@ type RequestResult struct {
 
 func (d *Daemon) handle(ctx context.Context, req *control.Request, progress func(any)) (any, error) {
 	switch req.Op {
-	case "load", "unload", "probe", "remove", "request", "autoclean", "mount", "umount":
+	case "load", "replace", "unload", "probe", "remove", "request", "autoclean", "mount", "umount":
 		// Operations that may wait give up when shutdown begins.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
@@ -101,6 +101,8 @@ func (d *Daemon) dispatch(ctx context.Context, req *control.Request, progress fu
 		return nonNilS(out), nil
 	case "load":
 		return d.opLoad(ctx, req)
+	case "replace":
+		return d.opReplace(ctx, req)
 	case "unload":
 		return d.opUnload(ctx, req, progress)
 	case "autoclean":
@@ -139,16 +141,7 @@ func nonNilS(s []ModuleStatus) []ModuleStatus {
 }
 
 func (d *Daemon) opLoad(ctx context.Context, req *control.Request) (any, error) {
-	if req.Path == "" {
-		return nil, &control.Error{Code: control.CodeUsage, Message: "load: no file given"}
-	}
-	if _, err := os.Stat(req.Path); err != nil {
-		return nil, &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("%s: No such file or directory", req.Path)}
-	}
-	if d.cfg.Open == nil {
-		return nil, control.Unsupportedf("%s: loadable (wasm) modules are not built in this version", req.Path)
-	}
-	src, err := d.cfg.Open(req.Path)
+	src, err := d.openFile(req)
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +150,36 @@ func (d *Daemon) opLoad(ctx context.Context, req *control.Request) (any, error) 
 		return nil, err
 	}
 	return status(m), nil
+}
+
+// opReplace hot-swaps the live module of the file's name for the file
+// (Host.Replace): calls keep succeeding throughout.
+func (d *Daemon) opReplace(ctx context.Context, req *control.Request) (any, error) {
+	src, err := d.openFile(req)
+	if err != nil {
+		return nil, err
+	}
+	name := src.Info().Name
+	m, err := d.host.Replace(ctx, name, src, req.Params)
+	if err != nil {
+		d.metrics.failed(name, "replace")
+		return nil, err
+	}
+	return status(m), nil
+}
+
+// openFile opens the loadable module named by req.Path.
+func (d *Daemon) openFile(req *control.Request) (raceless.Source, error) {
+	if req.Path == "" {
+		return nil, &control.Error{Code: control.CodeUsage, Message: req.Op + ": no file given"}
+	}
+	if _, err := os.Stat(req.Path); err != nil {
+		return nil, &control.Error{Code: control.CodeNotFound, Message: fmt.Sprintf("%s: No such file or directory", req.Path)}
+	}
+	if d.cfg.Open == nil {
+		return nil, control.Unsupportedf("%s: loadable (wasm) modules are not built in this version", req.Path)
+	}
+	return d.cfg.Open(req.Path)
 }
 
 func (d *Daemon) opUnload(ctx context.Context, req *control.Request, progress func(any)) (any, error) {
