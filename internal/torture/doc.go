@@ -39,6 +39,9 @@
 //   - exit-with-ref: a non-forced Stop or Exit ran while a torture worker
 //     held a Binding on the instance, a call was inside it, or one of its
 //     superblocks was alive;
+//   - dep-on-going: an Init's Import succeeded, yet the exporter is not
+//     live: a dependency (a holder, with its reference) taken on a module
+//     that had already begun unloading, which then waits for it;
 //   - reservation-leak: a Register in Init failed with ErrExists although
 //     no other instance of that module can exist (a failed or unloaded
 //     instance's reservation was not dropped);

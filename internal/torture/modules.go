@@ -138,7 +138,7 @@ func (m *tmod) Init(k *raceless.Kernel) error {
 		// Depend on the module below: an import that may demand-load it.
 		m.r.event("init-import")
 		ctx, cancel := m.r.opContext(context.Background())
-		_, err := k.Import(ctx, m.r.specs[m.spec.idx-1].symA())
+		v, err := k.Import(ctx, m.r.specs[m.spec.idx-1].symA())
 		hung := context.Cause(ctx) == errHang
 		cancel()
 		if err != nil {
@@ -146,6 +146,14 @@ func (m *tmod) Init(k *raceless.Kernel) error {
 				m.r.violate("hang", "%s: Init's Import of %s: %v", m, m.r.specs[m.spec.idx-1].symA(), err)
 			}
 			return err
+		}
+		// We are now among the exporter's holders, so no unload of it
+		// can begin: it must be live, and stay live until we are gone.
+		if sv, ok := v.(*symVal); ok {
+			if inst := sv.m.inst.Load(); inst != nil && inst.State() != raceless.StateLive {
+				m.r.violate("dep-on-going", "%s: imported %s from %s, which is %s: a dependency on a module already unloading",
+					m, sv.name, sv.m, inst.State())
+			}
 		}
 	}
 	for i, step := range steps {

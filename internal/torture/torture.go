@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,6 +112,21 @@ type runner struct {
 	workers   []*worker
 
 	byInst sync.Map // *raceless.Instance -> *tmod
+}
+
+// describe lists every current instance with its state, references,
+// holders and what the torture knows of it: the context of a hang.
+func (r *runner) describe() string {
+	var b strings.Builder
+	for _, inst := range r.host.Modules() {
+		fmt.Fprintf(&b, "[%s %s refs=%d holders=%v deps=%v", inst.Name(), inst.State(), inst.Refs(), inst.Holders(), inst.Deps())
+		if m := r.tmodOf(inst); m != nil {
+			fmt.Fprintf(&b, " %s phase=%s held=%d superblocks=%d handles=%d inflight=%d",
+				m, phaseNames[m.phase.Load()], m.held.Load(), m.sbAlive.Load(), m.handles.Load(), m.inflight.Load())
+		}
+		b.WriteString("] ")
+	}
+	return b.String()
 }
 
 // tmodOf returns the test module behind inst, nil if unknown.

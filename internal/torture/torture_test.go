@@ -78,7 +78,8 @@ func TestReportJSON(t *testing.T) {
 //
 //	RACELESS_TORTURE_DURATION=60s go test -run TestTortureLong -v ./internal/torture
 //
-// RACELESS_TORTURE_SEED picks the seed (default: from the clock).
+// RACELESS_TORTURE_SEED picks the seed (default: from the clock);
+// RACELESS_TORTURE_NOFS=1 leaves the VFS operations out.
 func TestTortureLong(t *testing.T) {
 	v := os.Getenv("RACELESS_TORTURE_DURATION")
 	if v == "" {
@@ -88,7 +89,7 @@ func TestTortureLong(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(context.Background(), Options{Duration: d, Seed: envSeed(t)})
+	rep, err := Run(context.Background(), Options{Duration: d, Seed: envSeed(t), NoFS: os.Getenv("RACELESS_TORTURE_NOFS") != ""})
 	var buf bytes.Buffer
 	_ = rep.WriteText(&buf)
 	_ = rep.WriteJSON(&buf)

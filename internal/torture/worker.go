@@ -145,7 +145,7 @@ func (w *worker) outcome(op string, err error) {
 // hung records a hang when err came from the watchdog deadline of ctx.
 func (w *worker) hung(ctx context.Context, what string, err error) {
 	if err != nil && context.Cause(ctx) == errHang {
-		w.r.violate("hang", "worker %d: %s: %v", w.id, what, err)
+		w.r.violate("hang", "worker %d: %s: %v; modules now: %s", w.id, what, err, w.r.describe())
 	}
 }
 
@@ -394,23 +394,25 @@ func (w *worker) opUnload(ctx context.Context) {
 	w.unload(ctx, "unload", raceless.UnloadOptions{}, 5, nil)
 }
 
-// opUnloadWait waits for references to drain. References of mounts last
-// until someone unmounts, so a module with superblocks alive is waited
-// for 5ms only; other waits end when the workers' bindings and files are
-// closed, well within the watchdog deadline.
+// opUnloadWait waits for references to drain. With the VFS, references
+// of mounts last until someone unmounts, and a mount that looked up its
+// type just before the unload began may attach while it waits: the wait
+// is bounded at 2ms (its expiry is the "patience" outcome). Without the
+// VFS every reference is a Binding or file a worker drops within a few
+// operations, so the wait runs under the watchdog: a lost wake-up is a
+// "hang".
 func (w *worker) opUnloadWait(ctx context.Context) {
 	w.releaseAll()
+	var patience func(*tmod) time.Duration
+	if w.r.ns != nil {
+		patience = func(*tmod) time.Duration { return 2 * time.Millisecond }
+	}
 	w.unload(ctx, "unload-wait", raceless.UnloadOptions{Wait: true, ProgressInterval: time.Millisecond,
 		Progress: func(p raceless.Progress) {
 			if p.Refs < 0 {
 				w.r.violate("ref-underflow", "unload progress of %s: %d refs", p.Module, p.Refs)
 			}
-		}}, 50, func(tm *tmod) time.Duration {
-		if tm != nil && tm.sbAlive.Load() > 0 {
-			return 5 * time.Millisecond
-		}
-		return 0
-	})
+		}}, 50, patience)
 }
 
 func (w *worker) opUnloadForce(ctx context.Context) {
