@@ -802,3 +802,66 @@ func TestFaultNoRegistrationAfterUnloadRace(t *testing.T) {
 	}
 	t.Logf("%d iterations", iterations)
 }
+
+// TestFaultReplaceUndoAfterNewInstanceUnloaded: while a hot swap waits for
+// the old instance's references, the new instance is live under the name.
+// An Unload of the name must then be refused (the replacement is in
+// progress), and when the swap is undone (its ctx ends) the old instance
+// must come back — never a panic inside the host.
+func TestFaultReplaceUndoAfterNewInstanceUnloaded(t *testing.T) {
+	ctx := faultCtx(t)
+	h := faultHost()
+	old := &fmod{name: "x", failAt: -1}
+	oldInst, err := h.Load(ctx, fsrc(old), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.Symbol(old.symA()) // keeps the swap waiting
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := make(chan *raceless.Instance, 1)
+	cancelSub := h.Subscribe(func(e raceless.Event) {
+		if e.State == raceless.StateLive && e.Instance != oldInst {
+			select {
+			case live <- e.Instance:
+			default:
+			}
+		}
+	})
+	defer cancelSub()
+	type result struct {
+		inst  *raceless.Instance
+		err   error
+		panic any
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { r.panic = recover(); done <- r }()
+		r.inst, r.err = h.Replace(rctx, "x", fsrc(&fmod{name: "x", failAt: -1}), nil)
+	}()
+	newInst := faultRecv(t, live, "the new instance going live")
+	uerr := h.Unload(ctx, "x", raceless.UnloadOptions{})
+	if uerr == nil {
+		t.Errorf("Unload of the name during a hot swap unloaded the new instance (%s)", newInst.State())
+	}
+	cancel()
+	r := faultRecv(t, done, "Replace")
+	if r.panic != nil {
+		b.Release()
+		t.Fatalf("Replace panicked while undoing the swap: %v (the host's lock is left held)", r.panic)
+	}
+	if !errors.Is(r.err, context.Canceled) {
+		t.Errorf("Replace: %v, want context.Canceled", r.err)
+	}
+	if oldInst.State() != raceless.StateLive {
+		t.Errorf("old instance %s after the undone swap, want live", oldInst.State())
+	}
+	callSym(t, h, old.symB())
+	b.Release()
+	if err := h.Unload(ctx, "x", raceless.UnloadOptions{}); err != nil {
+		t.Fatalf("unload: %v", err)
+	}
+}

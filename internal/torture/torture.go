@@ -223,7 +223,8 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 
 // watch waits for the end of the run, then for the workers, reporting a
 // worker stuck in one operation for more than twice the watchdog deadline.
-// It reports whether the workers never came back.
+// A stuck worker ends the run early. It reports whether the workers
+// never came back.
 func (r *runner) watch(runCtx context.Context, workersDone <-chan struct{}) bool {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -250,12 +251,16 @@ func (r *runner) watch(runCtx context.Context, workersDone <-chan struct{}) bool
 				if what != "" && now.Sub(since) > 2*r.opts.OpTimeout && !reported[w.id] {
 					reported[w.id] = true
 					r.violate("stuck", "worker %d stuck in %s for %v", w.id, what, now.Sub(since).Round(time.Millisecond))
+					if !stopped { // give up on the run: stop the others now
+						stopped, stopAt = true, now
+						close(r.stop)
+					}
 				}
 			}
-			if stopped && time.Since(stopAt) > 3*r.opts.OpTimeout {
-				buf := make([]byte, 1<<20)
+			if stopped && time.Since(stopAt) > 2*r.opts.OpTimeout {
+				buf := make([]byte, 32<<10) // the first goroutines are enough to see the wait
 				n := runtime.Stack(buf, true)
-				r.violate("stuck", "workers did not stop; goroutines:\n%s", buf[:n])
+				r.violate("stuck", "workers did not stop; goroutines (truncated):\n%s", buf[:n])
 				return true
 			}
 		}
@@ -327,6 +332,16 @@ func (r *runner) finalChecks(ctx context.Context) {
 		if n := m.held.Load(); n != 0 {
 			r.violate("refs-at-end", "%s: torture still counts %d bindings", m, n)
 		}
+	}
+}
+
+// stopping reports whether the run is over for the workers.
+func (r *runner) stopping() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -54,6 +54,7 @@ var opTable = []opEntry{
 	{"unload-force", 1, (*worker).opUnloadForce},
 	{"request", 7, (*worker).opRequest},
 	{"autoclean", 1, (*worker).opAutoclean},
+	{"replace", 2, (*worker).opReplace},
 }
 
 // fsOpTable is added to opTable unless Options.NoFS.
@@ -100,7 +101,7 @@ func (w *worker) run(ctx context.Context) {
 	limit := w.r.opts.Ops
 	ops := w.r.opMix
 	total := totalWeight(ops)
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !w.r.stopping() {
 		if limit > 0 && w.r.ops.Load() >= limit {
 			return
 		}
@@ -445,4 +446,39 @@ func (w *worker) opAutoclean(ctx context.Context) {
 	_, err := w.r.host.Autoclean(octx)
 	w.outcome("autoclean", err)
 	w.hung(octx, "autoclean", err)
+}
+
+// opReplace hot-swaps a module for a fresh instance of itself
+// (Host.Replace). The old instance's references must drain first, which
+// mounts may prevent: with the VFS the wait is bounded at 2ms (the swap is
+// then undone), without it the watchdog applies.
+func (w *worker) opReplace(ctx context.Context) {
+	w.releaseAll()
+	s := w.spec()
+	before, _ := w.r.host.Module(s.name)
+	octx, cancel := w.r.opContext(ctx)
+	defer cancel()
+	pctx := octx
+	if w.r.ns != nil {
+		var pcancel context.CancelFunc
+		pctx, pcancel = context.WithTimeout(octx, 2*time.Millisecond)
+		defer pcancel()
+	}
+	cctx, stop := w.withCancel(pctx, 10)
+	defer stop()
+	inst, err := w.r.host.Replace(cctx, s.name, s.src, nil)
+	if err != nil && pctx != octx && pctx.Err() != nil && octx.Err() == nil {
+		w.outcomes["replace/patience"]++
+	} else {
+		w.outcome("replace", err)
+		w.hung(octx, "replace "+s.name, err)
+	}
+	if err == nil {
+		if inst == before || inst.Name() != s.name {
+			w.r.violate("api", "Replace(%s) returned %v, the instance it replaced was %v", s.name, inst, before)
+		}
+		if before != nil && before.State() != raceless.StateGone {
+			w.r.violate("api", "Replace(%s) returned, the old instance is %s", s.name, before.State())
+		}
+	}
 }
