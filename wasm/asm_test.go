@@ -53,7 +53,7 @@ func tiny(o tinyOpts) []byte {
 		nimp = 1
 	}
 	b = append(b, section(3, vec([]byte{0}, []byte{0}))...) // two functions of type 0
-	b = append(b, section(5, vec([]byte{0, 1}))...)          // memory, min 1 page
+	b = append(b, section(5, vec([]byte{0, 1}))...)         // memory, min 1 page
 	var exps [][]byte
 	if !o.noInit {
 		exps = append(exps, append(str("raceless_init"), append([]byte{0}, leb(nimp)...)...))
@@ -65,7 +65,10 @@ func tiny(o tinyOpts) []byte {
 		exps = append(exps, append(str("memory"), 2, 0))
 	}
 	b = append(b, section(7, vec(exps...))...)
-	body := func(v int8) []byte { c := []byte{0, 0x41, byte(v) & 0x7f, 0x0b}; return append(leb(uint32(len(c))), c...) }
+	body := func(v int8) []byte {
+		c := []byte{0, 0x41, byte(v) & 0x7f, 0x0b}
+		return append(leb(uint32(len(c))), c...)
+	}
 	b = append(b, section(10, vec(body(0), body(o.exitCode)))...)
 	return b
 }

@@ -63,6 +63,13 @@
 // Config.CallTimeout < 0 turns deadlines off; forced unloads still
 // interrupt.
 //
+// Leaving native code at loop back edges matters for a second reason:
+// native code cannot be preempted by Go, so a spinning guest would hold
+// off a garbage collection's stop-the-world, which stops the watchdog as
+// well: the host would hang. The instrumented loops therefore also run
+// "memory.grow 0" every 65536 iterations, which wazero executes in Go (a
+// preemption point) and which changes nothing (TestCallDeadlineDuringGC).
+//
 // Closing the wazero module from another goroutine (api.Module.Close)
 // instead would not stop a guest without CloseOnContextDone (there is no
 // check compiled in), and with it would free the module's resources under

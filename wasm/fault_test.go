@@ -3,6 +3,7 @@ package wasm_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +62,35 @@ func TestCallDeadline(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("spin returned after %v", d)
 	}
+	checkFault(t, e, err, wasm.ErrLimit, "deadline")
+}
+
+// TestCallDeadlineDuringGC: a garbage collection that starts while a guest
+// spins must not wait for it forever. Native code cannot be preempted, so
+// without the loader's periodic yield the collection's stop-the-world would
+// stop the watchdog too, and this test would hang until go test's timeout.
+func TestCallDeadlineDuringGC(t *testing.T) {
+	cfg := wasmConfig()
+	cfg.CallTimeout = 300 * time.Millisecond
+	e := newEnv(t, cfg)
+	e.mustLoad(wasmtest.Provider, nil)
+	e.mustLoad(wasmtest.Misbehave, nil)
+	stop := make(chan struct{})
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.GC()
+			}
+		}
+	}()
+	_, err := e.call("spin")
+	close(stop)
+	<-gcDone
 	checkFault(t, e, err, wasm.ErrLimit, "deadline")
 }
 

@@ -12,6 +12,10 @@ import (
 // makes the guest trap (unreachable) at its next loop back edge.
 const interruptExport = "raceless_interrupt"
 
+// yieldEvery is how many loop iterations a guest runs between two points
+// at which Go can preempt it (see instrument): tens of microseconds.
+const yieldEvery int32 = 1 << 16
+
 // errInstrument is wrapped by the errors of instrument: the binary uses
 // an instruction the rewriter does not know (wazero would reject it too).
 var errInstrument = errors.New("cannot instrument")
@@ -36,7 +40,21 @@ var errInstrument = errors.New("cannot instrument")
 // ErrLimit or ErrGone. Like wazero's check, only loops are instrumented: a
 // guest that cannot loop finishes (or overflows its stack) on its own.
 //
-// Indices of existing globals do not change (the new one is the last).
+// Native code cannot be preempted by Go's scheduler: a guest spinning in
+// a loop would hold off a garbage collection's stop-the-world, which would
+// in turn stop the watchdog that is to interrupt it, and the whole host
+// would hang. So every yieldEvery loop iterations the check also runs
+// "memory.grow 0", which wazero executes in Go (a no-op that returns the
+// memory's size): a point at which the goroutine can be preempted. This is
+// what WithCloseOnContextDone's per-iteration exit to Go gives, at a
+// 65536th of the cost. A module without a memory has no such point.
+//
+//	global.get $budget  i32.const 1  i32.sub  global.set $budget
+//	global.get $budget  i32.eqz
+//	if  i32.const yieldEvery  global.set $budget
+//	    i32.const 0  memory.grow  drop  end
+//
+// Indices of existing globals do not change (the new ones are the last).
 // Only the global, export and code sections are rewritten; everything
 // else, custom sections included, is copied as is.
 func instrument(bin []byte) ([]byte, error) {
@@ -45,15 +63,22 @@ func instrument(bin []byte) ([]byte, error) {
 		return nil, err
 	}
 	var globalIdx uint32 // imported globals + defined globals = the new index
-	var haveGlobal, haveExport bool
+	var haveGlobal, haveExport, haveMemory bool
 	for _, s := range secs {
 		switch s.ID {
 		case 2:
-			n, err := importedGlobals(s.Payload)
+			n, mems, err := importedGlobals(s.Payload)
 			if err != nil {
 				return nil, fmt.Errorf("import section: %w", err)
 			}
 			globalIdx += n
+			haveMemory = haveMemory || mems > 0
+		case 5:
+			n, _, err := uleb(s.Payload)
+			if err != nil {
+				return nil, fmt.Errorf("memory section: %w", err)
+			}
+			haveMemory = haveMemory || n > 0
 		case 6:
 			n, _, err := uleb(s.Payload)
 			if err != nil {
@@ -74,8 +99,12 @@ func instrument(bin []byte) ([]byte, error) {
 	}
 
 	out := make([]byte, 0, len(bin)+len(bin)/16+64)
-	out = append(out, bin[:8]...)                     // header
-	newGlobal := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b} // (mut i32) (i32.const 0)
+	out = append(out, bin[:8]...) // header
+	// The interrupt flag (mut i32) (i32.const 0), then the yield budget
+	// (mut i32) (i32.const yieldEvery).
+	newGlobal := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b, 0x7f, 0x01, 0x41}
+	newGlobal = appendSleb32(newGlobal, yieldEvery)
+	newGlobal = append(newGlobal, 0x0b)
 	newExport := append(appendUleb(nil, uint32(len(interruptExport))), interruptExport...)
 	newExport = append(newExport, 0x03)
 	newExport = appendUleb(newExport, globalIdx)
@@ -86,12 +115,12 @@ func instrument(bin []byte) ([]byte, error) {
 	}
 	// appendEntry returns the payload of a vector section with one more
 	// entry: the count re-encoded, the old entries, then entry.
-	appendEntry := func(payload, entry []byte) ([]byte, error) {
+	appendEntry := func(payload, entry []byte, entries uint32) ([]byte, error) {
 		n, k, err := uleb(payload)
 		if err != nil {
 			return nil, err
 		}
-		p := appendUleb(make([]byte, 0, len(payload)+len(entry)+5), n+1)
+		p := appendUleb(make([]byte, 0, len(payload)+len(entry)+5), n+entries)
 		p = append(p, payload[k:]...)
 		return append(p, entry...), nil
 	}
@@ -101,7 +130,7 @@ func instrument(bin []byte) ([]byte, error) {
 		// section that must follow it.
 		if s.ID != 0 {
 			if !haveGlobal && !placed[6] && sectionRank(s.ID) > sectionRank(6) {
-				emit(6, append([]byte{1}, newGlobal...))
+				emit(6, append([]byte{2}, newGlobal...))
 				placed[6] = true
 			}
 			if !haveExport && !placed[7] && sectionRank(s.ID) > sectionRank(7) {
@@ -111,21 +140,21 @@ func instrument(bin []byte) ([]byte, error) {
 		}
 		switch s.ID {
 		case 6:
-			p, err := appendEntry(s.Payload, newGlobal)
+			p, err := appendEntry(s.Payload, newGlobal, 2)
 			if err != nil {
 				return nil, fmt.Errorf("global section: %w", err)
 			}
 			emit(6, p)
 			placed[6] = true
 		case 7:
-			p, err := appendEntry(s.Payload, newExport)
+			p, err := appendEntry(s.Payload, newExport, 1)
 			if err != nil {
 				return nil, fmt.Errorf("export section: %w", err)
 			}
 			emit(7, p)
 			placed[7] = true
 		case 10:
-			p, err := instrumentCode(s.Payload, globalIdx)
+			p, err := instrumentCode(s.Payload, globalIdx, haveMemory)
 			if err != nil {
 				return nil, fmt.Errorf("code section: %w", err)
 			}
@@ -135,7 +164,7 @@ func instrument(bin []byte) ([]byte, error) {
 		}
 	}
 	if !placed[6] {
-		emit(6, append([]byte{1}, newGlobal...))
+		emit(6, append([]byte{2}, newGlobal...))
 	}
 	if !placed[7] {
 		emit(7, append([]byte{1}, newExport...))
@@ -160,10 +189,9 @@ func sectionRank(id byte) int {
 }
 
 // importedGlobals counts the global imports of an import section.
-func importedGlobals(p []byte) (uint32, error) {
+func importedGlobals(p []byte) (globals, memories uint32, err error) {
 	r := reader{b: p}
 	n := r.u32()
-	var globals uint32
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		r.skip(int(r.u32())) // module
 		r.skip(int(r.u32())) // name
@@ -175,6 +203,7 @@ func importedGlobals(p []byte) (uint32, error) {
 			r.limits()
 		case 0x02: // memory: limits
 			r.limits()
+			memories++
 		case 0x03: // global: valtype, mutability
 			r.byte()
 			r.byte()
@@ -186,14 +215,26 @@ func importedGlobals(p []byte) (uint32, error) {
 			r.fail()
 		}
 	}
-	return globals, r.err
+	return globals, memories, r.err
 }
 
 // instrumentCode rewrites the code section's function bodies, adding the
 // interrupt check after each loop's block type.
-func instrumentCode(p []byte, global uint32) ([]byte, error) {
+func instrumentCode(p []byte, global uint32, yield bool) ([]byte, error) {
 	check := appendUleb([]byte{0x23}, global)     // global.get $interrupt
 	check = append(check, 0x04, 0x40, 0x00, 0x0b) // if unreachable end
+	if yield {
+		budget := global + 1
+		check = appendUleb(append(check, 0x23), budget) // global.get $budget
+		check = append(check, 0x41, 0x01, 0x6b)         // i32.const 1, i32.sub
+		check = appendUleb(append(check, 0x24), budget) // global.set $budget
+		check = appendUleb(append(check, 0x23), budget) // global.get $budget
+		check = append(check, 0x45, 0x04, 0x40, 0x41)   // i32.eqz, if, i32.const
+		check = appendSleb32(check, yieldEvery)         //   yieldEvery
+		check = appendUleb(append(check, 0x24), budget) //   global.set $budget
+		check = append(check, 0x41, 0x00, 0x40, 0x00)   //   i32.const 0, memory.grow 0
+		check = append(check, 0x1a, 0x0b)               //   drop, end
+	}
 	r := reader{b: p}
 	n := r.u32()
 	out := appendUleb(make([]byte, 0, len(p)+len(p)/16), n)
@@ -397,5 +438,17 @@ func appendUleb(b []byte, v uint32) []byte {
 			continue
 		}
 		return append(b, c)
+	}
+}
+
+// appendSleb32 appends v as a signed LEB128.
+func appendSleb32(b []byte, v int32) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v == 0 && c&0x40 == 0 || v == -1 && c&0x40 != 0 {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
 	}
 }
