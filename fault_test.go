@@ -865,3 +865,65 @@ func TestFaultReplaceUndoAfterNewInstanceUnloaded(t *testing.T) {
 		t.Fatalf("unload: %v", err)
 	}
 }
+
+// TestFaultReplaceUndoHonoursContext: when a hot swap is undone because
+// its ctx ended, Replace must return; it must not wait, with no deadline,
+// for references someone holds on the new instance (a Binding here; a
+// mount of its filesystem would hold one indefinitely).
+func TestFaultReplaceUndoHonoursContext(t *testing.T) {
+	ctx := faultCtx(t)
+	h := faultHost()
+	old := &fmod{name: "y", failAt: -1}
+	oldInst, err := h.Load(ctx, fsrc(old), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bOld, err := h.Symbol(old.symA()) // keeps the swap waiting
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := make(chan *raceless.Instance, 1)
+	cancelSub := h.Subscribe(func(e raceless.Event) {
+		if e.State == raceless.StateLive && e.Instance != oldInst {
+			select {
+			case live <- e.Instance:
+			default:
+			}
+		}
+	})
+	defer cancelSub()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Replace(rctx, "y", fsrc(&fmod{name: "y", failAt: -1}), nil)
+		done <- err
+	}()
+	newInst := faultRecv(t, live, "the new instance going live")
+	bNew, err := newInst.Acquire(raceless.KindSymbol, old.symA())
+	if err != nil {
+		t.Fatalf("acquire on the new instance: %v", err)
+	}
+	cancel()
+	timer := time.NewTimer(2 * time.Second)
+	defer timer.Stop()
+	returned := false
+	select {
+	case err := <-done:
+		returned = true
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Replace: %v, want context.Canceled", err)
+		}
+	case <-timer.C:
+		t.Errorf("Replace did not return 2s after its ctx ended: the undo waits, without a deadline, for the new instance's references")
+	}
+	bNew.Release()
+	if !returned {
+		if err := faultRecv(t, done, "Replace after the release"); err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Replace: %v", err)
+		}
+	}
+	bOld.Release()
+	if oldInst.State() != raceless.StateLive {
+		t.Errorf("old instance %s after the undone swap, want live", oldInst.State())
+	}
+}
