@@ -198,7 +198,9 @@ func (m *tmod) Stop() {
 func (m *tmod) noteForced() {
 	if inst := m.inst.Load(); inst != nil {
 		for _, t := range inst.Taints() {
-			if strings.Contains(t, "forced") {
+			// A forced unload, or an undone hot swap that unloads the
+			// new instance although its Exit refused (documented).
+			if strings.Contains(t, "forced") || strings.Contains(t, "undoing a replacement") {
 				m.forced.Store(true)
 				return
 			}

@@ -71,8 +71,8 @@ func (w *worker) opWasmUnload(ctx context.Context) {
 	}
 	w.outcome(op, err)
 	w.hung(octx, op+" "+name, err)
-	if err == nil && before != nil && before.State() != raceless.StateGone {
-		w.r.violate("api", "%s %s returned nil, instance is %s", op, name, before.State())
+	if err == nil && before != nil && before.State() == raceless.StateLive {
+		w.r.violate("api", "%s %s returned nil, instance %p is still live", op, name, before)
 	}
 }
 

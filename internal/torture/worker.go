@@ -386,8 +386,11 @@ func (w *worker) unload(ctx context.Context, op string, opts raceless.UnloadOpti
 		w.outcome(op, err)
 		w.hung(octx, op+" "+s.name, err)
 	}
-	if err == nil && before != nil && before.State() != raceless.StateGone {
-		w.r.violate("api", "%s %s returned nil, instance is %s", op, s.name, before.State())
+	// The unloaded instance is the name's current one, which need not be
+	// before (a hot swap may have moved the name to a new instance, or
+	// an undone one back to the old): only a live before is impossible.
+	if err == nil && before != nil && before.State() == raceless.StateLive {
+		w.r.violate("api", "%s %s returned nil, instance %p is still live", op, s.name, before)
 	}
 }
 
