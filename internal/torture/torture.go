@@ -42,6 +42,8 @@ type Options struct {
 	// NoFS leaves out the VFS operations (mount, umount, move, bind, open,
 	// read, stat, close).
 	NoFS bool
+	// NoReplace leaves hot swaps (Host.Replace) out of the mix.
+	NoReplace bool
 	// Wasm lists loadable modules to load, unload and call too.
 	Wasm []WasmModule
 	// Logger receives the host's log (default: discarded).
@@ -179,11 +181,19 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	}
 	r.host = raceless.New(raceless.WithLogger(opts.Logger), raceless.WithResolver(resolver{r}))
 	r.opMix = opTable
+	if opts.NoReplace {
+		r.opMix = nil
+		for _, o := range opTable {
+			if o.name != "replace" {
+				r.opMix = append(r.opMix, o)
+			}
+		}
+	}
 	if !opts.NoFS {
 		if err := r.setupFS(); err != nil {
 			return Report{Seed: r.seed}, err
 		}
-		r.opMix = append(append([]opEntry(nil), opTable...), fsOpTable...)
+		r.opMix = append(append([]opEntry(nil), r.opMix...), fsOpTable...)
 	}
 	if len(opts.Wasm) > 0 {
 		r.opMix = append(append([]opEntry(nil), r.opMix...), wasmOpTable...)
