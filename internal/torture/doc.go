@@ -1,6 +1,7 @@
 // Package torture is raceless's torture test, in the spirit of the Linux
 // kernel's rcutorture: it runs one Host and, from several goroutines at
-// once, random loads and unloads (plain, waiting, forced), demand requests,
+// once, random loads and unloads (plain, waiting, forced), hot swaps
+// (Host.Replace), demand requests,
 // autoclean sweeps, symbol calls through Bindings, hook calls, registry
 // lookups and lsmod-style inspection, and VFS operations (mount, umount,
 // lazy umount, move, bind, open, read, stat, close on filesystem types the
