@@ -298,6 +298,9 @@ func (h *Host) addDep(user, owner *Instance) error {
 	if s := user.State(); s != StateComing && s != StateLive {
 		return fmt.Errorf("%s is %s: %w", user.name, s, ErrNotLive)
 	}
+	if s := owner.State(); s != StateLive {
+		return fmt.Errorf("%s is %s: %w", owner.name, s, ErrNotLive)
+	}
 	if !owner.TryGet() {
 		return stateErr(owner)
 	}

@@ -187,9 +187,13 @@ func (h *Host) initialize(ctx context.Context, m *Instance, src Source, lo loadO
 		// registration of the old one in the same step in which the old
 		// one stops accepting references (see Replace).
 		h.byName[m.name] = m
-		h.setState(old, StateGoing)
+		m.unloading = true // Replace owns it until the old one is gone
+		// The snapshot store precedes the kill: a TryGet that fails
+		// because of this kill is followed, in Acquire, by a lookup
+		// that finds the new registration.
 		h.reg.swap(old.registrations(), regs)
 		old.refs.Kill()
+		h.setState(old, StateGoing)
 	} else {
 		h.reg.publish(regs)
 	}

@@ -70,6 +70,9 @@ func (h *Host) Replace(ctx context.Context, name string, src Source, params map[
 	h.reg.drop(oldRegs)
 	h.releaseDeps(old)
 	h.finishGone(old)
+	h.mu.Lock()
+	m.unloading = false // now an ordinary live module
+	h.mu.Unlock()
 	h.log.Info("module replaced", "module", name, "from", old.key, "to", m.key)
 	return m, nil
 }
@@ -98,24 +101,43 @@ func (h *Host) drainReplaced(ctx context.Context, old *Instance) error {
 
 // undoReplace puts the old instance of a failed hot swap back, live and
 // published, and unloads the new one (forcing it if its own Exit refuses:
-// it served for a moment only).
+// it served for a moment only). The new instance's references, taken by
+// callers during the moment it was published, are waited for while ctx
+// allows; past that, its teardown finishes in the background when the last
+// of them is dropped, as for a failed Init.
 func (h *Host) undoReplace(ctx context.Context, old, m *Instance, oldRegs []*registration) {
 	h.mu.Lock()
+	// Revive, swap back, kill: a lookup racing the undo finds an
+	// instance that accepts references, as in the swap itself.
+	old.refs.Revive()
 	h.reg.swap(m.registrations(), oldRegs)
 	m.refs.Kill()
-	h.setState(m, StateGoing)
-	m.unloading = true
+	h.setState(m, StateGoing) // m.unloading stays set: no Unload of it
 	h.byName[old.name] = old
-	old.refs.Revive()
 	old.unloading = false
 	h.setState(old, StateLive)
+	if old.restored != nil {
+		close(old.restored)
+		old.restored = nil
+	}
 	h.mu.Unlock()
 	h.emit(old, StateLive)
 	h.emit(m, StateGoing)
 
-	bg := context.WithoutCancel(ctx)
-	_ = h.grace.Synchronize(bg)
-	_ = m.refs.WaitZero(bg)
+	_ = h.grace.Synchronize(context.WithoutCancel(ctx))
+	if m.refs.WaitZero(ctx) != nil {
+		go func() {
+			_ = m.refs.WaitZero(context.Background())
+			h.finishUndone(m)
+		}()
+		return
+	}
+	h.finishUndone(m)
+}
+
+// finishUndone runs Stop and Exit of the new instance of an undone swap,
+// once its references are gone, and frees it.
+func (h *Host) finishUndone(m *Instance) {
 	if s, ok := m.mod.(Stopper); ok {
 		callSafely(m, "stop", s.Stop)
 	}

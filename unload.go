@@ -76,12 +76,14 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 			return &BusyError{Module: m.name, Refs: n, Reason: "in use"}
 		}
 	}
+	// 1. New references are refused, in the same critical section as the
+	// state change: addDep (under h.mu) sees a live module that accepts
+	// references, or a going one that refuses them, never a going one
+	// that still accepts them.
 	m.unloading = true
+	m.refs.Kill()
 	h.setState(m, StateGoing)
 	h.mu.Unlock()
-
-	// 1. New references are refused.
-	m.refs.Kill()
 	h.collectUnderflows(m)
 	if h.hooks.afterKill != nil {
 		h.hooks.afterKill(m)
