@@ -16,6 +16,10 @@ const interruptExport = "raceless_interrupt"
 // at which Go can preempt it (see instrument): tens of microseconds.
 const yieldEvery int32 = 1 << 16
 
+// noMemory is the payload of the memory section given to a module that has
+// none: one memory of 0 pages, at most 0.
+var noMemory = []byte{0x01, 0x01, 0x00, 0x00}
+
 // errInstrument is wrapped by the errors of instrument: the binary uses
 // an instruction the rewriter does not know (wazero would reject it too).
 var errInstrument = errors.New("cannot instrument")
@@ -47,7 +51,8 @@ var errInstrument = errors.New("cannot instrument")
 // "memory.grow 0", which wazero executes in Go (a no-op that returns the
 // memory's size): a point at which the goroutine can be preempted. This is
 // what WithCloseOnContextDone's per-iteration exit to Go gives, at a
-// 65536th of the cost. A module without a memory has no such point.
+// 65536th of the cost. A module without a memory gets an empty one
+// (0 pages, at most 0) for this: it cannot have used memory instructions.
 //
 //	global.get $budget  i32.const 1  i32.sub  global.set $budget
 //	global.get $budget  i32.eqz
@@ -129,6 +134,10 @@ func instrument(bin []byte) ([]byte, error) {
 		// A missing global or export section goes before the first
 		// section that must follow it.
 		if s.ID != 0 {
+			if !haveMemory && !placed[5] && sectionRank(s.ID) > sectionRank(5) {
+				emit(5, noMemory)
+				placed[5] = true
+			}
 			if !haveGlobal && !placed[6] && sectionRank(s.ID) > sectionRank(6) {
 				emit(6, append([]byte{2}, newGlobal...))
 				placed[6] = true
@@ -154,7 +163,7 @@ func instrument(bin []byte) ([]byte, error) {
 			emit(7, p)
 			placed[7] = true
 		case 10:
-			p, err := instrumentCode(s.Payload, globalIdx, haveMemory)
+			p, err := instrumentCode(s.Payload, globalIdx)
 			if err != nil {
 				return nil, fmt.Errorf("code section: %w", err)
 			}
@@ -162,6 +171,9 @@ func instrument(bin []byte) ([]byte, error) {
 		default:
 			out = append(out, bin[s.Start:s.End]...)
 		}
+	}
+	if !haveMemory && !placed[5] {
+		emit(5, noMemory)
 	}
 	if !placed[6] {
 		emit(6, append([]byte{2}, newGlobal...))
@@ -220,10 +232,10 @@ func importedGlobals(p []byte) (globals, memories uint32, err error) {
 
 // instrumentCode rewrites the code section's function bodies, adding the
 // interrupt check after each loop's block type.
-func instrumentCode(p []byte, global uint32, yield bool) ([]byte, error) {
+func instrumentCode(p []byte, global uint32) ([]byte, error) {
 	check := appendUleb([]byte{0x23}, global)     // global.get $interrupt
 	check = append(check, 0x04, 0x40, 0x00, 0x0b) // if unreachable end
-	if yield {
+	{
 		budget := global + 1
 		check = appendUleb(append(check, 0x23), budget) // global.get $budget
 		check = append(check, 0x41, 0x01, 0x6b)         // i32.const 1, i32.sub

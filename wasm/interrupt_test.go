@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -41,6 +42,13 @@ func TestInstrumentInterrupts(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { _, err := m.ExportedFunction("spin").Call(ctx); done <- err }()
+	// Garbage collections while it spins: a spinning guest without a
+	// preemption point (this module has no memory of its own: instrument
+	// gives it an empty one for "memory.grow 0") would hold off their
+	// stop-the-world, and with it the timer below, for ever.
+	for range 3 {
+		runtime.GC()
+	}
 	select {
 	case err := <-done:
 		t.Fatalf("spin returned early: %v", err)
