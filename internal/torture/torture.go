@@ -70,7 +70,7 @@ type Report struct {
 	ByKind     map[string]int64 `json:"by_kind"`
 	Seed       int64            `json:"seed"`
 	Seconds    float64          `json:"seconds"`
-	OpsPerSec  float64          `json:"opMixper_sec"`
+	OpsPerSec  float64          `json:"ops_per_sec"`
 	Workers    int              `json:"workers"`
 	Modules    int              `json:"modules"`
 	// OpCounts counts operations by kind; Outcomes counts their results

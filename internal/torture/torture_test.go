@@ -65,7 +65,7 @@ func TestReportJSON(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"ops", "violations", "by_kind", "seed", "opMixper_sec"} {
+	for _, k := range []string{"ops", "violations", "by_kind", "seed", "ops_per_sec"} {
 		if _, ok := got[k]; !ok {
 			t.Errorf("JSON report lacks %q: %s", k, buf.String())
 		}
