@@ -198,6 +198,9 @@ type Config struct {
 	InitFailPct   int           // chance an Init fails
 	ExitRefusePct int           // chance an Exit refuses
 	OpTimeout     time.Duration // deadline of every call (default 2s)
+	// NoMounts leaves mount and umount out of the history (their share
+	// of the mix goes to Acquire).
+	NoMounts bool
 }
 
 // Generate runs one random concurrent history against a fresh Host and
@@ -294,6 +297,9 @@ func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recor
 	for i := 0; i < cfg.OpsPerClient; i++ {
 		name := cfg.Names[rng.IntN(len(cfg.Names))]
 		p := rng.IntN(100)
+		if cfg.NoMounts && p >= 84 && p < 96 {
+			p = 40 + p%38 // the Acquire/Put band instead
+		}
 		if p >= 40 && p < 78 {
 			if len(hold) >= 2 || len(hold) > 0 && p >= 65 {
 				put(rng.IntN(len(hold)))
