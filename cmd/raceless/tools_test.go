@@ -22,7 +22,7 @@ func TestTorture(t *testing.T) {
 }
 
 func TestBench(t *testing.T) {
-	runCmd(t, "", nil, "raceless", "bench", "nope").fails(t, 2, `bench: ERROR: unknown benchmark "nope" (calls or wasm) (usage: bench calls|wasm [--json])`)
+	runCmd(t, "", nil, "raceless", "bench", "nope").fails(t, 2, `bench: ERROR: unknown benchmark "nope" (calls, wasm or swap) (usage: bench calls|wasm|swap [--json])`)
 	if testing.Short() || raceEnabled {
 		t.Skip("the benchmarks take seconds; run without -short and -race")
 	}
