@@ -480,7 +480,12 @@ func (w *worker) opReplace(ctx context.Context) {
 		if inst == before || inst.Name() != s.name {
 			w.r.violate("api", "Replace(%s) returned %v, the instance it replaced was %v", s.name, inst, before)
 		}
-		if before != nil && before.State() != raceless.StateGone {
+		// before is what Module returned before the call; another
+		// worker's swap may have made it something else than the
+		// instance this Replace took over (an undone swap's new
+		// instance, still going while its references drain). What must
+		// hold: it is not live beside the new instance.
+		if before != nil && before != inst && before.State() == raceless.StateLive {
 			w.r.violate("api", "Replace(%s) returned, the old instance is %s", s.name, before.State())
 		}
 	}
