@@ -301,6 +301,12 @@ func (h *Host) addDep(user, owner *Instance) error {
 	if s := owner.State(); s != StateLive {
 		return fmt.Errorf("%s is %s: %w", owner.name, s, ErrNotLive)
 	}
+	if owner.unloading {
+		// Being replaced (Replace checked for holders when it began
+		// and swaps without looking again): a new holder would keep
+		// the old instance, and the swap, waiting for ever.
+		return fmt.Errorf("%s is being replaced: %w", owner.name, ErrNotLive)
+	}
 	if !owner.TryGet() {
 		return stateErr(owner)
 	}

@@ -111,7 +111,7 @@ type Ref struct {
 	// Read-mostly line: the fast path reads slots and shift.
 	slots []slot        // counter slots, chosen by percpu.Spread
 	shift uint          // percpu.Spread() >> shift indexes slots
-	mode  atomic.Uint32 // modeLive or modeDead; written under mu by Kill/Revive; not read by the fast path
+	mode  atomic.Uint32 // modeLive or modeDead; written under mu by Kill/Revive; read first by TryGet
 	_     [percpu.CacheLine - 24 - 8 - 4]byte
 
 	shared atomic.Int64 // dead: the exact count; live: bias + slow-path operations
@@ -153,6 +153,14 @@ func (r *Ref) slot() *atomic.Uint64 {
 // TryGet takes a reference unless the Ref has been killed (or was created
 // dead and not revived).
 func (r *Ref) TryGet() bool {
+	// Kill stores modeDead before it swaps the first slot: reading it
+	// here makes Kill take effect at one instant for every slot (without
+	// it, a TryGet could fail on a swapped slot and a later one succeed
+	// on a slot not swapped yet: safe, as Kill counts it, but not
+	// linearizable). A load of a read-mostly line, no shared write.
+	if r.mode.Load() == modeDead {
+		return false
+	}
 	s := r.slot()
 	v := s.Add(1)
 	if v&deadBit == 0 {
