@@ -116,6 +116,25 @@ func TestCallerContext(t *testing.T) {
 	}
 }
 
+// TestModuleMemoryLimit: one module's own limit, below the Loader's; the
+// other modules of the Loader are not bound by it.
+func TestModuleMemoryLimit(t *testing.T) {
+	e := newEnv(t, wasmConfig())
+	e.mustLoad(wasmtest.Provider, nil)
+	src, err := e.l.Open(wasmtest.Build(t, wasmtest.Misbehave))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.Load(context.Background(), src.WithMemoryLimit(512), nil); err != nil { // 32 MiB
+		t.Fatal(err)
+	}
+	if _, err := e.call("eat", 8); err != nil {
+		t.Fatalf("eat 8 MiB: %v", err)
+	}
+	_, err = e.call("eat", 64)
+	checkFault(t, e, err, wasm.ErrLimit, "memory")
+}
+
 func TestMemoryLimit(t *testing.T) {
 	cfg := wasmConfig()
 	cfg.MemoryLimitPages = 1024 // 64 MiB

@@ -217,6 +217,19 @@ type Source struct {
 	bin  []byte
 	sum  string
 	info raceless.Info
+	// memLimit is this module's memory limit in pages; 0 means the
+	// Loader's (Config.MemoryLimitPages), which also caps it.
+	memLimit uint32
+}
+
+// WithMemoryLimit returns a copy of s whose instances may grow their linear
+// memory to at most pages 64 KiB pages (0: the Loader's limit, which also
+// caps pages). A guest that asks for more gets a failed memory.grow: a Go
+// guest then dies "out of memory", and the call fails with ErrLimit.
+func (s *Source) WithMemoryLimit(pages uint32) *Source {
+	c := *s
+	c.memLimit = pages
+	return &c
 }
 
 var _ raceless.Source = (*Source)(nil)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/tetratelabs/wazero/experimental"
 	"io"
 	"log/slog"
 	"strings"
@@ -117,7 +118,11 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 		WithStdout(&in.out).WithStderr(&in.out).
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
 		WithRandSource(rand.Reader)
-	mod, err := l.rt.InstantiateModule(in.ctx, c.cm, cfg)
+	ictx := in.ctx
+	if src.memLimit > 0 && src.memLimit < l.cfg.MemoryLimitPages {
+		ictx = experimental.WithMemoryAllocator(ictx, limitAllocator(uint64(src.memLimit)*wasmPage))
+	}
+	mod, err := l.rt.InstantiateModule(ictx, c.cm, cfg)
 	if err == nil {
 		if in.interrupt, _ = mod.ExportedGlobal(interruptExport).(api.MutableGlobal); in.interrupt == nil {
 			err = fmt.Errorf("no interrupt flag %q", interruptExport) // cannot happen: instrument adds it
