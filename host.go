@@ -37,6 +37,14 @@ type Host struct {
 	underflows atomic.Int64
 	requests   requester
 
+	// detached counts instances torn down in the background (the new
+	// instance of an undone hot swap, waiting for its references);
+	// Shutdown waits for them and, past its deadline, cancels
+	// detachedCtx to force them.
+	detached      sync.WaitGroup
+	detachedCtx   context.Context
+	detachedForce context.CancelFunc
+
 	hooks testHooks
 }
 
@@ -80,6 +88,7 @@ func New(opts ...Option) *Host {
 		o(h)
 	}
 	h.requests.init()
+	h.detachedCtx, h.detachedForce = context.WithCancel(context.Background())
 	return h
 }
 

@@ -126,8 +126,14 @@ func (h *Host) undoReplace(ctx context.Context, old, m *Instance, oldRegs []*reg
 
 	_ = h.grace.Synchronize(context.WithoutCancel(ctx))
 	if m.refs.WaitZero(ctx) != nil {
+		h.detached.Add(1)
 		go func() {
-			_ = m.refs.WaitZero(context.Background())
+			defer h.detached.Done()
+			if m.refs.WaitZero(h.detachedCtx) != nil {
+				reason := fmt.Sprintf("forced at shutdown: %s (an undone replacement) with %d references", m.name, m.refs.Count())
+				m.Taint(reason)
+				h.taint(reason)
+			}
 			h.finishUndone(m)
 		}()
 		return

@@ -218,6 +218,7 @@ func (h *Host) Shutdown(ctx context.Context) (forced []string, err error) {
 	for {
 		mods := h.Modules()
 		if len(mods) == 0 {
+			h.waitDetached(ctx)
 			return forced, nil
 		}
 		var errs []error
@@ -266,5 +267,18 @@ func (h *Host) Shutdown(ctx context.Context) (forced []string, err error) {
 		case <-ctx.Done():
 			t.Stop()
 		}
+	}
+}
+
+// waitDetached waits for the instances torn down in the background, forcing
+// them once ctx is done.
+func (h *Host) waitDetached(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { h.detached.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		h.detachedForce()
+		<-done
 	}
 }
