@@ -20,13 +20,13 @@ func exportNames(b []byte) (map[string]byte, error) {
 			continue
 		}
 		p := s.Payload
-		n, k, err := uleb(p)
+		n, k, err := modinfo.Uleb32(p)
 		if err != nil {
 			return nil, err
 		}
 		p = p[k:]
 		for i := uint32(0); i < n; i++ {
-			l, k, err := uleb(p)
+			l, k, err := modinfo.Uleb32(p)
 			if err != nil || uint64(l) > uint64(len(p)-k) {
 				return nil, fmt.Errorf("export section: %w", modinfo.ErrTruncated)
 			}
@@ -36,7 +36,7 @@ func exportNames(b []byte) (map[string]byte, error) {
 				return nil, fmt.Errorf("export section: %w", modinfo.ErrTruncated)
 			}
 			kind := p[0]
-			if _, k, err = uleb(p[1:]); err != nil {
+			if _, k, err = modinfo.Uleb32(p[1:]); err != nil {
 				return nil, fmt.Errorf("export section: %w", err)
 			}
 			p = p[1+k:]
@@ -44,19 +44,4 @@ func exportNames(b []byte) (map[string]byte, error) {
 		}
 	}
 	return out, nil
-}
-
-func uleb(b []byte) (uint32, int, error) {
-	var v uint32
-	for i := 0; i < 5 && i < len(b); i++ {
-		c := b[i]
-		if i == 4 && c > 0x0f {
-			break
-		}
-		v |= uint32(c&0x7f) << (7 * i)
-		if c&0x80 == 0 {
-			return v, i + 1, nil
-		}
-	}
-	return 0, 0, modinfo.ErrTruncated
 }

@@ -79,13 +79,13 @@ func instrument(bin []byte) ([]byte, error) {
 			globalIdx += n
 			haveMemory = haveMemory || mems > 0
 		case 5:
-			n, _, err := uleb(s.Payload)
+			n, _, err := modinfo.Uleb32(s.Payload)
 			if err != nil {
 				return nil, fmt.Errorf("memory section: %w", err)
 			}
 			haveMemory = haveMemory || n > 0
 		case 6:
-			n, _, err := uleb(s.Payload)
+			n, _, err := modinfo.Uleb32(s.Payload)
 			if err != nil {
 				return nil, fmt.Errorf("global section: %w", err)
 			}
@@ -110,22 +110,22 @@ func instrument(bin []byte) ([]byte, error) {
 	newGlobal := []byte{0x7f, 0x01, 0x41, 0x00, 0x0b, 0x7f, 0x01, 0x41}
 	newGlobal = appendSleb32(newGlobal, yieldEvery)
 	newGlobal = append(newGlobal, 0x0b)
-	newExport := append(appendUleb(nil, uint32(len(interruptExport))), interruptExport...)
+	newExport := append(modinfo.AppendUleb32(nil, uint32(len(interruptExport))), interruptExport...)
 	newExport = append(newExport, 0x03)
-	newExport = appendUleb(newExport, globalIdx)
+	newExport = modinfo.AppendUleb32(newExport, globalIdx)
 	emit := func(id byte, payload []byte) {
 		out = append(out, id)
-		out = appendUleb(out, uint32(len(payload)))
+		out = modinfo.AppendUleb32(out, uint32(len(payload)))
 		out = append(out, payload...)
 	}
 	// appendEntry returns the payload of a vector section with one more
 	// entry: the count re-encoded, the old entries, then entry.
 	appendEntry := func(payload, entry []byte, entries uint32) ([]byte, error) {
-		n, k, err := uleb(payload)
+		n, k, err := modinfo.Uleb32(payload)
 		if err != nil {
 			return nil, err
 		}
-		p := appendUleb(make([]byte, 0, len(payload)+len(entry)+5), n+entries)
+		p := modinfo.AppendUleb32(make([]byte, 0, len(payload)+len(entry)+5), n+entries)
 		p = append(p, payload[k:]...)
 		return append(p, entry...), nil
 	}
@@ -233,23 +233,23 @@ func importedGlobals(p []byte) (globals, memories uint32, err error) {
 // instrumentCode rewrites the code section's function bodies, adding the
 // interrupt check after each loop's block type.
 func instrumentCode(p []byte, global uint32) ([]byte, error) {
-	check := appendUleb([]byte{0x23}, global)     // global.get $interrupt
-	check = append(check, 0x04, 0x40, 0x00, 0x0b) // if unreachable end
+	check := modinfo.AppendUleb32([]byte{0x23}, global) // global.get $interrupt
+	check = append(check, 0x04, 0x40, 0x00, 0x0b)       // if unreachable end
 	{
 		budget := global + 1
-		check = appendUleb(append(check, 0x23), budget) // global.get $budget
-		check = append(check, 0x41, 0x01, 0x6b)         // i32.const 1, i32.sub
-		check = appendUleb(append(check, 0x24), budget) // global.set $budget
-		check = appendUleb(append(check, 0x23), budget) // global.get $budget
-		check = append(check, 0x45, 0x04, 0x40, 0x41)   // i32.eqz, if, i32.const
-		check = appendSleb32(check, yieldEvery)         //   yieldEvery
-		check = appendUleb(append(check, 0x24), budget) //   global.set $budget
-		check = append(check, 0x41, 0x00, 0x40, 0x00)   //   i32.const 0, memory.grow 0
-		check = append(check, 0x1a, 0x0b)               //   drop, end
+		check = modinfo.AppendUleb32(append(check, 0x23), budget) // global.get $budget
+		check = append(check, 0x41, 0x01, 0x6b)                   // i32.const 1, i32.sub
+		check = modinfo.AppendUleb32(append(check, 0x24), budget) // global.set $budget
+		check = modinfo.AppendUleb32(append(check, 0x23), budget) // global.get $budget
+		check = append(check, 0x45, 0x04, 0x40, 0x41)             // i32.eqz, if, i32.const
+		check = appendSleb32(check, yieldEvery)                   //   yieldEvery
+		check = modinfo.AppendUleb32(append(check, 0x24), budget) //   global.set $budget
+		check = append(check, 0x41, 0x00, 0x40, 0x00)             //   i32.const 0, memory.grow 0
+		check = append(check, 0x1a, 0x0b)                         //   drop, end
 	}
 	r := reader{b: p}
 	n := r.u32()
-	out := appendUleb(make([]byte, 0, len(p)+len(p)/16), n)
+	out := modinfo.AppendUleb32(make([]byte, 0, len(p)+len(p)/16), n)
 	var body []byte
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		size := int(r.u32())
@@ -277,7 +277,7 @@ func instrumentCode(p []byte, global uint32) ([]byte, error) {
 			return nil, fmt.Errorf("function %d: %w", i, f.err)
 		}
 		body = append(body, f.b[from:end]...)
-		out = appendUleb(out, uint32(len(body)))
+		out = modinfo.AppendUleb32(out, uint32(len(body)))
 		out = append(out, body...)
 	}
 	if r.err != nil {
@@ -324,7 +324,7 @@ func (r *reader) skip(n int) {
 
 // u32 reads an unsigned LEB128 of at most 32 bits.
 func (r *reader) u32() uint32 {
-	v, k, err := uleb(r.b[min(r.i, len(r.b)):])
+	v, k, err := modinfo.Uleb32(r.b[min(r.i, len(r.b)):])
 	if err != nil {
 		r.fail()
 		return 0
@@ -439,18 +439,6 @@ func (r *reader) unknown(op byte, sub uint32) {
 		r.err = fmt.Errorf("opcode 0x%02x %d at offset %d: %w", op, sub, r.i, errInstrument)
 	}
 	r.i = len(r.b)
-}
-
-func appendUleb(b []byte, v uint32) []byte {
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v != 0 {
-			b = append(b, c|0x80)
-			continue
-		}
-		return append(b, c)
-	}
 }
 
 // appendSleb32 appends v as a signed LEB128.

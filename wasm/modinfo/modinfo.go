@@ -91,7 +91,7 @@ func Sections(b []byte) ([]Section, error) {
 		start := off
 		id := b[off]
 		off++
-		size, n, err := uleb32(b[off:])
+		size, n, err := Uleb32(b[off:])
 		if err != nil {
 			return nil, fmt.Errorf("section at offset %d: %w", start, err)
 		}
@@ -102,7 +102,7 @@ func Sections(b []byte) ([]Section, error) {
 		end := off + int(size)
 		s := Section{ID: id, Start: start, End: end, Payload: b[off:end]}
 		if id == 0 {
-			nlen, n, err := uleb32(s.Payload)
+			nlen, n, err := Uleb32(s.Payload)
 			if err != nil || uint64(nlen) > uint64(len(s.Payload)-n) {
 				return nil, fmt.Errorf("custom section at offset %d: bad name: %w", start, ErrTruncated)
 			}
@@ -115,8 +115,9 @@ func Sections(b []byte) ([]Section, error) {
 	return out, nil
 }
 
-// uleb32 decodes an unsigned LEB128 number of at most 32 bits.
-func uleb32(b []byte) (uint32, int, error) {
+// Uleb32 decodes an unsigned LEB128 number of at most 32 bits, returning it
+// and the bytes it used; ErrTruncated if b ends early or it overflows.
+func Uleb32(b []byte) (uint32, int, error) {
 	var v uint32
 	for i := 0; i < 5; i++ {
 		if i >= len(b) {
@@ -134,7 +135,8 @@ func uleb32(b []byte) (uint32, int, error) {
 	return 0, 0, ErrTruncated
 }
 
-func appendUleb32(b []byte, v uint32) []byte {
+// AppendUleb32 appends v as an unsigned LEB128.
+func AppendUleb32(b []byte, v uint32) []byte {
 	for {
 		c := byte(v & 0x7f)
 		v >>= 7
@@ -199,11 +201,11 @@ func Append(b []byte, info raceless.Info) ([]byte, error) {
 		}
 		out = append(out, b[s.Start:s.End]...)
 	}
-	body := appendUleb32(nil, uint32(len(SectionName)))
+	body := AppendUleb32(nil, uint32(len(SectionName)))
 	body = append(body, SectionName...)
 	body = append(body, payload...)
 	out = append(out, 0)
-	out = appendUleb32(out, uint32(len(body)))
+	out = AppendUleb32(out, uint32(len(body)))
 	return append(out, body...), nil
 }
 
