@@ -107,3 +107,50 @@ func ExampleHost_Unload_wait() {
 	// waiting for 1 reference(s) on greeter
 	// <nil> gone
 }
+
+// adder is a native module exporting a Func, the language-neutral symbol
+// type that wasm modules export too.
+type adder struct{}
+
+func (adder) Init(k *raceless.Kernel) error {
+	return k.Export("add", raceless.Func(func(_ context.Context, args ...uint64) ([]uint64, error) {
+		return []uint64{args[0] + args[1]}, nil
+	}))
+}
+
+func (adder) Exit() (int, error) { return 0, nil }
+
+// A Handle calls a symbol repeatedly: the name is looked up once, and each
+// call takes the owner's reference for its own length only, so the module
+// stays unloadable between calls, and the handle follows it across reloads.
+func ExampleHandle() {
+	ctx := context.Background()
+	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	adderSource := raceless.Native(raceless.Info{Name: "adder"}, func() raceless.Module { return adder{} })
+
+	add := host.Handle(raceless.KindSymbol, "add")
+	_, err := add.Call(ctx, 1, 2)
+	fmt.Println(errors.Is(err, raceless.ErrNotFound)) // not loaded yet
+
+	if _, err := host.Load(ctx, adderSource, nil); err != nil {
+		fmt.Println(err)
+		return
+	}
+	r, err := add.Call(ctx, 1, 2)
+	fmt.Println(r, err)
+
+	// No reference is held between calls: the module unloads, and loads
+	// again, under the same handle.
+	fmt.Println(host.Unload(ctx, "adder", raceless.UnloadOptions{}))
+	if _, err := host.Load(ctx, adderSource, nil); err != nil {
+		fmt.Println(err)
+		return
+	}
+	r, err = add.Call(ctx, 20, 22)
+	fmt.Println(r, err)
+	// Output:
+	// true
+	// [3] <nil>
+	// <nil>
+	// [42] <nil>
+}

@@ -123,3 +123,25 @@ func (g *gate) reached(t testing.TB) { waitFor(t, g.arrived, "gate") }
 func (g *gate) release()             { close(g.resume) }
 
 func runtimeGosched() { runtime.Gosched() }
+
+// hammer runs f in a loop on n goroutines until the returned stop is
+// called; stop waits for them.
+func hammer(n int, f func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				f()
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
+}

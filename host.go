@@ -122,22 +122,28 @@ func (h *Host) Modules() []*Instance {
 // looks again: if a hot swap (Replace) published a new owner meanwhile, it
 // gets that one, so no call fails during a swap.
 func (h *Host) Acquire(kind Kind, name string) (Binding, error) {
-	key := regKey{kind, name}
-	reg := h.reg.snap.Load().named[key]
+	b, _, err := h.acquire(kind, name)
+	return b, err
+}
+
+// acquire is Acquire, also returning the registration it found (nil if
+// none) for Handle's cache.
+func (h *Host) acquire(kind Kind, name string) (Binding, *registration, error) {
+	reg := h.reg.snap.Load().lookup(kind, name)
 	for {
 		if reg == nil {
-			return Binding{}, modErr("acquire", name, fmt.Errorf("%s: %w", kind, ErrNotFound))
+			return Binding{}, nil, modErr("acquire", name, fmt.Errorf("%s: %w", kind, ErrNotFound))
 		}
 		if reg.owner.TryGet() {
-			return Binding{Value: reg.value, Owner: reg.owner}, nil
+			return Binding{Value: reg.value, Owner: reg.owner}, reg, nil
 		}
 		// The owner's Kill is ordered after the swap's snapshot store
 		// (both under Host.mu in that order), so a TryGet that failed
 		// because of a swap is followed by a load that sees the new
 		// snapshot.
-		next := h.reg.snap.Load().named[key]
+		next := h.reg.snap.Load().lookup(kind, name)
 		if next == reg {
-			return Binding{}, modErr("acquire", name, stateErr(reg.owner))
+			return Binding{}, reg, modErr("acquire", name, stateErr(reg.owner))
 		}
 		reg = next
 	}

@@ -105,10 +105,16 @@ func (m *Instance) TryGet() bool {
 	if !m.refs.TryGet() {
 		return false
 	}
-	if !m.used.Load() { // read first: keep the common path free of shared writes
+	m.noteUse()
+	return true
+}
+
+// noteUse marks the module used (for autoclean) after a reference was
+// taken. It reads first, to keep the common path free of shared writes.
+func (m *Instance) noteUse() {
+	if !m.used.Load() {
 		m.used.Store(true)
 	}
-	return true
 }
 
 // Put drops a reference taken by TryGet (or Kernel.Get). A Put without a Get
@@ -185,7 +191,7 @@ func (m *Instance) Acquire(kind Kind, name string) (Binding, error) {
 	if m.State() == StateGone {
 		return Binding{}, modErr("acquire", m.name, ErrGone)
 	}
-	reg := m.host.reg.snap.Load().named[regKey{kind, name}]
+	reg := m.host.reg.snap.Load().lookup(kind, name)
 	if reg == nil || reg.owner != m {
 		return Binding{}, modErr("acquire", name, fmt.Errorf("%s of %s: %w", kind, m.name, ErrNotFound))
 	}

@@ -44,7 +44,8 @@ func (k *Kernel) Register(kind Kind, name string, value any) error {
 	if name == "" || value == nil {
 		return modErr("register", k.inst.name, fmt.Errorf("%s with empty name or nil value: %w", kind, ErrInvalid))
 	}
-	return k.stage(&registration{key: regKey{kind, name}, value: value, owner: k.inst})
+	fn, _ := AsFunc(value)
+	return k.stage(&registration{key: regKey{kind, name}, value: value, fn: fn, owner: k.inst})
 }
 
 // Hook stages a subscription of fn to the named event chain. Hooks are

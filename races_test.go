@@ -132,27 +132,14 @@ func TestRaceTryGetVersusUnload(t *testing.T) {
 func TestRaceHalfInitIsNeverVisible(t *testing.T) {
 	h := quietHost(t)
 	mustLoad(t, h, src("owner-b", &testModule{init: func(k *Kernel) error { return k.Export("B", 1) }}))
-	stop := make(chan struct{})
 	var seen, lookups atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				lookups.Add(1)
-				if b, err := h.Symbol("A"); err == nil {
-					seen.Add(1)
-					b.Release()
-				}
-			}
-		}()
-	}
+	stop := hammer(4, func() {
+		lookups.Add(1)
+		if b, err := h.Symbol("A"); err == nil {
+			seen.Add(1)
+			b.Release()
+		}
+	})
 	registeredA := newGate()
 	for i := range 200 {
 		mod := &testModule{init: func(k *Kernel) error {
@@ -182,8 +169,7 @@ func TestRaceHalfInitIsNeverVisible(t *testing.T) {
 			t.Fatalf("half init %d: %v", i, err)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if seen.Load() != 0 {
 		t.Fatalf("a half-initialised module's symbol was seen %d times", seen.Load())
 	}

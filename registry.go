@@ -3,6 +3,7 @@ package raceless
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -27,7 +28,26 @@ type HookFunc func(ctx context.Context, arg any) error
 // Func is the language-neutral symbol type: wasm modules export and import
 // symbols of this type, and native modules may export it to be callable
 // from wasm.
+//
+// A Func owns args for the length of the call: it may overwrite them and
+// return its results in their backing array (as wazero's
+// api.Function.CallWithStack does), which saves an allocation per call. A
+// caller that still needs its arguments afterwards, or shares the slice
+// with another goroutine, passes a copy. Calls with literal arguments,
+// f(ctx, 1, 2), never notice.
 type Func func(ctx context.Context, args ...uint64) ([]uint64, error)
+
+// AsFunc returns v as a Func if it is one (a Func, or a plain func of the
+// same signature).
+func AsFunc(v any) (Func, bool) {
+	switch f := v.(type) {
+	case Func:
+		return f, true
+	case func(context.Context, ...uint64) ([]uint64, error):
+		return f, true
+	}
+	return nil, false
+}
 
 // Registration describes one published registration.
 type Registration struct {
@@ -45,15 +65,25 @@ type regKey struct {
 type registration struct {
 	key   regKey
 	value any
+	fn    Func     // value as a Func, if it is one (for Handle.Call)
 	hook  HookFunc // set for hooks; key.name is the event
 	owner *Instance
 }
 
 // snapshot is an immutable view of what is published. Readers load it with
 // one atomic pointer load and never lock; writers copy it.
+//
+// named is keyed by kind, then name: two string-keyed lookups (the runtime's
+// fast path for string keys) cost less than one of a two-string struct key,
+// and Host.Symbol is on the protected call path.
 type snapshot struct {
-	named map[regKey]*registration
+	named map[Kind]map[string]*registration
 	hooks map[string][]*registration
+}
+
+// lookup returns the published registration of key, or nil.
+func (s *snapshot) lookup(kind Kind, name string) *registration {
+	return s.named[kind][name]
 }
 
 // registry holds every registration: reserved ones (staged during Init, or
@@ -68,7 +98,7 @@ type registry struct {
 
 func newRegistry() *registry {
 	r := &registry{reserved: make(map[regKey]*registration)}
-	r.snap.Store(&snapshot{named: map[regKey]*registration{}, hooks: map[string][]*registration{}})
+	r.snap.Store(&snapshot{named: map[Kind]map[string]*registration{}, hooks: map[string][]*registration{}})
 	return r
 }
 
@@ -145,7 +175,12 @@ func (s *snapshot) with(regs []*registration) *snapshot {
 		if reg.hook != nil {
 			next.hooks[reg.key.name] = append(next.hooks[reg.key.name], reg)
 		} else {
-			next.named[reg.key] = reg
+			byName := next.named[reg.key.kind]
+			if byName == nil {
+				byName = make(map[string]*registration)
+				next.named[reg.key.kind] = byName
+			}
+			byName[reg.key.name] = reg
 		}
 	}
 	return next
@@ -160,10 +195,16 @@ func (s *snapshot) without(regs []*registration) *snapshot {
 	for _, reg := range regs {
 		gone[reg] = true
 	}
-	next := &snapshot{named: make(map[regKey]*registration, len(s.named)), hooks: make(map[string][]*registration, len(s.hooks))}
-	for k, reg := range s.named {
-		if !gone[reg] {
-			next.named[k] = reg
+	next := &snapshot{named: make(map[Kind]map[string]*registration, len(s.named)), hooks: make(map[string][]*registration, len(s.hooks))}
+	for kind, byName := range s.named {
+		keep := make(map[string]*registration, len(byName))
+		for name, reg := range byName {
+			if !gone[reg] {
+				keep[name] = reg
+			}
+		}
+		if len(keep) > 0 {
+			next.named[kind] = keep
 		}
 	}
 	for ev, list := range s.hooks {
@@ -181,9 +222,9 @@ func (s *snapshot) without(regs []*registration) *snapshot {
 }
 
 func (s *snapshot) clone() *snapshot {
-	next := &snapshot{named: make(map[regKey]*registration, len(s.named)+4), hooks: make(map[string][]*registration, len(s.hooks)+1)}
-	for k, v := range s.named {
-		next.named[k] = v
+	next := &snapshot{named: make(map[Kind]map[string]*registration, len(s.named)+1), hooks: make(map[string][]*registration, len(s.hooks)+1)}
+	for kind, byName := range s.named {
+		next.named[kind] = maps.Clone(byName)
 	}
 	for k, v := range s.hooks {
 		next.hooks[k] = append([]*registration(nil), v...)
@@ -195,10 +236,8 @@ func (s *snapshot) clone() *snapshot {
 func (r *registry) list(kind Kind) []Registration {
 	s := r.snap.Load()
 	var out []Registration
-	for k, reg := range s.named {
-		if k.kind == kind {
-			out = append(out, Registration{Kind: kind, Name: k.name, Owner: reg.owner.name, Value: reg.value})
-		}
+	for name, reg := range s.named[kind] {
+		out = append(out, Registration{Kind: kind, Name: name, Owner: reg.owner.name, Value: reg.value})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -166,7 +166,13 @@ func (r *Ref) TryGet() bool {
 	if v&deadBit == 0 {
 		return true // counted in the slot; Kill's Swap will see it
 	}
-	r.junk(s, v) // dead: the add is junk, discarded by Revive
+	return r.tryGetDead(s, v)
+}
+
+// tryGetDead is TryGet on a dead slot: the add is junk, discarded by Revive.
+// (Out of line, so that TryGet inlines.)
+func (r *Ref) tryGetDead(s *atomic.Uint64, v uint64) bool {
+	r.junk(s, v)
 	return false
 }
 

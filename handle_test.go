@@ -1,0 +1,187 @@
+package raceless
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+)
+
+// funcModule exports "f" as a Func returning its id (and the arguments'
+// sum), calling during (if set) inside the call.
+func funcModule(name string, id uint64, during func()) Source {
+	return src(name, &testModule{init: func(k *Kernel) error {
+		return k.Export("f", Func(func(_ context.Context, args ...uint64) ([]uint64, error) {
+			if during != nil {
+				during()
+			}
+			var sum uint64
+			for _, a := range args {
+				sum += a
+			}
+			return []uint64{id, sum}, nil
+		}))
+	}})
+}
+
+func TestHandleResolvesLazilyAndFollowsReloads(t *testing.T) {
+	h := quietHost(t)
+	hd := h.Handle(KindSymbol, "f")
+	if _, err := hd.Call(context.Background(), 1); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("before any load: %v, want ErrNotFound", err)
+	}
+	mustLoad(t, h, funcModule("one", 1, nil))
+	if r, err := hd.Call(context.Background(), 2, 3); err != nil || r[0] != 1 || r[1] != 5 {
+		t.Fatalf("first owner: %v %v", r, err)
+	}
+	if err := h.Unload(deadline(t), "one", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hd.Call(context.Background()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after unload: %v, want ErrNotFound", err)
+	}
+	if hd.reg.Load() != nil {
+		t.Fatal("handle still remembers the unloaded owner")
+	}
+	mustLoad(t, h, funcModule("two", 2, nil)) // another module, same symbol
+	if r, err := hd.Call(context.Background()); err != nil || r[0] != 2 {
+		t.Fatalf("second owner: %v %v", r, err)
+	}
+	if err := h.Unload(deadline(t), "two", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHandleFollowsReplace(t *testing.T) {
+	h := quietHost(t)
+	mustLoad(t, h, versioned(1, &testModule{}))
+	hd := h.Handle(KindSymbol, "version")
+	call := func() int {
+		b, err := hd.Acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Release()
+		return b.Value.(func() int)()
+	}
+	if v := call(); v != 1 {
+		t.Fatalf("version %d, want 1", v)
+	}
+	if _, err := h.Replace(deadline(t), "svc", versioned(2, &testModule{}), nil); err != nil {
+		t.Fatal(err)
+	}
+	if v := call(); v != 2 {
+		t.Fatalf("after replace: version %d, want 2", v)
+	}
+	if err := h.Unload(deadline(t), "svc", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHandleCallNotAFunc(t *testing.T) {
+	h := quietHost(t)
+	m := mustLoad(t, h, versioned(1, &testModule{}))
+	_, err := h.Handle(KindSymbol, "version").Call(context.Background())
+	if !errors.Is(err, ErrInvalid) || m.Refs() != 0 {
+		t.Fatalf("call of a func() int: %v (refs %d), want ErrInvalid and no reference left", err, m.Refs())
+	}
+	if err := h.Unload(deadline(t), "svc", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHandleCallHoldsOwner: a call in flight through a Handle holds its
+// owner's reference, so an unload is refused until it returns, and a
+// panicking Func does not leak the reference.
+func TestHandleCallHoldsOwner(t *testing.T) {
+	h := quietHost(t)
+	g := newGate()
+	var panics atomic.Bool
+	mustLoad(t, h, funcModule("one", 1, func() {
+		if panics.Load() {
+			panic("boom")
+		}
+		g.park()
+	}))
+	hd := h.Handle(KindSymbol, "f")
+	done := make(chan error)
+	go func() {
+		_, err := hd.Call(context.Background())
+		done <- err
+	}()
+	g.reached(t)
+	if err := h.Unload(deadline(t), "one", UnloadOptions{}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("unload during a call: %v, want ErrBusy", err)
+	}
+	g.release()
+	if err := waitFor(t, done, "call"); err != nil {
+		t.Fatal(err)
+	}
+	panics.Store(true)
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = hd.Call(context.Background())
+	}()
+	if err := h.Unload(deadline(t), "one", UnloadOptions{}); err != nil {
+		t.Fatalf("unload after the calls: %v", err)
+	}
+}
+
+// TestHandleConcurrentReloads calls through one Handle from several
+// goroutines while the owner is unloaded and loaded again: every call
+// either reaches a live owner or fails with ErrNotFound or ErrNotLive.
+func TestHandleConcurrentReloads(t *testing.T) {
+	h := quietHost(t)
+	var exited atomic.Bool
+	mod := func() Source {
+		exited.Store(false)
+		return src("one", &testModule{
+			init: func(k *Kernel) error {
+				return k.Export("f", Func(func(context.Context, ...uint64) ([]uint64, error) {
+					if exited.Load() {
+						t.Error("called after Exit")
+					}
+					return nil, nil
+				}))
+			},
+			exit: func() (int, error) { exited.Store(true); return 0, nil },
+		})
+	}
+	mustLoad(t, h, mod())
+	hd := h.Handle(KindSymbol, "f")
+	var ok atomic.Int64
+	stop := hammer(4, func() {
+		_, err := hd.Call(context.Background())
+		switch {
+		case err == nil:
+			ok.Add(1)
+		case errors.Is(err, ErrNotFound), errors.Is(err, ErrNotLive):
+		default:
+			t.Error(err)
+		}
+	})
+	// Each round waits for a call to get through to the new owner, so that
+	// the calls really interleave with the reloads.
+	for range 50 {
+		waitCalls(t, &ok)
+		_ = h.Unload(deadline(t), "one", UnloadOptions{Wait: true})
+		mustLoad(t, h, mod())
+	}
+	waitCalls(t, &ok)
+	stop()
+	if err := h.Unload(deadline(t), "one", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitCalls waits (with a deadline) for the count to grow.
+func waitCalls(t *testing.T, ok *atomic.Int64) {
+	t.Helper()
+	n, ctx := ok.Load(), deadline(t)
+	for ok.Load() == n {
+		if ctx.Err() != nil {
+			t.Fatal("no call got through")
+		}
+		runtimeGosched()
+	}
+}
