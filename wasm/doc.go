@@ -56,10 +56,16 @@
 // deadline in ticks with one atomic store): it cancels the context and
 // sets the flag, from its own goroutine, and the call fails with ErrLimit
 // at its next loop back edge. A forced unload kills the same way, and the
-// calls fail with raceless.ErrGone. A protected call thus costs a plain
-// wazero call plus the call lock and two atomics. A caller's context does
-// not cancel a call (it only identifies the call chain): cancelling a
-// guest call kills its instance, so only deadlines and unloads do.
+// calls fail with raceless.ErrGone. The call lock and the deadline are one
+// word (callLock): a call publishes its deadline by taking the lock (one
+// compare-and-swap) and retracts it by releasing it (one store), and the
+// watchdog claims the word only while it still holds an expired deadline,
+// so it never kills a later call. A protected call thus costs a plain
+// wazero call (api.Function.CallWithStack, on the caller's arguments: one
+// allocation fewer than api.Function.Call) plus the owner's reference and
+// those two operations. A caller's context does not cancel a call (it only
+// identifies the call chain): cancelling a guest call kills its instance,
+// so only deadlines and unloads do.
 // Config.CallTimeout < 0 turns deadlines off; forced unloads still
 // interrupt.
 //
@@ -80,5 +86,13 @@
 // Compiling a Go-built module takes ~1 s; even the on-disk cache costs tens
 // of milliseconds. Instances of one binary share its CompiledModule, which
 // is closed when the last of them is torn down, so "unload frees the code"
-// holds and reloading hits the on-disk cache.
+// holds and reloading hits the on-disk cache. A compilation runs without
+// the Loader's lock (the watchdog ticks and other modules load and unload
+// meanwhile); loads of a binary being compiled wait for it (single
+// flight). With a CacheDir the instrumented binary is cached there too, so
+// that a warm load skips the rewrite of the code section as well.
+//
+// Linear memory is allocated by the loader (an experimental.MemoryAllocator
+// per instance): it enforces the per-module limit and reports the size as
+// it changes (Size, for lsmod), so the call path reads no size.
 package wasm

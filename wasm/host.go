@@ -201,18 +201,6 @@ func hostExport(_ context.Context, in *instance, m api.Module, s []uint64) int32
 	return 0
 }
 
-// symbol returns the raceless.Func of an exported function.
-func (in *instance) symbol(name string, fn api.Function) raceless.Func {
-	nparams := len(fn.Definition().ParamTypes())
-	what := "symbol " + name
-	return func(ctx context.Context, args ...uint64) ([]uint64, error) {
-		if len(args) != nparams {
-			return nil, in.errf(what, fmt.Errorf("%d arguments, want %d: %w", len(args), nparams, raceless.ErrInvalid))
-		}
-		return in.call(ctx, what, fn, in.l.cfg.CallTimeout, args...)
-	}
-}
-
 func hostImport(ctx context.Context, in *instance, m api.Module, s []uint64) int32 {
 	name, ok := readString(m, s[0], s[1], maxName)
 	if !ok || !in.initing {
@@ -223,13 +211,8 @@ func hostImport(ctx context.Context, in *instance, m api.Module, s []uint64) int
 		in.logger().Debug("import failed", "symbol", name, "err", err)
 		return codeOf(err)
 	}
-	var f raceless.Func
-	switch v := v.(type) {
-	case raceless.Func:
-		f = v
-	case func(context.Context, ...uint64) ([]uint64, error):
-		f = v
-	default:
+	f, ok := raceless.AsFunc(v)
+	if !ok {
 		return codeInval // not a function symbol
 	}
 	in.imports = append(in.imports, f)
@@ -289,7 +272,7 @@ func hostHook(_ context.Context, in *instance, m api.Module, s []uint64) int32 {
 	id := uint64(uint32(s[2]))
 	what := "hook " + event
 	err := in.k.Hook(event, func(ctx context.Context, _ any) error {
-		return in.callRC(ctx, what, in.fnHook, in.l.cfg.CallTimeout, id)
+		return in.callRC(ctx, what, in.fnHook, in.l.callTicks, id)
 	})
 	if err != nil {
 		return codeOf(err)

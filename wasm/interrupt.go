@@ -24,6 +24,11 @@ var noMemory = []byte{0x01, 0x01, 0x00, 0x00}
 // an instruction the rewriter does not know (wazero would reject it too).
 var errInstrument = errors.New("cannot instrument")
 
+// instrumentVersion names the output format of instrument in the Loader's
+// cache of instrumented binaries: change it whenever instrument's output
+// for a given input changes.
+const instrumentVersion = 1
+
 // instrument returns a copy of the module bin with an interrupt flag: a
 // new mutable i32 global, exported as interruptExport, checked at the top
 // of every loop:

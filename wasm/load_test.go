@@ -92,6 +92,17 @@ func TestProviderConsumer(t *testing.T) {
 	if _, err := e.call("add", 1); !errors.Is(err, raceless.ErrInvalid) {
 		t.Fatalf("add with one argument: %v", err)
 	}
+	// A protected call through a Handle allocates once (the variadic
+	// arguments, which the symbol reuses as wazero's stack and returns as
+	// its results); api.Function.Call allocates twice.
+	add := e.h.Handle(raceless.KindSymbol, "add")
+	if allocs := testing.AllocsPerRun(100, func() {
+		if r, err := add.Call(context.Background(), 2, 3); err != nil || r[0] != 5 {
+			t.Fatalf("add through a handle: %v %v", r, err)
+		}
+	}); allocs > 1 {
+		t.Fatalf("a call through a handle allocates %v times, want at most 1", allocs)
+	}
 	for _, n := range []string{"consumer", "provider"} {
 		if err := e.h.Unload(context.Background(), n, raceless.UnloadOptions{}); err != nil {
 			t.Fatal(err)

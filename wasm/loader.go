@@ -91,23 +91,36 @@ type Loader struct {
 	// so that starting a call reads an atomic instead of the clock.
 	tick   atomic.Int64
 	period time.Duration
-	done   chan struct{} // closed by Close: stops the watchdog and watchers
-	wg     sync.WaitGroup
+	// callTicks and initTicks are Config.CallTimeout and InitTimeout in
+	// ticks, rounded up, plus one for the tick in progress; noDeadline
+	// when deadlines are off.
+	callTicks, initTicks int64
+	done                 chan struct{} // closed by Close: stops the watchdog and watchers
+	// wg counts the watchdog, the watchers of Init and the compilations
+	// in progress: Close waits for them before closing the runtime.
+	wg sync.WaitGroup
 
 	// mu guards the fields below. Lock order: a module's call lock, then
-	// mu (mu is never held while guest code runs).
+	// mu. mu is never held while guest code runs or a module compiles, so
+	// that the watchdog ticks and other modules load and unload meanwhile.
 	mu       sync.Mutex
 	closed   bool
 	compiled map[string]*compiled // by sha256 of the binary
 	live     map[*instance]struct{}
 	seq      uint64
+
+	compileHook func(sum string) // tests: called as a compilation starts, without mu
 }
 
 // compiled is a CompiledModule shared by the instances of one binary; it is
-// closed (its code freed) when the last of them is torn down.
+// closed (its code freed) when the last of them is torn down. Loads of a
+// binary that is compiling wait for that compilation (single flight).
 type compiled struct {
-	cm   wazero.CompiledModule
-	refs int
+	sum   string
+	ready chan struct{} // closed once cm or err is set; they never change after
+	cm    wazero.CompiledModule
+	err   error
+	refs  int // instances and loads holding it; guarded by Loader.mu
 }
 
 // NewLoader creates a Loader. ctx is used only for setting up the runtime.
@@ -145,10 +158,13 @@ func NewLoader(ctx context.Context, cfg Config) (*Loader, error) {
 		_ = cache.Close(ctx)
 		return nil, fmt.Errorf("wasm: host module: %w", err)
 	}
+	l.callTicks, l.initTicks = noDeadline, noDeadline
 	if cfg.CallTimeout > 0 {
 		// The watchdog's resolution is an eighth of the shorter
 		// deadline: calls overrun their deadline by at most ~12%.
 		l.period = max(min(cfg.CallTimeout, cfg.InitTimeout)/8, time.Millisecond)
+		l.callTicks = int64((cfg.CallTimeout+l.period-1)/l.period) + 1
+		l.initTicks = int64((cfg.InitTimeout+l.period-1)/l.period) + 1
 		l.wg.Add(1)
 		go l.watchdog()
 	}
@@ -201,12 +217,6 @@ func (l *Loader) watchdog() {
 		}
 		l.mu.Unlock()
 	}
-}
-
-// ticks converts a timeout to a deadline in ticks from now (rounded up,
-// plus one for the tick in progress).
-func (l *Loader) deadline(d time.Duration) int64 {
-	return l.tick.Load() + int64((d+l.period-1)/l.period) + 1
 }
 
 // Source is a module file opened by a Loader: its bytes (read once, so a
@@ -292,9 +302,27 @@ func readFile(path string, limit int64) ([]byte, error) {
 		return nil, fileErr("open", path, err)
 	}
 	defer f.Close()
-	bin, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fileErr("read", path, err)
+	// Read into a buffer of the file's size, as os.ReadFile does (plus
+	// room to see the end of a file still growing): io.ReadAll would grow
+	// and copy it a dozen times for a Go-built module.
+	size := 512
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		size += int(min(fi.Size(), limit))
+	}
+	bin := make([]byte, 0, size)
+	r := io.LimitReader(f, limit+1)
+	for {
+		if len(bin) == cap(bin) {
+			bin = append(bin, 0)[:len(bin)]
+		}
+		n, err := r.Read(bin[len(bin):cap(bin)])
+		bin = bin[:len(bin)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fileErr("read", path, err)
+		}
 	}
 	if int64(len(bin)) > limit {
 		return nil, fileErr("open", path, fmt.Errorf("more than %d bytes: %w", limit, ErrTooLarge))
@@ -336,22 +364,62 @@ func (s *Source) Instantiate(ctx context.Context) (raceless.Module, error) {
 }
 
 // acquireCompiled returns the compiled module of src, compiling it if no
-// instance of it is loaded, and checks its imports and exports.
+// instance of it is loaded (or waiting for the load that is compiling it),
+// and takes a reference on it: release it with releaseCompiled.
 func (l *Loader) acquireCompiled(ctx context.Context, src *Source) (*compiled, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return nil, fileErr("compile", src.path, ErrClosed)
 	}
-	if c := l.compiled[src.sum]; c != nil {
+	c := l.compiled[src.sum]
+	if c != nil {
 		c.refs++
-		return c, nil
+		l.mu.Unlock()
+		select {
+		case <-c.ready:
+		case <-ctx.Done():
+			l.releaseCompiled(c)
+			return nil, fileErr("compile", src.path, context.Cause(ctx))
+		}
+	} else {
+		c = &compiled{sum: src.sum, ready: make(chan struct{}), refs: 1}
+		l.compiled[src.sum] = c
+		l.wg.Add(1) // Close closes the runtime after this compilation
+		l.mu.Unlock()
+		c.cm, c.err = l.compile(ctx, src)
+		l.mu.Lock()
+		if c.err != nil && l.compiled[c.sum] == c {
+			delete(l.compiled, c.sum) // the next load tries afresh
+		}
+		close(c.ready)
+		l.mu.Unlock()
+		l.wg.Done()
 	}
-	bin, err := instrument(src.bin)
+	if c.err != nil {
+		l.releaseCompiled(c)
+		return nil, c.err
+	}
+	return c, nil
+}
+
+// compile instruments, compiles and link-checks src.
+func (l *Loader) compile(ctx context.Context, src *Source) (wazero.CompiledModule, error) {
+	if l.compileHook != nil {
+		l.compileHook(src.sum)
+	}
+	bin, cached, err := l.instrumented(src)
 	if err != nil {
 		return nil, fileErr("compile", src.path, fmt.Errorf("%w: %v", ErrCompile, err))
 	}
 	cm, err := l.rt.CompileModule(ctx, bin)
+	if err != nil && cached {
+		// A damaged cache file: instrument afresh (and replace it).
+		l.dropInstrumented(src)
+		if bin, _, err = l.instrumented(src); err == nil {
+			cm, err = l.rt.CompileModule(ctx, bin)
+		}
+	}
 	if err != nil {
 		return nil, fileErr("compile", src.path, fmt.Errorf("%w: %v", ErrCompile, err))
 	}
@@ -359,20 +427,79 @@ func (l *Loader) acquireCompiled(ctx context.Context, src *Source) (*compiled, e
 		_ = cm.Close(ctx)
 		return nil, fileErr("compile", src.path, err)
 	}
-	c := &compiled{cm: cm, refs: 1}
-	l.compiled[src.sum] = c
-	return c, nil
+	return cm, nil
 }
 
-func (l *Loader) releaseCompiled(src *Source) {
+// instrumented returns src's binary with interrupt checks (instrument). With
+// a CacheDir, the result is kept there, next to wazero's compiled code, so
+// that a later load (in this process or another) reads it instead of
+// rewriting the code section again (~7 ms for a Go-built module, a seventh
+// of a warm load). cached reports that it came from the file.
+func (l *Loader) instrumented(src *Source) (bin []byte, cached bool, err error) {
+	path := l.instrumentedPath(src)
+	if path != "" {
+		if bin, err := os.ReadFile(path); err == nil {
+			return bin, true, nil
+		}
+	}
+	if bin, err = instrument(src.bin); err != nil {
+		return nil, false, err
+	}
+	if path != "" {
+		_ = writeFileAtomic(path, bin) // best effort: a failure costs the next load the pass
+	}
+	return bin, false, nil
+}
+
+func (l *Loader) instrumentedPath(src *Source) string {
+	if l.cfg.CacheDir == "" {
+		return ""
+	}
+	return filepath.Join(l.cfg.CacheDir, fmt.Sprintf("raceless-instrumented-v%d", instrumentVersion), src.sum+".wasm")
+}
+
+func (l *Loader) dropInstrumented(src *Source) {
+	if path := l.instrumentedPath(src); path != "" {
+		_ = os.Remove(path)
+	}
+}
+
+// writeFileAtomic writes a file under a temporary name and renames it into
+// place, so that a concurrent reader (another process sharing the cache)
+// sees all of it or nothing.
+func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
+}
+
+// releaseCompiled drops a reference taken by acquireCompiled; the last one
+// closes the compiled module.
+func (l *Loader) releaseCompiled(c *compiled) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c := l.compiled[src.sum]
-	if c == nil {
+	if c.refs--; c.refs > 0 {
 		return
 	}
-	if c.refs--; c.refs == 0 {
-		delete(l.compiled, src.sum)
+	if l.compiled[c.sum] == c {
+		delete(l.compiled, c.sum)
+	}
+	if c.cm != nil {
 		_ = c.cm.Close(context.Background())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 
@@ -14,7 +15,13 @@ import (
 	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+		if cacheDir != "" {
+			_ = os.RemoveAll(cacheDir)
+		}
+	}))
+}
 
 // logBuf is a concurrency-safe log sink.
 type logBuf struct {
@@ -65,7 +72,7 @@ var (
 // so each module is compiled once.
 func sharedCache(t testing.TB) string {
 	cacheOnce.Do(func() {
-		d, err := osMkdirTemp()
+		d, err := os.MkdirTemp("", "raceless-wasm-cache-")
 		if err != nil {
 			t.Fatal(err)
 		}

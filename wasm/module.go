@@ -22,7 +22,7 @@ import (
 
 // instance is one loaded wasm module: the raceless.Module the host drives.
 //
-// Calls into it are serialized by mu (a wazero instance, and a Go guest's
+// Calls into it are serialized by calls (a wazero instance, and a Go guest's
 // runtime, are single-threaded). Its life: instantiated (Instantiate) ->
 // initialized (Init) -> torn down (teardown: after Exit agreed, after a
 // failed Init, when the host declares it gone, or when the Loader closes).
@@ -34,14 +34,17 @@ type instance struct {
 	name string
 	mod  api.Module
 
-	// ctx is passed to every guest call (wazero hands it to host
+	// base is the instance's context for its whole life: kill cancels it
+	// (with a cause) and raises the interrupt flag, which makes the guest
+	// trap at its next loop back edge (see instrument). Guest calls get
+	// root (or a frame below it, see chain): a context that is done when
+	// base is, and that carries the call chain; wazero hands it to host
 	// functions, which find the instance in it, and the calls they make
-	// into the host inherit its cancellation). wazero itself ignores it
-	// (the runtime has no CloseOnContextDone, so no goroutine per call);
-	// kill cancels it and raises the interrupt flag, which makes the
-	// guest trap at its next loop back edge (see instrument).
-	ctx    context.Context
+	// into the host inherit its cancellation. wazero itself does not
+	// watch it (no CloseOnContextDone, so no goroutine per call).
+	base   context.Context
 	cancel context.CancelCauseFunc
+	root   *frame
 	// interrupt is the instance's interrupt flag (the global the loader
 	// added, see instrument); interrupted makes kill set it once, so that
 	// only one goroutine ever writes it.
@@ -50,25 +53,22 @@ type instance struct {
 
 	fnInit, fnExit, fnStart, fnStop, fnHook api.Function
 
-	// mu is the call lock: held while guest code runs, from the caller's
-	// goroutine (host imports run on it too). It guards the fields below.
-	// Lock order: mu, then Loader.mu.
-	mu      sync.Mutex
+	// calls is the call lock: held while guest code runs, from the caller's
+	// goroutine (host imports run on it too), with the deadline of the
+	// call (taken with initTicks for the lifecycle, callTicks for symbols
+	// and hooks). It guards the fields below. Lock order: calls, then
+	// Loader.mu (the watchdog, holding Loader.mu, only claims it).
+	calls   callLock
 	k       *raceless.Kernel // set by Init before the guest's init runs
 	initing bool             // registrations accepted (the guest's init runs)
 	imports []raceless.Func  // by handle
 	errMsg  string           // set_error's message, taken by the next failure
 
-	// deadline is the watchdog tick by which the running call must
-	// return: 0 when idle, -1 once the watchdog claimed it (the instance
-	// is then aborted). A call CASes 0 -> deadline and back; the
-	// watchdog CASes deadline -> -1, so it never kills a later call.
-	deadline atomic.Int64
-	gone     atomic.Bool            // torn down or being torn down: calls fail with ErrGone
-	aborted  atomic.Pointer[string] // why the instance runs no more code
-	tainted  atomic.Bool            // the module was tainted for a fault
-	memSize  atomic.Int64           // linear memory size after the last call
-	out      tailBuffer             // the guest's stdout+stderr, last few KiB
+	gone    atomic.Bool            // torn down or being torn down: calls fail with ErrGone
+	aborted atomic.Pointer[string] // why the instance runs no more code
+	tainted atomic.Bool            // the module was tainted for a fault
+	memSize atomic.Int64           // linear memory size (kept by linearMemory)
+	out     tailBuffer             // the guest's stdout+stderr, last few KiB
 
 	teardownOnce sync.Once
 }
@@ -80,14 +80,37 @@ var (
 	_ raceless.Sizer   = (*instance)(nil)
 )
 
-// frame records the instances on a call chain (A's guest called B's
-// symbol...), carried in the context given to guest code.
+// frame is the context of a guest call: it records the instances on the
+// call chain (A's guest called B's symbol...) and is done when its
+// instance is killed. It is its own context type, not a context.WithValue
+// over base, because wazero looks its keys up in the context on every
+// call and host functions look up the frame: here each lookup is one type
+// comparison instead of a walk up a chain of contexts.
 type frame struct {
 	in     *instance
 	parent *frame
 }
 
 type frameKey struct{}
+
+var _ context.Context = (*frame)(nil)
+
+func (f *frame) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (f *frame) Done() <-chan struct{}       { return f.in.base.Done() }
+func (f *frame) Err() error                  { return f.in.base.Err() }
+
+// Value returns the frame for frameKey; a frame carries no other values.
+func (f *frame) Value(key any) any {
+	if _, ok := key.(frameKey); ok {
+		return f
+	}
+	return nil
+}
+
+// AfterFunc lets a context derived from the frame be cancelled with the
+// instance without a goroutine of its own (context.AfterFunc's contract
+// for parents that are not the package's own types).
+func (f *frame) AfterFunc(fn func()) (stop func() bool) { return context.AfterFunc(f.in.base, fn) }
 
 func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module, error) {
 	c, err := l.acquireCompiled(ctx, src)
@@ -96,14 +119,14 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 	}
 	in := &instance{l: l, src: src, c: c, name: src.info.Name}
 	base, cancel := context.WithCancelCause(context.Background())
-	in.ctx, in.cancel = context.WithValue(base, frameKey{}, &frame{in: in}), cancel
+	in.base, in.cancel, in.root = base, cancel, &frame{in: in}
 	in.out.tee = l.cfg.Stderr
 
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		cancel(ErrClosed)
-		l.releaseCompiled(src)
+		l.releaseCompiled(c)
 		return nil, fileErr("instantiate", src.path, ErrClosed)
 	}
 	l.seq++
@@ -118,10 +141,11 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 		WithStdout(&in.out).WithStderr(&in.out).
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
 		WithRandSource(rand.Reader)
-	ictx := in.ctx
-	if src.memLimit > 0 && src.memLimit < l.cfg.MemoryLimitPages {
-		ictx = experimental.WithMemoryAllocator(ictx, limitAllocator(uint64(src.memLimit)*wasmPage))
+	limit := l.cfg.MemoryLimitPages
+	if src.memLimit > 0 {
+		limit = min(limit, src.memLimit)
 	}
+	ictx := experimental.WithMemoryAllocator(in.root, memoryAllocator(uint64(limit)*wasmPage, &in.memSize))
 	mod, err := l.rt.InstantiateModule(ictx, c.cm, cfg)
 	if err == nil {
 		if in.interrupt, _ = mod.ExportedGlobal(interruptExport).(api.MutableGlobal); in.interrupt == nil {
@@ -133,7 +157,7 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 		if mod != nil {
 			_ = mod.Close(context.Background())
 		}
-		l.releaseCompiled(src)
+		l.releaseCompiled(c)
 		return nil, fileErr("instantiate", src.path, fmt.Errorf("%w: %v%s", ErrInstantiate, err, in.out.suffix()))
 	}
 	in.mod = mod
@@ -142,7 +166,6 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 	in.fnStart = mod.ExportedFunction("raceless_start")
 	in.fnStop = mod.ExportedFunction("raceless_stop")
 	in.fnHook = mod.ExportedFunction("raceless_hook")
-	in.memSize.Store(int64(mod.Memory().Size()))
 
 	l.mu.Lock()
 	closed := l.closed
@@ -155,9 +178,9 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 		return nil, fileErr("instantiate", src.path, ErrClosed)
 	}
 	if fn := mod.ExportedFunction("_initialize"); fn != nil {
-		in.mu.Lock()
-		_, err := in.callLocked(in.ctx, "_initialize", fn, l.cfg.InitTimeout)
-		in.mu.Unlock()
+		in.lock(l.initTicks)
+		err := in.callLocked(in.root, "_initialize", fn, nil)
+		in.calls.unlock()
 		if err != nil {
 			in.teardown(false)
 			return nil, fileErr("instantiate", src.path, fmt.Errorf("%w: %w", ErrInstantiate, err))
@@ -170,16 +193,17 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 // (a non-zero code, a trap) tears the instance down before returning: the
 // host never calls Exit for a module whose Init failed.
 func (in *instance) Init(k *raceless.Kernel) error {
-	in.mu.Lock()
+	in.lock(in.l.initTicks)
 	in.k = k
 	in.initing = true
-	res, err := in.callLocked(in.ctx, "init", in.fnInit, in.l.cfg.InitTimeout)
+	res := make([]uint64, 1)
+	err := in.callLocked(in.root, "init", in.fnInit, res)
 	in.initing = false
 	var msg string
 	if err == nil && int32(res[0]) != 0 {
 		msg = in.takeErr()
 	}
-	in.mu.Unlock()
+	in.calls.unlock()
 	if err != nil {
 		in.teardown(false)
 		return err
@@ -212,9 +236,9 @@ func (in *instance) Stop() {
 	if !in.lockQuiescent() {
 		return
 	}
-	defer in.mu.Unlock()
+	defer in.calls.unlock()
 	if in.fnStop != nil {
-		_, _ = in.callLocked(in.ctx, "stop", in.fnStop, in.l.cfg.InitTimeout)
+		_ = in.callLocked(in.root, "stop", in.fnStop, nil)
 	}
 }
 
@@ -222,18 +246,18 @@ func (in *instance) lifecycle(what string, fn api.Function) {
 	if fn == nil {
 		return
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	_, _ = in.callLocked(in.ctx, what, fn, in.l.cfg.InitTimeout) // a fault taints; nothing else to do
+	in.lock(in.l.initTicks)
+	defer in.calls.unlock()
+	_ = in.callLocked(in.root, what, fn, nil) // a fault taints; nothing else to do
 }
 
-// lockQuiescent takes the call lock for Stop or Exit. The host calls them
+// lockQuiescent takes the call lock (with initTicks) for Stop or Exit. The host calls them
 // only when no reference is left, so no call can be running, unless the
 // unload is forced: then (references held, or a call holding the lock)
 // the instance is killed and torn down at once, and lockQuiescent returns
 // false without the lock.
 func (in *instance) lockQuiescent() bool {
-	if in.k != nil && in.k.Instance().Refs() > 0 || !in.mu.TryLock() {
+	if in.k != nil && in.k.Instance().Refs() > 0 || !in.calls.tryLock(&in.l.tick, in.l.initTicks) {
 		in.teardown(true)
 		return false
 	}
@@ -255,23 +279,24 @@ func (in *instance) Exit() (int, error) {
 		return 0, nil
 	}
 	if in.gone.Load() || in.aborted.Load() != nil {
-		in.mu.Unlock()
+		in.calls.unlock()
 		in.teardown(false)
 		return 0, nil
 	}
-	res, err := in.callLocked(in.ctx, "exit", in.fnExit, in.l.cfg.InitTimeout)
+	res := make([]uint64, 1)
+	err := in.callLocked(in.root, "exit", in.fnExit, res)
 	if err == nil {
 		if rc := int32(res[0]); rc > 0 {
 			in.takeErr()
-			in.mu.Unlock()
+			in.calls.unlock()
 			return int(rc), nil
 		} else if rc < 0 {
 			msg := in.takeErr()
-			in.mu.Unlock()
+			in.calls.unlock()
 			return 0, &GuestError{Code: rc, Msg: msg}
 		}
 	}
-	in.mu.Unlock()
+	in.calls.unlock()
 	in.teardown(false)
 	return 0, nil
 }
@@ -294,98 +319,151 @@ func (in *instance) teardown(kill bool) {
 		if kill {
 			in.kill(raceless.ErrGone)
 		}
-		in.mu.Lock()
+		in.lock(noDeadline)
 		in.kill(raceless.ErrGone)
 		_ = in.mod.Close(context.Background())
-		in.mu.Unlock()
+		in.calls.unlock()
 		in.l.mu.Lock()
 		delete(in.l.live, in)
 		in.l.mu.Unlock()
-		in.l.releaseCompiled(in.src)
+		in.l.releaseCompiled(in.c)
 	})
 }
 
-// call runs fn in the guest under the call lock. ctx identifies the call
-// chain (for reentrancy) but does not cancel the call: cancelling a guest
-// call kills its instance, so only deadlines and unloads do.
-func (in *instance) call(ctx context.Context, what string, fn api.Function, timeout time.Duration, args ...uint64) ([]uint64, error) {
-	cctx, err := in.chain(ctx, what)
-	if err != nil {
-		return nil, err
+// lock takes the call lock with a deadline ticks from now.
+func (in *instance) lock(ticks int64) { in.calls.lock(&in.l.tick, ticks) }
+
+// symbol returns the raceless.Func of an exported function: a call of fn
+// under the call lock, with a deadline callTicks from when it gets the
+// lock. ctx identifies the call chain (for reentrancy) but does not cancel
+// the call: cancelling a guest call kills its instance, so only deadlines
+// and unloads do.
+//
+// args serve as the wazero stack and come back as the results (a Func owns
+// its args) when they have room; else one slice is allocated. Called with
+// literal arguments, a call allocates once, where api.Function.Call
+// allocates twice.
+//
+// This is every symbol call's path, so chain, lock, callLocked and unlock
+// are written out flat in it, with their slow paths out of line: each
+// function call saved is ~1 ns of a ~50 ns call.
+func (in *instance) symbol(name string, fn api.Function) raceless.Func {
+	def := fn.Definition()
+	nparams, nresults := len(def.ParamTypes()), len(def.ResultTypes())
+	size := max(nparams, nresults)
+	what := "symbol " + name
+	return func(ctx context.Context, args ...uint64) ([]uint64, error) {
+		if len(args) != nparams {
+			return nil, in.errf(what, fmt.Errorf("%d arguments, want %d: %w", len(args), nparams, raceless.ErrInvalid))
+		}
+		stack := args[:cap(args)]
+		if len(stack) < size {
+			stack = make([]uint64, size)
+			copy(stack, args)
+		}
+		stack = stack[:size]
+		cctx := context.Context(in.root) // chain
+		if f, _ := ctx.Value(frameKey{}).(*frame); f != nil {
+			c, err := in.nested(f, what)
+			if err != nil {
+				return nil, err
+			}
+			cctx = c
+		}
+		if !in.calls.tryFast(uint64(in.l.tick.Load() + in.l.callTicks)) { // lock
+			in.calls.lockSlow(&in.l.tick, in.l.callTicks)
+		}
+		var err error // callLocked
+		if in.gone.Load() || in.aborted.Load() != nil || in.out.written.Load() {
+			err = in.beforeCall(what)
+		}
+		if err == nil {
+			if err = fn.CallWithStack(cctx, stack); err != nil {
+				err = in.fault(what, err)
+			}
+		}
+		if in.calls.release() { // unlock
+			in.calls.wake()
+		}
+		if err != nil {
+			return nil, err
+		}
+		return stack[:nresults:nresults], nil
 	}
-	in.mu.Lock()
-	res, err := in.callLocked(cctx, what, fn, timeout, args...)
-	in.mu.Unlock()
-	return res, err
 }
 
-// callRC is call for functions returning an i32 code: a non-zero code is
-// returned as a *GuestError with the message the guest set in that call.
-func (in *instance) callRC(ctx context.Context, what string, fn api.Function, timeout time.Duration, args ...uint64) error {
+// callRC calls fn, a function of one i32 argument returning an i32 code,
+// under the call lock with a deadline ticks from when it gets the lock,
+// on ctx's call chain (see symbol). A non-zero code is returned as a
+// *GuestError with the message the guest set in that call.
+func (in *instance) callRC(ctx context.Context, what string, fn api.Function, ticks int64, arg uint64) error {
 	cctx, err := in.chain(ctx, what)
 	if err != nil {
 		return err
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	res, err := in.callLocked(cctx, what, fn, timeout, args...)
-	if err != nil {
+	stack := []uint64{arg}
+	in.lock(ticks)
+	defer in.calls.unlock()
+	if err := in.callLocked(cctx, what, fn, stack); err != nil {
 		return err
 	}
-	if rc := api.DecodeI32(res[0]); rc != 0 {
+	if rc := api.DecodeI32(stack[0]); rc != 0 {
 		return in.errf(what, &GuestError{Code: rc, Msg: in.takeErr()})
 	}
 	return nil
 }
 
 // chain returns the context for a guest call made on ctx's call chain, or
-// ErrReentrant if in is already on it.
+// ErrReentrant if in is already on it. A call from the host (no frame in
+// ctx) gets root; the rest is out of line, so that chain inlines.
 func (in *instance) chain(ctx context.Context, what string) (context.Context, error) {
-	f, _ := ctx.Value(frameKey{}).(*frame)
-	if f == nil {
-		return in.ctx, nil
+	if f, _ := ctx.Value(frameKey{}).(*frame); f != nil {
+		return in.nested(f, what)
 	}
+	return in.root, nil
+}
+
+func (in *instance) nested(f *frame, what string) (context.Context, error) {
 	for g := f; g != nil; g = g.parent {
 		if g.in == in {
 			return nil, in.errf(what, ErrReentrant)
 		}
 	}
-	return context.WithValue(in.ctx, frameKey{}, &frame{in: in, parent: f}), nil
+	return &frame{in: in, parent: f}, nil
 }
 
-// callLocked is call with the lock held.
-func (in *instance) callLocked(cctx context.Context, what string, fn api.Function, timeout time.Duration, args ...uint64) ([]uint64, error) {
-	if in.gone.Load() {
-		return nil, in.errf(what, raceless.ErrGone)
-	}
-	if r := in.aborted.Load(); r != nil {
-		return nil, in.errf(what, fmt.Errorf("%w: %s", ErrAborted, *r))
-	}
-	var d int64
-	if timeout > 0 {
-		d = in.l.deadline(timeout)
-		if !in.deadline.CompareAndSwap(0, d) {
-			return nil, in.errf(what, fmt.Errorf("%w: call deadline exceeded", ErrAborted))
+// callLocked is call with the lock held. stack holds fn's arguments on
+// entry and its results on return (api.Function.CallWithStack: its length
+// is at least the larger of the two counts; nil when both are 0).
+func (in *instance) callLocked(cctx context.Context, what string, fn api.Function, stack []uint64) error {
+	if in.gone.Load() || in.aborted.Load() != nil || in.out.written.Load() {
+		if err := in.beforeCall(what); err != nil {
+			return err
 		}
 	}
-	if in.out.written.Load() {
-		in.out.reset() // keep the output of this call's failure only
+	if err := fn.CallWithStack(cctx, stack); err != nil {
+		return in.fault(what, err)
 	}
-	res, err := fn.Call(cctx, args...)
-	if timeout > 0 {
-		in.deadline.CompareAndSwap(d, 0) // fails only if the watchdog claimed it
-	}
-	if err != nil {
-		return nil, in.fault(what, err)
-	}
-	in.memSize.Store(int64(in.mod.Memory().Size()))
-	return res, nil
+	return nil
 }
 
-// checkDeadline is called by the watchdog (holding Loader.mu).
+// beforeCall is callLocked's check of an instance that is gone or
+// aborted, or that wrote output in an earlier call.
+func (in *instance) beforeCall(what string) error {
+	if in.gone.Load() {
+		return in.errf(what, raceless.ErrGone)
+	}
+	if r := in.aborted.Load(); r != nil {
+		return in.errf(what, fmt.Errorf("%w: %s", ErrAborted, *r))
+	}
+	in.out.reset() // keep the output of this call's failure only
+	return nil
+}
+
+// checkDeadline is called by the watchdog (holding Loader.mu): it kills
+// the instance if its running call is past its deadline.
 func (in *instance) checkDeadline(now int64) {
-	d := in.deadline.Load()
-	if d > 0 && now > d && in.deadline.CompareAndSwap(d, -1) {
+	if in.calls.claim(now) {
 		in.abort("call deadline exceeded")
 		in.kill(ErrLimit)
 	}
@@ -419,7 +497,7 @@ func (in *instance) fault(what string, err error) error {
 	kind, reason := ErrTrap, ""
 	var exit *sys.ExitError
 	switch {
-	case in.deadline.Load() == -1 || context.Cause(in.ctx) == ErrLimit:
+	case context.Cause(in.base) == ErrLimit: // the watchdog's kill cancels before it interrupts
 		kind, reason = ErrLimit, "call deadline exceeded"
 	case strings.Contains(in.out.headline(), "out of memory"):
 		kind, reason = ErrLimit, "memory limit exceeded"
