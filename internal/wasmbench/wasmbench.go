@@ -1,6 +1,6 @@
 // Package wasmbench measures the wasm loader: a protected call into a wasm
-// export (Host.Symbol -> Binding -> raceless.Func) against a raw wazero
-// call of the same export, load latency with a cold and a warm compilation
+// export (through a raceless.Handle, and by name through Host.Symbol)
+// against a raw wazero call of the same export, load latency with a cold and a warm compilation
 // cache, unload latency, and the host's heap after many load/unload cycles.
 // It is run by `raceless bench wasm [--json]`.
 package wasmbench
@@ -11,9 +11,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -27,7 +27,7 @@ import (
 
 // Options sets the counts. Zero values mean the defaults.
 type Options struct {
-	Calls  int // calls per call benchmark (default 200000)
+	Calls  int // calls per call benchmark (default 1000000)
 	Cycles int // load/unload cycles for the heap measurement (default 1000)
 	Loads  int // loads averaged for load_warm and unload (default 20)
 	// Module is the path of a built provider module; empty builds
@@ -43,12 +43,16 @@ type Result struct {
 }
 
 // Run runs the benchmarks and writes a table, or with jsonOut a JSON list
-// of Results, to w. Results: raw_wazero_call (default runtime settings),
-// raw_wazero_call_close_on_ctx_done (RuntimeConfig.WithCloseOnContextDone,
-// the usual way to make wazero calls interruptible), protected_call and
-// raw_wazero_call_interleaved (ns: the best of rounds alternating the
-// two), protected_over_raw (their ratio), load_cold, load_warm, unload
-// (ms), heap_growth_after_N_cycles (bytes), cycle (ms).
+// of Results, to w. Results, calls in ns: raw_wazero_call
+// (api.Function.Call on a runtime with default settings),
+// raw_wazero_call_with_stack (api.Function.CallWithStack, reusing one
+// stack: the floor), raw_wazero_call_close_on_ctx_done
+// (RuntimeConfig.WithCloseOnContextDone, the usual way to make wazero
+// calls interruptible), protected_call (Handle.Call: a reference on the
+// owner for the call), protected_call_by_name (Host.Symbol, the Func,
+// Binding.Release); ratios (x): protected_over_raw and
+// protected_by_name_over_raw; load_cold, load_warm, unload (ms);
+// heap_growth_after_N_cycles (bytes); cycle (ms).
 func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
 	res, err := Measure(ctx, opts)
 	if err != nil {
@@ -68,7 +72,7 @@ func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
 // Measure runs the benchmarks and returns the results.
 func Measure(ctx context.Context, opts Options) ([]Result, error) {
 	if opts.Calls <= 0 {
-		opts.Calls = 200000
+		opts.Calls = 1000000
 	}
 	if opts.Cycles <= 0 {
 		opts.Cycles = 1000
@@ -104,11 +108,6 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 		return nil, err
 	}
 	defer raw.close()
-	rawNs, err := raw.measure(opts.Calls)
-	if err != nil {
-		return nil, err
-	}
-	add("raw_wazero_call", rawNs, "ns")
 	rawCtx, err := newRawCall(ctx, path, true)
 	if err != nil {
 		return nil, err
@@ -160,49 +159,96 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 	add("load_warm", ms(loadT/time.Duration(opts.Loads)), "ms")
 	add("unload", ms(unloadT/time.Duration(opts.Loads)), "ms")
 
-	// Protected call: Symbol (takes the owner's reference), call, Release.
+	// Protected calls, interleaved with raw calls in rounds so that a
+	// burst of load on the machine (a 2-core CI box) hits all of them:
+	// each figure is the median over the rounds, and each ratio the
+	// median of the rounds' ratios.
 	if err := loadOnce(ctx, h, l, path); err != nil {
 		return nil, err
 	}
-	call := func() error {
+	// The calls get context.Background, as the raw ones do: a host's call
+	// looks up the caller's context once (for the call chain), as wazero
+	// does, and a deeper context costs both the same.
+	bg := context.Background()
+	add3 := h.Handle(raceless.KindSymbol, "add")
+	byHandle := func() error { // the owner's reference for the call only
+		r, err := add3.Call(bg, 1, 2)
+		return checkAdd(r, err)
+	}
+	byName := func() error { // a lookup by name and a Binding per call
 		b, err := h.Symbol("add")
 		if err != nil {
 			return err
 		}
-		r, err := b.Value.(raceless.Func)(ctx, 1, 2)
+		r, err := b.Value.(raceless.Func)(bg, 1, 2)
 		b.Release()
-		if err == nil && r[0] != 3 {
-			err = fmt.Errorf("add(1, 2) = %d", r[0])
-		}
-		return err
+		return checkAdd(r, err)
 	}
 	for range 1000 {
-		if err := call(); err != nil {
+		if err := byHandle(); err != nil {
+			return nil, err
+		}
+		if err := byName(); err != nil {
 			return nil, err
 		}
 	}
-	// The ratio is of the best of a few interleaved rounds of each, so
-	// that a burst of load on the machine (a 2-core CI box) hits both.
-	const rounds = 5
-	prot, rawBest := math.Inf(1), math.Inf(1)
-	for range rounds {
-		n := max(opts.Calls/rounds, 1)
-		t0 = time.Now()
+	const rounds = 21
+	n := max(opts.Calls/rounds, 1)
+	timeN := func(f func() error) (float64, error) {
+		// A collection before each round, as testing.B does before a
+		// benchmark: a round of a few ms then never overlaps a mark phase
+		// begun by the allocations of another (on 2 cores the background
+		// mark worker takes one). The garbage a round makes is swept and
+		// marked after it: this favours the raw call, which makes twice as
+		// much.
+		runtime.GC()
+		t0 := time.Now()
 		for range n {
-			if err := call(); err != nil {
-				return nil, err
+			if err := f(); err != nil {
+				return 0, err
 			}
 		}
-		prot = min(prot, float64(time.Since(t0).Nanoseconds())/float64(n))
-		ns, err := raw.measure(n)
+		return float64(time.Since(t0).Nanoseconds()) / float64(n), nil
+	}
+	// The raw calls go through the same harness (a func value, the result
+	// checked), so that only the call differs.
+	rawCall := func() error {
+		r, err := raw.f.Call(bg, 1, 2)
+		return checkAdd(r, err)
+	}
+	stack := make([]uint64, 2)
+	rawStack := func() error { // wazero's allocation-free form: the floor
+		stack[0], stack[1] = 1, 2
+		err := raw.f.CallWithStack(bg, stack)
+		return checkAdd(stack[:1], err)
+	}
+	var rawNs, stackNs, handleNs, nameNs, handleRatio, nameRatio []float64
+	for range rounds {
+		r, err := timeN(rawCall)
 		if err != nil {
 			return nil, err
 		}
-		rawBest = min(rawBest, ns)
+		s, err := timeN(rawStack)
+		if err != nil {
+			return nil, err
+		}
+		hd, err := timeN(byHandle)
+		if err != nil {
+			return nil, err
+		}
+		nm, err := timeN(byName)
+		if err != nil {
+			return nil, err
+		}
+		rawNs, stackNs, handleNs, nameNs = append(rawNs, r), append(stackNs, s), append(handleNs, hd), append(nameNs, nm)
+		handleRatio, nameRatio = append(handleRatio, hd/r), append(nameRatio, nm/r)
 	}
-	add("protected_call", prot, "ns")
-	add("raw_wazero_call_interleaved", rawBest, "ns")
-	add("protected_over_raw", prot/rawBest, "x")
+	add("raw_wazero_call", median(rawNs), "ns")
+	add("raw_wazero_call_with_stack", median(stackNs), "ns")
+	add("protected_call", median(handleNs), "ns")
+	add("protected_call_by_name", median(nameNs), "ns")
+	add("protected_over_raw", median(handleRatio), "x")
+	add("protected_by_name_over_raw", median(nameRatio), "x")
 	if err := h.Unload(ctx, "provider", raceless.UnloadOptions{}); err != nil {
 		return nil, err
 	}
@@ -285,6 +331,19 @@ func newRawCall(ctx context.Context, path string, deadline bool) (*rawCall, erro
 		return nil, err
 	}
 	return r, nil
+}
+
+func checkAdd(r []uint64, err error) error {
+	if err == nil && (len(r) != 1 || r[0] != 3) {
+		err = fmt.Errorf("add(1, 2) = %v", r)
+	}
+	return err
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 // measure returns the mean time of n calls, in ns.
