@@ -1,7 +1,9 @@
 // Package bench measures the fast paths side by side: a call through a
 // function value unprotected, under the grace domain (reader handle and
 // anonymous), under a module reference, and under the protections a Go
-// program would otherwise use. The CLI's "bench calls" runs Calls.
+// program would otherwise use; then the latency of Synchronize, and of
+// loading and unloading an idle native module. The CLI's "bench calls"
+// runs Calls.
 package bench
 
 import (
@@ -9,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"slices"
 	"sort"
@@ -17,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/internal/grace"
 	"github.com/raceless/raceless/internal/ref"
 )
@@ -31,8 +35,8 @@ type CallsOptions struct {
 	// Repeats is how many measurements each figure is the median of;
 	// default 5.
 	Repeats int
-	// SyncSamples is how many Synchronize calls each latency figure is
-	// drawn from; default 2000.
+	// SyncSamples is how many Synchronize calls, and how many load/unload
+	// cycles, each latency figure is drawn from; default 2000.
 	SyncSamples int
 }
 
@@ -67,6 +71,15 @@ type SyncResult struct {
 	Readers int     `json:"readers"`
 	P50Ns   float64 `json:"p50_ns"`
 	P99Ns   float64 `json:"p99_ns"`
+}
+
+// LifecycleResult is the latency of loading or unloading an idle native
+// module (one symbol, one hook): Name is "load_native" or
+// "unload_idle_native".
+type LifecycleResult struct {
+	Name  string  `json:"name"`
+	P50Ns float64 `json:"p50_ns"`
+	P99Ns float64 `json:"p99_ns"`
 }
 
 // Names lists the call benchmarks in table order.
@@ -257,9 +270,9 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// CallsResults runs the call and grace-period benchmarks and returns the
-// figures (Calls formats them).
-func CallsResults(opts CallsOptions) ([]CallResult, []SyncResult, error) {
+// CallsResults runs the call, grace-period and lifecycle benchmarks and
+// returns the figures (Calls formats them).
+func CallsResults(opts CallsOptions) ([]CallResult, []SyncResult, []LifecycleResult, error) {
 	o := opts.withDefaults()
 	// Set every benchmark up first, then interleave the repeats (repeat k of
 	// every benchmark and goroutine count before repeat k+1 of any), so that a
@@ -299,11 +312,58 @@ func CallsResults(opts CallsOptions) ([]CallResult, []SyncResult, error) {
 	for _, readers := range slices.Compact([]int{0, o.MaxGoroutines}) {
 		r, err := syncLatency(readers, o.SyncSamples)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		syncs = append(syncs, r)
 	}
-	return calls, syncs, nil
+	life, err := lifecycleLatency(o.SyncSamples)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return calls, syncs, life, nil
+}
+
+// nativeModule exports a symbol and subscribes a hook, so that an unload
+// unpublishes both and waits a grace period.
+type nativeModule struct{}
+
+func (nativeModule) Init(k *raceless.Kernel) error {
+	if err := k.Export("bench_symbol", call); err != nil {
+		return err
+	}
+	return k.Hook("bench_event", func(context.Context, any) error { return nil })
+}
+
+func (nativeModule) Exit() (int, error) { return 0, nil }
+
+// lifecycleLatency loads and unloads an idle native module samples times.
+func lifecycleLatency(samples int) ([]LifecycleResult, error) {
+	h := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	defer h.Shutdown(context.Background())
+	src := raceless.Native(raceless.Info{Name: "bench_native"}, func() raceless.Module { return nativeModule{} })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	load, unload := make([]float64, samples), make([]float64, samples)
+	for i := range samples {
+		t0 := time.Now()
+		if _, err := h.Load(ctx, src, nil); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		t1 := time.Now()
+		if err := h.Unload(ctx, "bench_native", raceless.UnloadOptions{}); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		load[i], unload[i] = float64(t1.Sub(t0).Nanoseconds()), float64(time.Since(t1).Nanoseconds())
+	}
+	var out []LifecycleResult
+	for _, r := range []struct {
+		name string
+		xs   []float64
+	}{{"load_native", load}, {"unload_idle_native", unload}} {
+		sort.Float64s(r.xs)
+		out = append(out, LifecycleResult{Name: r.name, P50Ns: r.xs[len(r.xs)/2], P99Ns: r.xs[min(len(r.xs)-1, len(r.xs)*99/100)]})
+	}
+	return out, nil
 }
 
 // syncLatency measures Synchronize with readers goroutines cycling through
@@ -361,26 +421,29 @@ func syncLatency(readers, samples int) (SyncResult, error) {
 // Calls runs the benchmarks and writes them to w: with jsonOut, a JSON list
 // of CallResult and SyncResult objects; otherwise aligned tables.
 func Calls(w io.Writer, jsonOut bool, opts CallsOptions) error {
-	calls, syncs, err := CallsResults(opts)
+	calls, syncs, life, err := CallsResults(opts)
 	if err != nil {
 		return err
 	}
 	if jsonOut {
-		out := make([]any, 0, len(calls)+len(syncs))
+		out := make([]any, 0, len(calls)+len(syncs)+len(life))
 		for _, c := range calls {
 			out = append(out, c)
 		}
 		for _, s := range syncs {
 			out = append(out, s)
 		}
+		for _, l := range life {
+			out = append(out, l)
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
-	return writeTable(w, calls, syncs)
+	return writeTable(w, calls, syncs, life)
 }
 
-func writeTable(w io.Writer, calls []CallResult, syncs []SyncResult) error {
+func writeTable(w io.Writer, calls []CallResult, syncs []SyncResult, life []LifecycleResult) error {
 	maxG := 0
 	base := map[int]float64{}
 	byName := map[string]map[int]float64{}
@@ -430,6 +493,16 @@ func writeTable(w io.Writer, calls []CallResult, syncs []SyncResult) error {
 	fmt.Fprintln(tw, "readers cycling\tp50\tp99\t")
 	for _, s := range syncs {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t\n", s.Readers, fmtNs(s.P50Ns), fmtNs(s.P99Ns))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "lifecycle: an idle native module with one symbol and one hook")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tp50\tp99\t")
+	for _, l := range life {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", l.Name, fmtNs(l.P50Ns), fmtNs(l.P99Ns))
 	}
 	return tw.Flush()
 }

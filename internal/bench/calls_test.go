@@ -29,6 +29,13 @@ func TestCallsJSON(t *testing.T) {
 	syncs := 0
 	for _, r := range rows {
 		name, _ := r["name"].(string)
+		if name == "load_native" || name == "unload_idle_native" {
+			seen[name]++
+			if p50, _ := r["p50_ns"].(float64); p50 <= 0 {
+				t.Errorf("bad lifecycle row %v", r)
+			}
+			continue
+		}
 		if name == "synchronize" {
 			syncs++
 			for _, k := range []string{"readers", "p50_ns", "p99_ns"} {
@@ -50,6 +57,9 @@ func TestCallsJSON(t *testing.T) {
 			t.Errorf("%s: %d rows, want %d", n, seen[n], quick.MaxGoroutines)
 		}
 	}
+	if seen["load_native"] != 1 || seen["unload_idle_native"] != 1 {
+		t.Errorf("lifecycle rows: %v", seen)
+	}
 	if syncs != 2 {
 		t.Errorf("%d synchronize rows, want 2", syncs)
 	}
@@ -60,7 +70,7 @@ func TestCallsTable(t *testing.T) {
 	if err := Calls(&buf, false, quick); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range append(Names, "Synchronize", "p99") {
+	for _, n := range append(Names, "Synchronize", "p99", "unload_idle_native") {
 		if !strings.Contains(buf.String(), n) {
 			t.Errorf("table lacks %q:\n%s", n, buf.String())
 		}
