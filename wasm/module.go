@@ -251,11 +251,11 @@ func (in *instance) lifecycle(what string, fn api.Function) {
 	_ = in.callLocked(in.root, what, fn, nil) // a fault taints; nothing else to do
 }
 
-// lockQuiescent takes the call lock (with initTicks) for Stop or Exit. The host calls them
-// only when no reference is left, so no call can be running, unless the
-// unload is forced: then (references held, or a call holding the lock)
-// the instance is killed and torn down at once, and lockQuiescent returns
-// false without the lock.
+// lockQuiescent takes the call lock (with initTicks) for Stop or Exit. The
+// host calls them only when no reference is left, so no call can be
+// running, unless the unload is forced: then (references held, or a call
+// holding the lock) the instance is killed and torn down at once, and
+// lockQuiescent returns false without the lock.
 func (in *instance) lockQuiescent() bool {
 	if in.k != nil && in.k.Instance().Refs() > 0 || !in.calls.tryLock(&in.l.tick, in.l.initTicks) {
 		in.teardown(true)
@@ -415,7 +415,8 @@ func (in *instance) callRC(ctx context.Context, what string, fn api.Function, ti
 
 // chain returns the context for a guest call made on ctx's call chain, or
 // ErrReentrant if in is already on it. A call from the host (no frame in
-// ctx) gets root; the rest is out of line, so that chain inlines.
+// ctx) gets root; a call from a guest, a frame below the caller's (nested).
+// symbol has the same steps written out.
 func (in *instance) chain(ctx context.Context, what string) (context.Context, error) {
 	if f, _ := ctx.Value(frameKey{}).(*frame); f != nil {
 		return in.nested(f, what)
@@ -432,7 +433,8 @@ func (in *instance) nested(f *frame, what string) (context.Context, error) {
 	return &frame{in: in, parent: f}, nil
 }
 
-// callLocked is call with the lock held. stack holds fn's arguments on
+// callLocked runs fn in the guest, the call lock held, on the call chain
+// of cctx (see chain). stack holds fn's arguments on
 // entry and its results on return (api.Function.CallWithStack: its length
 // is at least the larger of the two counts; nil when both are 0).
 func (in *instance) callLocked(cctx context.Context, what string, fn api.Function, stack []uint64) error {
