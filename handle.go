@@ -82,7 +82,13 @@ func (hd *Handle) Call(ctx context.Context, args ...uint64) ([]uint64, error) {
 	}
 	defer reg.owner.Put()
 	if reg.fn == nil {
-		return nil, modErr("call", hd.name, fmt.Errorf("%s is a %T, not a Func: %w", hd.kind, reg.value, ErrInvalid))
+		return nil, hd.notFunc(reg)
 	}
 	return reg.fn(ctx, args...)
+}
+
+// notFunc is Call's error for a registration that is not a Func (out of
+// line: building it inline would enlarge Call's frame).
+func (hd *Handle) notFunc(reg *registration) error {
+	return modErr("call", hd.name, fmt.Errorf("%s is a %T, not a Func: %w", hd.kind, reg.value, ErrInvalid))
 }

@@ -354,12 +354,11 @@ func (in *instance) symbol(name string, fn api.Function) raceless.Func {
 	what := "symbol " + name
 	return func(ctx context.Context, args ...uint64) ([]uint64, error) {
 		if len(args) != nparams {
-			return nil, in.errf(what, fmt.Errorf("%d arguments, want %d: %w", len(args), nparams, raceless.ErrInvalid))
+			return nil, in.arityErr(what, len(args), nparams)
 		}
 		stack := args[:cap(args)]
 		if len(stack) < size {
-			stack = make([]uint64, size)
-			copy(stack, args)
+			stack = append(make([]uint64, 0, size), args...)
 		}
 		stack = stack[:size]
 		cctx := context.Context(in.root) // chain
@@ -390,6 +389,12 @@ func (in *instance) symbol(name string, fn api.Function) raceless.Func {
 		}
 		return stack[:nresults:nresults], nil
 	}
+}
+
+// arityErr is a symbol's error for a call with n arguments instead of
+// want (out of line: building it inline would enlarge the call's frame).
+func (in *instance) arityErr(what string, n, want int) error {
+	return in.errf(what, fmt.Errorf("%d arguments, want %d: %w", n, want, raceless.ErrInvalid))
 }
 
 // callRC calls fn, a function of one i32 argument returning an i32 code,
