@@ -72,7 +72,7 @@ func (hd *Handle) resolve() (*registration, error) {
 // a ~50 ns call into wasm (Instance.TryGet and Put do not inline).
 func (hd *Handle) Call(ctx context.Context, args ...uint64) ([]uint64, error) {
 	reg := hd.reg.Load()
-	if reg == nil || !reg.owner.refs.TryGet() {
+	if reg == nil || !reg.refs.TryGet() {
 		var err error
 		if reg, err = hd.resolve(); err != nil {
 			return nil, err

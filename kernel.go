@@ -45,7 +45,7 @@ func (k *Kernel) Register(kind Kind, name string, value any) error {
 		return modErr("register", k.inst.name, fmt.Errorf("%s with empty name or nil value: %w", kind, ErrInvalid))
 	}
 	fn, _ := AsFunc(value)
-	return k.stage(&registration{key: regKey{kind, name}, value: value, fn: fn, owner: k.inst})
+	return k.stage(&registration{key: regKey{kind, name}, value: value, fn: fn, refs: k.inst.refs, owner: k.inst})
 }
 
 // Hook stages a subscription of fn to the named event chain. Hooks are

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"github.com/raceless/raceless/internal/ref"
 )
 
 // Kind names a namespace of registrations. Names are unique within a kind
@@ -66,6 +68,7 @@ type registration struct {
 	key   regKey
 	value any
 	fn    Func     // value as a Func, if it is one (for Handle.Call)
+	refs  *ref.Ref // owner.refs, one load nearer (for Handle.Call)
 	hook  HookFunc // set for hooks; key.name is the event
 	owner *Instance
 }
