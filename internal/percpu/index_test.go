@@ -23,7 +23,10 @@ func TestSlots(t *testing.T) {
 // Goroutines alive at the same time have disjoint stacks, hence different
 // 2 KiB stack blocks, hence different hashes before the shift (multiplying by
 // an odd constant is a bijection), unless a stack moved (grew) between the
-// samples and another goroutine got the old one: most must differ.
+// samples and another goroutine got the old one: most must differ. Each
+// goroutine grows its stack before it samples, so that the calls after the
+// sample (which need more stack under -race) do not move it and hand its
+// old block to a goroutine that starts later.
 func TestSpread(t *testing.T) {
 	const n = 64
 	var wg, ready sync.WaitGroup
@@ -34,6 +37,7 @@ func TestSpread(t *testing.T) {
 		ready.Add(1)
 		go func() {
 			defer wg.Done()
+			growStack(32)
 			hashes[g] = Spread()
 			ready.Done()
 			<-hold
@@ -49,6 +53,17 @@ func TestSpread(t *testing.T) {
 	if len(seen) < n/2 {
 		t.Fatalf("%d live goroutines got %d distinct hashes", n, len(seen))
 	}
+}
+
+// growStack uses about depth KiB of stack.
+//
+//go:noinline
+func growStack(depth int) byte {
+	var buf [1024]byte
+	if depth > 0 {
+		buf[depth%len(buf)] = growStack(depth - 1)
+	}
+	return buf[0]
 }
 
 var sink uint64
