@@ -3,6 +3,7 @@ package raceless
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 )
@@ -183,5 +184,45 @@ func waitCalls(t *testing.T, ok *atomic.Int64) {
 			t.Fatal("no call got through")
 		}
 		runtimeGosched()
+	}
+}
+
+// TestExportStack: a StackFunc symbol gets a private stack with room for
+// its results, whether called through a Handle or through the Func that
+// lookups see, and the caller's arguments stay as they were.
+func TestExportStack(t *testing.T) {
+	h := quietHost(t)
+	swap3 := StackFunc(func(_ context.Context, stack []uint64) ([]uint64, error) {
+		if len(stack) != 1 || cap(stack) < 3 {
+			return nil, fmt.Errorf("stack len %d cap %d: %w", len(stack), cap(stack), ErrInvalid)
+		}
+		stack = stack[:3]
+		stack[0], stack[1], stack[2] = stack[0]+1, stack[0]+2, stack[0]+3
+		return stack, nil
+	})
+	mustLoad(t, h, src("stacky", &testModule{init: func(k *Kernel) error {
+		if err := k.ExportStack("bad", -1, swap3); !errors.Is(err, ErrInvalid) {
+			return fmt.Errorf("negative size: %v", err)
+		}
+		return k.ExportStack("three", 3, swap3)
+	}}))
+	args := []uint64{10}
+	check := func(how string, r []uint64, err error) {
+		t.Helper()
+		if err != nil || len(r) != 3 || r[0] != 11 || r[2] != 13 || args[0] != 10 {
+			t.Fatalf("%s: %v %v, arguments now %v", how, r, err, args)
+		}
+	}
+	r, err := h.Handle(KindSymbol, "three").Call(context.Background(), args...)
+	check("handle", r, err)
+	b, err := h.Symbol("three")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err = b.Value.(Func)(context.Background(), args...)
+	b.Release()
+	check("by name", r, err)
+	if err := h.Unload(deadline(t), "stacky", UnloadOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -38,6 +38,22 @@ func (k *Kernel) Export(name string, value any) error {
 	return k.Register(KindSymbol, name, value)
 }
 
+// ExportStack stages the Func symbol name implemented by f, which needs a
+// stack of size values (at least its argument and its result count).
+// Lookups (Host.Symbol, Kernel.Import) get a Func that passes f a copy of
+// its arguments with that room; Handle.Call passes f the copy of the
+// caller's arguments it makes anyway, so that a call through a Handle
+// allocates once (the wasm loader exports its symbols so).
+func (k *Kernel) ExportStack(name string, size int, f StackFunc) error {
+	if name == "" || f == nil || size < 0 {
+		return modErr("register", k.inst.name, fmt.Errorf("symbol with empty name, nil function or negative size: %w", ErrInvalid))
+	}
+	fn := Func(func(ctx context.Context, args ...uint64) ([]uint64, error) {
+		return f(ctx, append(make([]uint64, 0, max(len(args), size)), args...))
+	})
+	return k.stage(&registration{key: regKey{KindSymbol, name}, value: fn, fn: fn, stack: f, size: size, refs: k.inst.refs, owner: k.inst})
+}
+
 // Register stages a registration of any kind (symbols, filesystem types,
 // routes) with the same rules as Export.
 func (k *Kernel) Register(kind Kind, name string, value any) error {

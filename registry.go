@@ -29,15 +29,14 @@ type HookFunc func(ctx context.Context, arg any) error
 
 // Func is the language-neutral symbol type: wasm modules export and import
 // symbols of this type, and native modules may export it to be callable
-// from wasm.
-//
-// A Func owns args for the length of the call: it may overwrite them and
-// return its results in their backing array (as wazero's
-// api.Function.CallWithStack does), which saves an allocation per call. A
-// caller that still needs its arguments afterwards, or shares the slice
-// with another goroutine, passes a copy. Calls with literal arguments,
-// f(ctx, 1, 2), never notice.
+// from wasm. A Func neither modifies nor keeps its args.
 type Func func(ctx context.Context, args ...uint64) ([]uint64, error)
+
+// StackFunc is a Func in wazero's calling convention: stack holds the
+// arguments on entry, has room for the results, and the function may
+// overwrite it and return its results in it. It saves the allocation of a
+// result slice; Kernel.ExportStack publishes one.
+type StackFunc func(ctx context.Context, stack []uint64) ([]uint64, error)
 
 // AsFunc returns v as a Func if it is one (a Func, or a plain func of the
 // same signature).
@@ -67,8 +66,13 @@ type regKey struct {
 type registration struct {
 	key   regKey
 	value any
-	fn    Func     // value as a Func, if it is one (for Handle.Call)
-	refs  *ref.Ref // owner.refs, one load nearer (for Handle.Call)
+	// For Handle.Call: the value as a Func, if it is one; the StackFunc
+	// behind it and the stack size it needs (ExportStack); owner.refs,
+	// one load nearer.
+	fn    Func
+	stack StackFunc
+	size  int
+	refs  *ref.Ref
 	hook  HookFunc // set for hooks; key.name is the event
 	owner *Instance
 }

@@ -61,8 +61,9 @@
 // compare-and-swap) and retracts it by releasing it (one store), and the
 // watchdog claims the word only while it still holds an expired deadline,
 // so it never kills a later call. A protected call thus costs a plain
-// wazero call (api.Function.CallWithStack, on the caller's arguments: one
-// allocation fewer than api.Function.Call) plus the owner's reference and
+// wazero call (api.Function.CallWithStack, in the copy of the arguments
+// raceless.Handle makes: one allocation fewer than api.Function.Call)
+// plus the owner's reference and
 // those two operations. A caller's context does not cancel a call (it only
 // identifies the call chain): cancelling a guest call kills its instance,
 // so only deadlines and unloads do.

@@ -194,7 +194,8 @@ func hostExport(_ context.Context, in *instance, m api.Module, s []uint64) int32
 	if fn == nil {
 		return codeNoEnt
 	}
-	if err := in.k.Export(name, in.symbol(name, fn)); err != nil {
+	f, size := in.symbol(name, fn)
+	if err := in.k.ExportStack(name, size, f); err != nil {
 		in.logger().Debug("export failed", "symbol", name, "err", err)
 		return codeOf(err)
 	}

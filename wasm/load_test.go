@@ -92,10 +92,18 @@ func TestProviderConsumer(t *testing.T) {
 	if _, err := e.call("add", 1); !errors.Is(err, raceless.ErrInvalid) {
 		t.Fatalf("add with one argument: %v", err)
 	}
-	// A protected call through a Handle allocates once (the variadic
-	// arguments, which the symbol reuses as wazero's stack and returns as
-	// its results); api.Function.Call allocates twice.
+	// A protected call through a Handle allocates once (its copy of the
+	// arguments, which the symbol uses as wazero's stack and returns as
+	// its results); api.Function.Call allocates twice. The caller's
+	// arguments are left as they were.
 	add := e.h.Handle(raceless.KindSymbol, "add")
+	args := []uint64{2, 3}
+	if r, err := add.Call(context.Background(), args...); err != nil || r[0] != 5 || args[0] != 2 || args[1] != 3 {
+		t.Fatalf("add through a handle: %v %v, arguments now %v", r, err, args)
+	}
+	if r, err := e.call("add", args...); err != nil || r[0] != 5 || args[0] != 2 || args[1] != 3 {
+		t.Fatalf("add by name: %v %v, arguments now %v", r, err, args)
+	}
 	if allocs := testing.AllocsPerRun(100, func() {
 		if r, err := add.Call(context.Background(), 2, 3); err != nil || r[0] != 5 {
 			t.Fatalf("add through a handle: %v %v", r, err)

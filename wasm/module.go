@@ -333,32 +333,29 @@ func (in *instance) teardown(kill bool) {
 // lock takes the call lock with a deadline ticks from now.
 func (in *instance) lock(ticks int64) { in.calls.lock(&in.l.tick, ticks) }
 
-// symbol returns the raceless.Func of an exported function: a call of fn
-// under the call lock, with a deadline callTicks from when it gets the
-// lock. ctx identifies the call chain (for reentrancy) but does not cancel
-// the call: cancelling a guest call kills its instance, so only deadlines
-// and unloads do.
-//
-// args serve as the wazero stack and come back as the results (a Func owns
-// its args) when they have room; else one slice is allocated. Called with
-// literal arguments, a call allocates once, where api.Function.Call
-// allocates twice.
+// symbol returns the raceless.StackFunc of an exported function, and the
+// stack size it needs: a call of fn under the call lock, with a deadline
+// callTicks from when it gets the lock, computing in the stack it is
+// given (api.Function.CallWithStack). ctx identifies the call chain (for
+// reentrancy) but does not cancel the call: cancelling a guest call kills
+// its instance, so only deadlines and unloads do. Exported with
+// Kernel.ExportStack, a call through a raceless.Handle allocates once,
+// where api.Function.Call allocates twice.
 //
 // This is every symbol call's path, so chain, lock, callLocked and unlock
 // are written out flat in it, with their slow paths out of line: each
 // function call saved is ~1 ns of a ~50 ns call.
-func (in *instance) symbol(name string, fn api.Function) raceless.Func {
+func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, int) {
 	def := fn.Definition()
 	nparams, nresults := len(def.ParamTypes()), len(def.ResultTypes())
 	size := max(nparams, nresults)
 	what := "symbol " + name
-	return func(ctx context.Context, args ...uint64) ([]uint64, error) {
-		if len(args) != nparams {
-			return nil, in.arityErr(what, len(args), nparams)
+	return func(ctx context.Context, stack []uint64) ([]uint64, error) {
+		if len(stack) != nparams {
+			return nil, in.arityErr(what, len(stack), nparams)
 		}
-		stack := args[:cap(args)]
-		if len(stack) < size {
-			stack = append(make([]uint64, 0, size), args...)
+		if cap(stack) < size { // a caller that did not make the room
+			stack = append(make([]uint64, 0, size), stack...)
 		}
 		stack = stack[:size]
 		cctx := context.Context(in.root) // chain
@@ -388,7 +385,7 @@ func (in *instance) symbol(name string, fn api.Function) raceless.Func {
 			return nil, err
 		}
 		return stack[:nresults:nresults], nil
-	}
+	}, size
 }
 
 // arityErr is a symbol's error for a call with n arguments instead of
