@@ -117,14 +117,20 @@ func envSeed(t *testing.T) int64 {
 // TestTortureWasm adds a WebAssembly module (examples/wasm/provider,
 // exporting add and mul) to a short run: loads, plain and forced unloads,
 // and calls through Bindings, kept across operations, that must return
-// the right result or, after a forced unload, fail cleanly.
+// the right result or, after a forced unload, fail cleanly. It runs under
+// -race too (shorter), so that CI runs it.
 func TestTortureWasm(t *testing.T) {
-	if testing.Short() || raceEnabled {
-		t.Skip("builds a wasm module; too slow under -race")
+	if testing.Short() {
+		t.Skip("builds a wasm module")
+	}
+	d := 10 * time.Second
+	if raceEnabled {
+		d = 3 * time.Second // ~20 s in all under -race (a cold compile); dozens of loads and calls
 	}
 	path := wasmtest.Build(t, wasmtest.Provider)
 	ctx := context.Background()
-	l, err := wasm.NewLoader(ctx, wasm.Config{})
+	// A disk cache, so that the run's reloads do not compile afresh.
+	l, err := wasm.NewLoader(ctx, wasm.Config{CacheDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +147,7 @@ func TestTortureWasm(t *testing.T) {
 	if _, err := h.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	runFor(t, 10*time.Second, Options{Wasm: []WasmModule{{Source: src, Calls: []WasmCall{
+	runFor(t, d, Options{Wasm: []WasmModule{{Source: src, Calls: []WasmCall{
 		{Symbol: "add", Args: []uint64{2, 3}, Want: []uint64{5}},
 		{Symbol: "mul", Args: []uint64{6, 7}, Want: []uint64{42}},
 	}}}})
