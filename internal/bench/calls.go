@@ -487,22 +487,28 @@ func writeTable(w io.Writer, calls []CallResult, syncs []SyncResult, life []Life
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "grace periods: Synchronize latency")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "readers cycling\tp50\tp99\t")
+	var rows [][3]string
 	for _, s := range syncs {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t\n", s.Readers, fmtNs(s.P50Ns), fmtNs(s.P99Ns))
+		rows = append(rows, [3]string{fmt.Sprint(s.Readers), fmtNs(s.P50Ns), fmtNs(s.P99Ns)})
 	}
-	if err := tw.Flush(); err != nil {
+	if err := latencyTable(w, "grace periods: Synchronize latency", "readers cycling", rows); err != nil {
 		return err
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "lifecycle: an idle native module with one symbol and one hook")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tp50\tp99\t")
+	rows = rows[:0]
 	for _, l := range life {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", l.Name, fmtNs(l.P50Ns), fmtNs(l.P99Ns))
+		rows = append(rows, [3]string{l.Name, fmtNs(l.P50Ns), fmtNs(l.P99Ns)})
+	}
+	return latencyTable(w, "lifecycle: an idle native module with one symbol and one hook", "", rows)
+}
+
+// latencyTable writes a titled table of (what, p50, p99) rows.
+func latencyTable(w io.Writer, title, what string, rows [][3]string) error {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, title)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%s\tp50\tp99\t\n", what)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", r[0], r[1], r[2])
 	}
 	return tw.Flush()
 }
