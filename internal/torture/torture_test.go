@@ -90,17 +90,7 @@ func TestTortureLong(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(context.Background(), Options{Duration: d, Seed: envSeed(t), NoFS: os.Getenv("RACELESS_TORTURE_NOFS") != ""})
-	var buf bytes.Buffer
-	_ = rep.WriteText(&buf)
-	_ = rep.WriteJSON(&buf)
-	t.Log(buf.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Violations != 0 {
-		t.Errorf("%d violations (seed %d): %v", rep.Violations, rep.Seed, rep.ByKind)
-	}
+	runFor(t, d, Options{NoFS: os.Getenv("RACELESS_TORTURE_NOFS") != ""})
 }
 
 // envSeed returns RACELESS_TORTURE_SEED, or 0 (a seed from the clock).
@@ -153,12 +143,14 @@ func TestTortureWasm(t *testing.T) {
 	}}}})
 }
 
-// runFor runs for d and fails on any violation.
+// runFor runs for d, logs the report (text and JSON) and fails on any
+// violation.
 func runFor(t *testing.T, d time.Duration, opts Options) {
 	opts.Duration, opts.Seed = d, envSeed(t)
 	rep, err := Run(context.Background(), opts)
 	var buf bytes.Buffer
 	_ = rep.WriteText(&buf)
+	_ = rep.WriteJSON(&buf)
 	t.Log(buf.String())
 	if err != nil {
 		t.Fatal(err)
