@@ -154,3 +154,44 @@ func ExampleHandle() {
 	// <nil>
 	// [42] <nil>
 }
+
+// A worker goroutine that calls a symbol many times holds the owner's
+// reference in its own Caller for each call: plain stores rather than two
+// atomic operations on the module's counter. Between calls it holds
+// nothing, so the module unloads as usual.
+func ExampleCaller() {
+	ctx := context.Background()
+	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	adderSource := raceless.Native(raceless.Info{Name: "adder"}, func() raceless.Module { return adder{} })
+	if _, err := host.Load(ctx, adderSource, nil); err != nil {
+		fmt.Println(err)
+		return
+	}
+	add := host.Handle(raceless.KindSymbol, "add")
+
+	jobs := make(chan uint64)
+	sums := make(chan uint64)
+	go func() {
+		c := host.NewCaller() // one per goroutine
+		defer c.Close()
+		var total uint64
+		for n := range jobs {
+			r, err := c.Call(ctx, add, total, n)
+			if err != nil {
+				fmt.Println(err) // and go on draining jobs
+				continue
+			}
+			total = r[0]
+		}
+		sums <- total
+	}()
+	for n := uint64(1); n <= 100; n++ {
+		jobs <- n
+	}
+	close(jobs)
+	fmt.Println(<-sums)
+	fmt.Println(host.Unload(ctx, "adder", raceless.UnloadOptions{}))
+	// Output:
+	// 5050
+	// <nil>
+}

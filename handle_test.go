@@ -133,8 +133,33 @@ func TestHandleCallHoldsOwner(t *testing.T) {
 // either reaches a live owner or fails with ErrNotFound or ErrNotLive.
 func TestHandleConcurrentReloads(t *testing.T) {
 	h := quietHost(t)
+	mod := exitChecked(t)
+	mustLoad(t, h, mod())
+	hd := h.Handle(KindSymbol, "f")
+	var ok atomic.Int64
+	stop := hammer(4, func() {
+		_, err := hd.Call(context.Background())
+		countCall(t, &ok, err)
+	})
+	// Each round waits for a call to get through to the new owner, so that
+	// the calls really interleave with the reloads.
+	for range 50 {
+		waitCalls(t, &ok)
+		_ = h.Unload(deadline(t), "one", UnloadOptions{Wait: true})
+		mustLoad(t, h, mod())
+	}
+	waitCalls(t, &ok)
+	stop()
+	if err := h.Unload(deadline(t), "one", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// exitChecked returns a maker of fresh "one" modules exporting "f", a Func
+// that fails the test if it runs after its module's Exit.
+func exitChecked(t *testing.T) func() Source {
 	var exited atomic.Bool
-	mod := func() Source {
+	return func() Source {
 		exited.Store(false)
 		return src("one", &testModule{
 			init: func(k *Kernel) error {
@@ -148,30 +173,18 @@ func TestHandleConcurrentReloads(t *testing.T) {
 			exit: func() (int, error) { exited.Store(true); return 0, nil },
 		})
 	}
-	mustLoad(t, h, mod())
-	hd := h.Handle(KindSymbol, "f")
-	var ok atomic.Int64
-	stop := hammer(4, func() {
-		_, err := hd.Call(context.Background())
-		switch {
-		case err == nil:
-			ok.Add(1)
-		case errors.Is(err, ErrNotFound), errors.Is(err, ErrNotLive):
-		default:
-			t.Error(err)
-		}
-	})
-	// Each round waits for a call to get through to the new owner, so that
-	// the calls really interleave with the reloads.
-	for range 50 {
-		waitCalls(t, &ok)
-		_ = h.Unload(deadline(t), "one", UnloadOptions{Wait: true})
-		mustLoad(t, h, mod())
-	}
-	waitCalls(t, &ok)
-	stop()
-	if err := h.Unload(deadline(t), "one", UnloadOptions{}); err != nil {
-		t.Fatal(err)
+}
+
+// countCall counts a call that got through to a live owner; while the
+// owner reloads a call may also fail with ErrNotFound or ErrNotLive, and
+// any other error fails the test.
+func countCall(t *testing.T, ok *atomic.Int64, err error) {
+	switch {
+	case err == nil:
+		ok.Add(1)
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrNotLive):
+	default:
+		t.Error(err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/raceless/raceless/internal/grace"
+	"github.com/raceless/raceless/internal/ref"
 )
 
 // Host loads, links, calls into and unloads modules. It plays the kernel's
@@ -20,6 +21,9 @@ type Host struct {
 	resolver Resolver
 	grace    *grace.Domain
 	reg      *registry
+	// holders are the Callers' reference slots; every Instance's refs
+	// counts them (ref.Holders).
+	holders ref.Holders
 
 	// mu guards byName, seq and every Instance's deps, holders,
 	// waitingFor and unloading fields, and state transitions. It is never

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/raceless/raceless/internal/ref"
 )
 
 // loadOpts carries what Load's public callers cannot set.
@@ -144,7 +142,7 @@ func (h *Host) newInstance(info Info, key string, params map[string]string, lo l
 		info:     info,
 		seq:      h.seq,
 		loaded:   time.Now(),
-		refs:     ref.New(true), // outside TryGet fails while coming
+		refs:     h.holders.New(true), // outside TryGet fails while coming
 		initDone: make(chan struct{}),
 		gone:     make(chan struct{}),
 		params:   params,

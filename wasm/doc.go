@@ -63,8 +63,8 @@
 // so it never kills a later call. A protected call thus costs a plain
 // wazero call (api.Function.CallWithStack, in the copy of the arguments
 // raceless.Handle makes: one allocation fewer than api.Function.Call)
-// plus the owner's reference and
-// those two operations. A caller's context does not cancel a call (it only
+// plus the owner's reference (two atomic adds, or two plain stores through
+// a raceless.Caller) and those two operations. A caller's context does not cancel a call (it only
 // identifies the call chain): cancelling a guest call kills its instance,
 // so only deadlines and unloads do.
 // Config.CallTimeout < 0 turns deadlines off; forced unloads still

@@ -111,6 +111,17 @@ func TestProviderConsumer(t *testing.T) {
 	}); allocs > 1 {
 		t.Fatalf("a call through a handle allocates %v times, want at most 1", allocs)
 	}
+	// So does one through a Caller, which holds the reference in its own
+	// word.
+	c := e.h.NewCaller()
+	defer c.Close()
+	if allocs := testing.AllocsPerRun(100, func() {
+		if r, err := c.Call(context.Background(), add, 2, 3); err != nil || r[0] != 5 {
+			t.Fatalf("add through a caller: %v %v", r, err)
+		}
+	}); allocs > 1 {
+		t.Fatalf("a call through a caller allocates %v times, want at most 1", allocs)
+	}
 	for _, n := range []string{"consumer", "provider"} {
 		if err := e.h.Unload(context.Background(), n, raceless.UnloadOptions{}); err != nil {
 			t.Fatal(err)

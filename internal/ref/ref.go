@@ -76,6 +76,13 @@
 // one slot, put on another), so an unmatched Put is only found when Kill
 // computes a negative total; Kill then clamps the count to zero and adds the
 // deficit to Underflows.
+//
+// # Holders
+//
+// A Ref made by Holders.New also counts the references held in that set's
+// Holders: one goroutine's word each, taken and dropped with plain stores,
+// which Kill reads after a membarrier (see Holders). Kill, Count and
+// WaitZero include them; the slot argument above is unchanged.
 package ref
 
 import (
@@ -109,10 +116,13 @@ const (
 // read sections; only WaitZero blocks.
 type Ref struct {
 	// Read-mostly line: the fast path reads slots and shift.
-	slots []slot        // counter slots, chosen by percpu.Spread
-	shift uint          // percpu.Spread() >> shift indexes slots
-	mode  atomic.Uint32 // modeLive or modeDead; written under mu by Kill/Revive; read first by TryGet
-	_     [percpu.CacheLine - 24 - 8 - 4]byte
+	slots []slot // counter slots, chosen by percpu.Spread
+	shift uint   // percpu.Spread() >> shift indexes slots
+	// holders is the set whose Holders this Ref counts (Holders.New);
+	// nil for none.
+	holders *Holders
+	mode    atomic.Uint32 // modeLive or modeDead; written under mu by Kill/Revive; read first by TryGet
+	_       [percpu.CacheLine - 24 - 8 - 8 - 4]byte
 
 	shared atomic.Int64 // dead: the exact count; live: bias + slow-path operations
 	under  atomic.Int64 // detected unmatched Puts
@@ -249,7 +259,7 @@ func (r *Ref) Kill() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.mode.Load() == modeDead {
-		return r.shared.Load() == 0
+		return r.shared.Load() == 0 && r.holders.held(r, false) == 0
 	}
 	r.mode.Store(modeDead)
 	var sum int64
@@ -259,7 +269,12 @@ func (r *Ref) Kill() bool {
 		old := r.slots[i].n.Swap(deadBit | slotBias)
 		sum += int64(old - slotBias)
 	}
-	n := r.shared.Add(sum - bias) // the switch: the exact count
+	n := r.shared.Add(sum - bias) // the switch: the exact count, less the Holders'
+	var held int64
+	if r.holders != nil {
+		percpu.Heavy() // see Holders: every Holder's word is visible now
+		held = r.holders.held(r, true)
+	}
 	for n < 0 {
 		// Unmatched Puts made in live mode: clamp to zero and record them.
 		if r.shared.CompareAndSwap(n, 0) {
@@ -270,7 +285,7 @@ func (r *Ref) Kill() bool {
 		n = r.shared.Load()
 	}
 	r.signalZeroLocked() // waiters re-check: they wait for dead and zero
-	return n == 0
+	return n == 0 && held == 0
 }
 
 // Revive undoes Kill (a refused unload): TryGet succeeds again and counting
@@ -303,7 +318,7 @@ func (r *Ref) Count() int64 {
 			}
 		}
 	}
-	return max(v, 0)
+	return max(v, 0) + r.holders.held(r, false)
 }
 
 // Underflows returns how many Puts without a matching get were detected.
@@ -320,7 +335,7 @@ func (r *Ref) Dead() bool { return r.mode.Load() == modeDead }
 func (r *Ref) WaitZero(ctx context.Context) error {
 	for {
 		r.mu.Lock()
-		if r.mode.Load() == modeDead && r.shared.Load() == 0 {
+		if r.mode.Load() == modeDead && r.shared.Load() == 0 && r.holders.held(r, false) == 0 {
 			r.mu.Unlock()
 			return nil
 		}

@@ -127,7 +127,8 @@ func TestTorture(t *testing.T) {
 	workers := max(3, runtime.GOMAXPROCS(0)+1)
 	var totalKills, zeroKills, gets int64
 	for round := 0; round < rounds; round++ {
-		r := New(round%2 == 1)
+		hs := &Holders{}
+		r := hs.New(round%2 == 1)
 		r.Revive()
 		var (
 			killedZero  atomic.Bool  // set while a Kill that saw zero is in force
@@ -142,6 +143,8 @@ func TestTorture(t *testing.T) {
 			wg.Add(1)
 			go func(w int) {
 				defer wg.Done()
+				tryGet, put, done := workerOps(hs, r, w)
+				defer done()
 				for i := 0; !stop.Load(); i++ {
 					if w == 0 {
 						// The module's own references: unconditional.
@@ -151,7 +154,7 @@ func TestTorture(t *testing.T) {
 						}
 						continue
 					}
-					if !r.TryGet() {
+					if !tryGet() {
 						runtime.Gosched()
 						continue
 					}
@@ -164,7 +167,7 @@ func TestTorture(t *testing.T) {
 						runtime.Gosched() // hold it across a reschedule (other P)
 					}
 					outstanding.Add(-1)
-					if !r.Put() {
+					if !put() {
 						fail("Put after TryGet refused")
 					}
 				}
@@ -351,7 +354,8 @@ func TestKillZeroRace(t *testing.T) {
 	workers := max(2, runtime.GOMAXPROCS(0))
 	var zeros, won int
 	for round := 0; round < rounds; round++ {
-		r := New(false)
+		hs := &Holders{}
+		r := hs.New(false)
 		var (
 			killedZero  atomic.Bool
 			stop        atomic.Bool
@@ -362,10 +366,12 @@ func TestKillZeroRace(t *testing.T) {
 		)
 		for w := 0; w < workers; w++ {
 			wg.Add(1)
-			go func() {
+			go func(w int) {
 				defer wg.Done()
+				tryGet, put, done := workerOps(hs, r, w)
+				defer done()
 				for !stop.Load() {
-					if r.TryGet() {
+					if tryGet() {
 						outstanding.Add(1)
 						wins.Add(1)
 						if killedZero.Load() {
@@ -375,13 +381,13 @@ func TestKillZeroRace(t *testing.T) {
 							wins.Add(0) // hold it a little
 						}
 						outstanding.Add(-1)
-						r.Put()
+						put()
 					}
 					if ops.Add(1)%16 == 0 {
 						runtime.Gosched() // let the killer in (2 Ps)
 					}
 				}
-			}()
+			}(w)
 		}
 		// Kill while the workers are at it (after a varying number of
 		// attempts), then let them try again for a while.
@@ -469,4 +475,14 @@ func TestSlotDrift(t *testing.T) {
 	if !r.TryGet() || !r.Put() || !r.Kill() {
 		t.Fatal("Ref unusable after junk resets")
 	}
+}
+
+// workerOps returns worker w's TryGet and Put on r: odd workers take their
+// references in a Holder of hs (closed by done), even ones in r's slots.
+func workerOps(hs *Holders, r *Ref, w int) (tryGet, put func() bool, done func()) {
+	if w%2 == 0 {
+		return r.TryGet, r.Put, func() {}
+	}
+	h := hs.Register()
+	return func() bool { return h.TryGet(r) }, func() bool { h.Put(r); return true }, h.Close
 }

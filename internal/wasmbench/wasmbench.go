@@ -48,10 +48,13 @@ type Result struct {
 // raw_wazero_call_with_stack (api.Function.CallWithStack, reusing one
 // stack: the floor), raw_wazero_call_close_on_ctx_done
 // (RuntimeConfig.WithCloseOnContextDone, the usual way to make wazero
-// calls interruptible), protected_call (Handle.Call: a reference on the
-// owner for the call), protected_call_by_name (Host.Symbol, the Func,
-// Binding.Release); ratios (x): protected_over_raw and
-// protected_by_name_over_raw; load_cold, load_warm, unload (ms);
+// calls interruptible), protected_call (Caller.Call: the owner's
+// reference held in the goroutine's Caller for the call),
+// protected_call_handle (Handle.Call: the reference on the owner's shared
+// counter), protected_call_by_name (Host.Symbol, the Func,
+// Binding.Release); ratios (x): protected_over_raw,
+// protected_handle_over_raw and protected_by_name_over_raw; load_cold,
+// load_warm, unload (ms);
 // heap_growth_after_N_cycles (bytes); cycle (ms).
 func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
 	res, err := Measure(ctx, opts)
@@ -171,6 +174,12 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 	// does, and a deeper context costs both the same.
 	bg := context.Background()
 	add3 := h.Handle(raceless.KindSymbol, "add")
+	caller := h.NewCaller()
+	defer caller.Close()
+	byCaller := func() error { // the reference in the goroutine's Caller
+		r, err := caller.Call(bg, add3, 1, 2)
+		return checkAdd(r, err)
+	}
 	byHandle := func() error { // the owner's reference for the call only
 		r, err := add3.Call(bg, 1, 2)
 		return checkAdd(r, err)
@@ -185,6 +194,9 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 		return checkAdd(r, err)
 	}
 	for range 1000 {
+		if err := byCaller(); err != nil {
+			return nil, err
+		}
 		if err := byHandle(); err != nil {
 			return nil, err
 		}
@@ -222,13 +234,17 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 		err := raw.f.CallWithStack(bg, stack)
 		return checkAdd(stack[:1], err)
 	}
-	var rawNs, stackNs, handleNs, nameNs, handleRatio, nameRatio []float64
+	var rawNs, stackNs, callerNs, handleNs, nameNs, callerRatio, handleRatio, nameRatio []float64
 	for range rounds {
 		r, err := timeN(rawCall)
 		if err != nil {
 			return nil, err
 		}
 		s, err := timeN(rawStack)
+		if err != nil {
+			return nil, err
+		}
+		c, err := timeN(byCaller)
 		if err != nil {
 			return nil, err
 		}
@@ -240,14 +256,16 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		rawNs, stackNs, handleNs, nameNs = append(rawNs, r), append(stackNs, s), append(handleNs, hd), append(nameNs, nm)
-		handleRatio, nameRatio = append(handleRatio, hd/r), append(nameRatio, nm/r)
+		rawNs, stackNs, callerNs, handleNs, nameNs = append(rawNs, r), append(stackNs, s), append(callerNs, c), append(handleNs, hd), append(nameNs, nm)
+		callerRatio, handleRatio, nameRatio = append(callerRatio, c/r), append(handleRatio, hd/r), append(nameRatio, nm/r)
 	}
 	add("raw_wazero_call", median(rawNs), "ns")
 	add("raw_wazero_call_with_stack", median(stackNs), "ns")
-	add("protected_call", median(handleNs), "ns")
+	add("protected_call", median(callerNs), "ns")
+	add("protected_call_handle", median(handleNs), "ns")
 	add("protected_call_by_name", median(nameNs), "ns")
-	add("protected_over_raw", median(handleRatio), "x")
+	add("protected_over_raw", median(callerRatio), "x")
+	add("protected_handle_over_raw", median(handleRatio), "x")
 	add("protected_by_name_over_raw", median(nameRatio), "x")
 	if err := h.Unload(ctx, "provider", raceless.UnloadOptions{}); err != nil {
 		return nil, err

@@ -11,7 +11,7 @@ import "github.com/raceless/raceless/sdk"
 
 func init() {
 	sdk.OnInit(func() error {
-		sdk.Logf("hello, %s", sdk.ParamOr("who", "world"))
+		sdk.Log("hello, " + sdk.ParamOr("who", "world"))
 		// A hook: called by the host's CallHooks("hello.ping", ...).
 		return sdk.Hook("hello.ping", func() error {
 			sdk.Log("pong")
@@ -19,7 +19,7 @@ func init() {
 		})
 	})
 	sdk.OnExit(func() (int, error) {
-		sdk.Logf("goodbye, %s", sdk.ParamOr("who", "world"))
+		sdk.Log("goodbye, " + sdk.ParamOr("who", "world"))
 		return 0, nil
 	})
 }

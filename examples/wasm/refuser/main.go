@@ -24,7 +24,7 @@ func init() {
 	})
 	sdk.OnExit(func() (int, error) {
 		if users > 0 {
-			sdk.Logf("refusing to exit: %d users", users)
+			sdk.Log(fmt.Sprintf("refusing to exit: %d users", users))
 			return int(users), nil
 		}
 		if users < 0 {

@@ -1,0 +1,114 @@
+package ref
+
+import (
+	"sync/atomic"
+	"testing"
+	"unsafe"
+)
+
+func TestHolderLifecycle(t *testing.T) {
+	hs := &Holders{}
+	r := hs.New(false)
+	h := hs.Register()
+	defer h.Close()
+	if !h.TryGet(r) || !h.Holding() {
+		t.Fatal("TryGet on a live Ref failed")
+	}
+	if got := r.Count(); got != 1 {
+		t.Fatalf("Count = %d, want 1", got)
+	}
+	if r.Kill() {
+		t.Fatal("Kill saw zero with a Holder's reference held")
+	}
+	if got := r.Count(); got != 1 {
+		t.Fatalf("Count after Kill = %d, want 1", got)
+	}
+	other := hs.Register()
+	defer other.Close()
+	if other.TryGet(r) || other.Holding() {
+		t.Fatal("TryGet after Kill succeeded")
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- r.WaitZero(testCtx(t)) }()
+	h.Put(r) // dead: wakes the waiter
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if h.Holding() || r.Count() != 0 || !r.Kill() {
+		t.Fatalf("after Put: holding %v, Count %d", h.Holding(), r.Count())
+	}
+	r.Revive()
+	if !h.TryGet(r) {
+		t.Fatal("TryGet after Revive failed")
+	}
+	h.Put(r)
+	if !r.Kill() || r.Underflows() != 0 {
+		t.Fatalf("Kill after Put: count %d, underflows %d", r.Count(), r.Underflows())
+	}
+}
+
+// A Holder is counted by the Refs of its own set only.
+func TestHolderOtherSet(t *testing.T) {
+	a, b := &Holders{}, &Holders{}
+	h := a.Register()
+	defer h.Close()
+	ra, rb := a.New(false), b.New(false)
+	if !h.TryGet(ra) {
+		t.Fatal("TryGet failed")
+	}
+	if !rb.Kill() {
+		t.Fatal("a Ref of another set counted the Holder")
+	}
+	if ra.Kill() {
+		t.Fatal("the Holder's own set's Ref did not count it")
+	}
+	h.Put(ra)
+}
+
+// A Holder caught between announcing itself and reading the mode (entering)
+// may have found the Ref live: Kill waits for it to settle, and counts it
+// if it ends up holding.
+func TestKillWaitsForEnteringHolder(t *testing.T) {
+	hs := &Holders{}
+	r := hs.New(false)
+	h := hs.Register()
+	defer h.Close()
+	a := uint64(uintptr(unsafe.Pointer(r)))
+	atomic.StoreUint64(&h.word, a|entering) // a TryGet that has loaded "live" and not yet stored
+
+	waiting := make(chan struct{})
+	var once atomic.Bool
+	settleHook = func() {
+		if once.CompareAndSwap(false, true) {
+			close(waiting)
+		}
+	}
+	defer func() { settleHook = nil }()
+	killed := make(chan bool)
+	go func() { killed <- r.Kill() }()
+	select {
+	case <-waiting: // Kill is waiting for the entering Holder
+	case zero := <-killed:
+		t.Fatalf("Kill returned %v without waiting for an entering Holder", zero)
+	}
+	atomic.StoreUint64(&h.word, a) // the TryGet succeeds
+	if <-killed {
+		t.Fatal("Kill saw zero although the entering Holder got its reference")
+	}
+	h.Put(r)
+	if r.Count() != 0 || !r.Kill() {
+		t.Fatalf("Count after Put = %d", r.Count())
+	}
+}
+
+func BenchmarkHolderTryGetPut(b *testing.B) {
+	hs := &Holders{}
+	r := hs.New(false)
+	h := hs.Register()
+	defer h.Close()
+	for b.Loop() {
+		if h.TryGet(r) {
+			h.Put(r)
+		}
+	}
+}
