@@ -147,7 +147,11 @@ func (h *Host) acquire(kind Kind, name string) (Binding, *registration, error) {
 		// snapshot.
 		next := h.reg.snap.Load().lookup(kind, name)
 		if next == reg {
-			return Binding{}, reg, modErr("acquire", name, stateErr(reg.owner))
+			// Still published after its owner's TryGet failed: the owner
+			// was going then (killed, being unloaded). It may be gone by
+			// now, but a lookup by name reports what held at the lookup;
+			// ErrGone is for a stale *Instance.
+			return Binding{}, reg, modErr("acquire", name, fmt.Errorf("%s is %s: %w", reg.owner.name, StateGoing, ErrNotLive))
 		}
 		reg = next
 	}

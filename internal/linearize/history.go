@@ -118,7 +118,7 @@ func (r *Recorder) Acquire(client int, name string, call, ret int64, err error) 
 	case err == nil:
 	case errors.Is(err, raceless.ErrNotFound):
 		res = NotFound
-	case errors.Is(err, raceless.ErrNotLive), errors.Is(err, raceless.ErrGone):
+	case errors.Is(err, raceless.ErrNotLive):
 		res = NotLive
 	default:
 		return fmt.Errorf("acquire %s: %w: %w", name, ErrUnexpected, err)

@@ -35,7 +35,7 @@
 //	Unload = ErrNotFound     requires absent
 //	Acquire ok               requires live; Refs+1
 //	Acquire ErrNotFound      requires absent, coming or going   (unpublished while coming)
-//	Acquire ErrNotLive/Gone  requires going                     (published, refs killed)
+//	Acquire ErrNotLive       requires going                     (published, refs killed)
 //	Put                      requires Refs > 0; Refs-1
 //	Module(name) found       requires not absent; not found: requires absent
 //	Lookup lists the symbol  requires live or going; omits it: absent, coming or going
@@ -107,7 +107,7 @@ const (
 	BusyExit    // *BusyError "exit refused"
 	BusyNotLive // *BusyError "not live (coming|going)"
 	NotFound
-	NotLive // ErrNotLive or ErrGone from Acquire
+	NotLive // ErrNotLive from Acquire (by name, never ErrGone)
 	Found   // Module: found; Lookup: listed
 	Missing // Module: not found; Lookup: not listed
 	NoDev   // Mount: ENODEV
