@@ -83,7 +83,7 @@ type LifecycleResult struct {
 }
 
 // Names lists the call benchmarks in table order.
-var Names = []string{"unprotected", "grace_reader", "grace_anonymous", "ref_tryget_put", "rwmutex", "atomic_counter", "mutex_counter"}
+var Names = []string{"unprotected", "grace_reader", "grace_anonymous", "ref_tryget_put", "ref_holder", "rwmutex", "atomic_counter", "mutex_counter"}
 
 // target is the protected function: tiny, not inlined, called through a
 // package variable so the call stays indirect.
@@ -172,6 +172,32 @@ func benchmarks() []benchmark {
 					return acc
 				}
 			}, func() {}
+		}},
+		{"ref_holder", func() (func(int) worker, func()) { // raceless.Caller's path
+			var hs ref.Holders
+			r := hs.New(false)
+			var mu sync.Mutex
+			var held []*ref.Holder
+			return func(int) worker {
+					h := hs.Register()
+					mu.Lock()
+					held = append(held, h)
+					mu.Unlock()
+					return func(n int) int {
+						acc := 0
+						for i := 0; i < n; i++ {
+							if h.TryGet(r) {
+								acc = call(acc)
+								h.Put(r)
+							}
+						}
+						return acc
+					}
+				}, func() {
+					for _, h := range held {
+						h.Close()
+					}
+				}
 		}},
 		{"rwmutex", func() (func(int) worker, func()) {
 			var mu sync.RWMutex

@@ -53,6 +53,11 @@ import (
 // Without percpu.Light the stores are sequentially consistent atomics and
 // Heavy is a no-op; the argument is then plain Dekker.
 //
+// A Kill that finds no Holder registered skips Heavy and the scan (a host
+// without Callers pays nothing): a Holder registered after that load of
+// the list was stored after it, hence after Kill's store of modeDead, and
+// its owner's TryGet loads the mode after the registration: it fails.
+//
 // An address is compared, never dereferenced, so a word naming a Ref that
 // is gone is harmless; it cannot name a Ref that reuses the address, since
 // a Holder holding r keeps r reachable through its owner.

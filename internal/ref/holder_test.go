@@ -47,6 +47,29 @@ func TestHolderLifecycle(t *testing.T) {
 	}
 }
 
+// A Kill with no Holder registered skips the barrier and the scan; a Holder
+// registered after it still fails to take a reference, and one registered
+// and closed since leaves no trace.
+func TestHolderRegisteredAfterKill(t *testing.T) {
+	hs := &Holders{}
+	r := hs.New(false)
+	closed := hs.Register()
+	closed.Close()
+	if hs.Len() != 0 || !r.Kill() {
+		t.Fatalf("Len %d; Kill with no Holder registered saw a reference", hs.Len())
+	}
+	h := hs.Register()
+	defer h.Close()
+	if hs.Len() != 1 || h.TryGet(r) || h.Holding() {
+		t.Fatal("a Holder registered after the Kill took a reference")
+	}
+	r.Revive()
+	if !h.TryGet(r) || r.Kill() {
+		t.Fatal("after Revive: TryGet failed, or Kill missed the reference")
+	}
+	h.Put(r)
+}
+
 // A Holder is counted by the Refs of its own set only.
 func TestHolderOtherSet(t *testing.T) {
 	a, b := &Holders{}, &Holders{}

@@ -271,9 +271,9 @@ func (r *Ref) Kill() bool {
 	}
 	n := r.shared.Add(sum - bias) // the switch: the exact count, less the Holders'
 	var held int64
-	if r.holders != nil {
+	if hs := r.holders; hs != nil && hs.Len() > 0 {
 		percpu.Heavy() // see Holders: every Holder's word is visible now
-		held = r.holders.held(r, true)
+		held = hs.held(r, true)
 	}
 	for n < 0 {
 		// Unmatched Puts made in live mode: clamp to zero and record them.
