@@ -21,7 +21,7 @@
 //
 //   - No call runs in a module that has been torn down: calls through the
 //     host take the owner's reference (the counting interface: Acquire,
-//     Symbol, Binding) or run inside a read section of the host's
+//     Symbol, Binding, Handle, Caller) or run inside a read section of the host's
 //     grace-period domain (the non-counting interface: hooks). Unload
 //     refuses new references, unpublishes, waits a grace period, and only
 //     then checks the count and calls Exit.
