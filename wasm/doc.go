@@ -3,7 +3,9 @@
 // raceless.Source; Host.Load then compiles it (through wazero's compilation
 // cache), instantiates it and runs its init; Host.Unload runs its exit and
 // frees it for real: the instance's linear memory, and with the last
-// instance of that binary its compiled code.
+// instance of that binary its compiled code. A Handle, Binding or Func
+// that outlives the unload pins none of it: teardown drops every
+// reference the instance holds into wazero (TestStaleHandleFreesInstance).
 //
 // The module ABI (exports raceless_init/exit/start/stop/hook, the host
 // import module "raceless", the modinfo custom section) is documented in

@@ -2,6 +2,7 @@ package wasm_test
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"testing"
 	"time"
@@ -63,4 +64,53 @@ func TestUnloadFrees(t *testing.T) {
 	if growth > 8<<20 {
 		t.Fatalf("heap grew by %d bytes over %d cycles", growth, cycles)
 	}
+}
+
+// TestStaleHandleFreesInstance: a Handle (or a Func a caller kept) that
+// outlives its owner pins no guest memory: teardown drops every reference
+// the instance holds into wazero, so what stays reachable is a small
+// tombstone that fails every call.
+func TestStaleHandleFreesInstance(t *testing.T) {
+	e := newEnv(t, wasmConfig())
+	src, err := e.l.Open(wasmtest.Build(t, wasmtest.Provider))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	load := func() {
+		if _, err := e.h.Load(ctx, src, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unload := func() {
+		if err := e.h.Unload(ctx, "provider", raceless.UnloadOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load() // warm up: caches, pools
+	unload()
+	before := heapInUse()
+	load()
+	m, _ := e.h.Module("provider")
+	memory := m.Size()
+	add := e.h.Handle(raceless.KindSymbol, "add")
+	if r, err := add.Call(ctx, 1, 2); err != nil || r[0] != 3 {
+		t.Fatalf("add: %v %v", r, err)
+	}
+	b, err := e.h.Symbol("mul")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mul := b.Value.(raceless.Func)
+	b.Release()
+	unload()
+	growth := int64(heapInUse()) - int64(before)
+	t.Logf("guest memory %d bytes; heap growth with a stale Handle and Func held: %d bytes", memory, growth)
+	if growth > memory/4 {
+		t.Fatalf("heap grew by %d bytes after unload (guest memory was %d): the stale Handle pins the instance", growth, memory)
+	}
+	if _, err := mul(ctx, 2, 3); !errors.Is(err, raceless.ErrGone) {
+		t.Fatalf("stale Func: %v, want ErrGone", err)
+	}
+	runtime.KeepAlive(add)
 }

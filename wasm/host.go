@@ -273,7 +273,7 @@ func hostHook(_ context.Context, in *instance, m api.Module, s []uint64) int32 {
 	id := uint64(uint32(s[2]))
 	what := "hook " + event
 	err := in.k.Hook(event, func(ctx context.Context, _ any) error {
-		return in.callRC(ctx, what, in.fnHook, in.l.callTicks, id)
+		return in.callRC(ctx, what, &in.fnHook, in.l.callTicks, id)
 	})
 	if err != nil {
 		return codeOf(err)

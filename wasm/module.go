@@ -47,11 +47,21 @@ type instance struct {
 	root   *frame
 	// interrupt is the instance's interrupt flag (the global the loader
 	// added, see instrument); interrupted makes kill set it once, so that
-	// only one goroutine ever writes it.
-	interrupt   api.MutableGlobal
+	// only one goroutine ever writes it. It is atomic because teardown
+	// drops it (see below) while the watchdog's kill, which holds no lock
+	// once it has claimed an overdue call, may be about to set it: a Set
+	// after the drop writes to a closed module, which nothing reads.
+	interrupt   atomic.Pointer[api.MutableGlobal]
 	interrupted atomic.Bool
 
+	// The wazero objects (interrupt above; mod, the lifecycle exports,
+	// the symbols' functions in syms) are dropped by teardown, under the
+	// call lock: a registration, a stale Handle or a Func a caller kept
+	// may keep the instance reachable after its unload, and through any
+	// of them the guest's linear memory. So every call reads its function
+	// under the lock, after the gone check (callLocked).
 	fnInit, fnExit, fnStart, fnStop, fnHook api.Function
+	syms                                    []*api.Function // each symbol's function, by Export order
 
 	// calls is the call lock: held while guest code runs, from the caller's
 	// goroutine (host imports run on it too), with the deadline of the
@@ -148,7 +158,9 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 	ictx := experimental.WithMemoryAllocator(in.root, memoryAllocator(uint64(limit)*wasmPage, &in.memSize))
 	mod, err := l.rt.InstantiateModule(ictx, c.cm, cfg)
 	if err == nil {
-		if in.interrupt, _ = mod.ExportedGlobal(interruptExport).(api.MutableGlobal); in.interrupt == nil {
+		if g, ok := mod.ExportedGlobal(interruptExport).(api.MutableGlobal); ok {
+			in.interrupt.Store(&g)
+		} else {
 			err = fmt.Errorf("no interrupt flag %q", interruptExport) // cannot happen: instrument adds it
 		}
 	}
@@ -179,7 +191,7 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 	}
 	if fn := mod.ExportedFunction("_initialize"); fn != nil {
 		in.lock(l.initTicks)
-		err := in.callLocked(in.root, "_initialize", fn, nil)
+		err := in.callLocked(in.root, "_initialize", &fn, nil)
 		in.calls.unlock()
 		if err != nil {
 			in.teardown(false)
@@ -197,7 +209,7 @@ func (in *instance) Init(k *raceless.Kernel) error {
 	in.k = k
 	in.initing = true
 	res := make([]uint64, 1)
-	err := in.callLocked(in.root, "init", in.fnInit, res)
+	err := in.callLocked(in.root, "init", &in.fnInit, res)
 	in.initing = false
 	var msg string
 	if err == nil && int32(res[0]) != 0 {
@@ -228,7 +240,7 @@ func (in *instance) Init(k *raceless.Kernel) error {
 }
 
 // Start runs the optional raceless_start export.
-func (in *instance) Start() { in.lifecycle("start", in.fnStart) }
+func (in *instance) Start() { in.lifecycle("start", &in.fnStart) }
 
 // Stop runs the optional raceless_stop export. In a forced unload (calls
 // in flight) it kills the instance instead; see Exit.
@@ -237,15 +249,10 @@ func (in *instance) Stop() {
 		return
 	}
 	defer in.calls.unlock()
-	if in.fnStop != nil {
-		_ = in.callLocked(in.root, "stop", in.fnStop, nil)
-	}
+	_ = in.callLocked(in.root, "stop", &in.fnStop, nil)
 }
 
-func (in *instance) lifecycle(what string, fn api.Function) {
-	if fn == nil {
-		return
-	}
+func (in *instance) lifecycle(what string, fn *api.Function) {
 	in.lock(in.l.initTicks)
 	defer in.calls.unlock()
 	_ = in.callLocked(in.root, what, fn, nil) // a fault taints; nothing else to do
@@ -284,7 +291,7 @@ func (in *instance) Exit() (int, error) {
 		return 0, nil
 	}
 	res := make([]uint64, 1)
-	err := in.callLocked(in.root, "exit", in.fnExit, res)
+	err := in.callLocked(in.root, "exit", &in.fnExit, res)
 	if err == nil {
 		if rc := int32(res[0]); rc > 0 {
 			in.takeErr()
@@ -322,12 +329,28 @@ func (in *instance) teardown(kill bool) {
 		in.lock(noDeadline)
 		in.kill(raceless.ErrGone)
 		_ = in.mod.Close(context.Background())
+		c := in.c
+		in.dropWazero()
 		in.calls.unlock()
 		in.l.mu.Lock()
 		delete(in.l.live, in)
 		in.l.mu.Unlock()
-		in.l.releaseCompiled(in.c)
+		in.l.releaseCompiled(c)
 	})
+}
+
+// dropWazero clears every reference the instance holds into wazero (see
+// the fields), the call lock held and the module closed: what stays
+// reachable through a stale registration is this struct, not the guest's
+// memory.
+func (in *instance) dropWazero() {
+	in.mod = nil
+	in.interrupt.Store(nil)
+	in.fnInit, in.fnExit, in.fnStart, in.fnStop, in.fnHook = nil, nil, nil, nil, nil
+	for _, p := range in.syms {
+		*p = nil
+	}
+	in.syms, in.imports, in.c = nil, nil, nil
 }
 
 // lock takes the call lock with a deadline ticks from now.
@@ -350,6 +373,10 @@ func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, in
 	nparams, nresults := len(def.ParamTypes()), len(def.ResultTypes())
 	size := max(nparams, nresults)
 	what := "symbol " + name
+	// Called during init (hostExport), under the call lock, as teardown
+	// is: in.syms needs no other lock.
+	fnp := &fn
+	in.syms = append(in.syms, fnp)
 	return func(ctx context.Context, stack []uint64) ([]uint64, error) {
 		if len(stack) != nparams {
 			return nil, in.arityErr(what, len(stack), nparams)
@@ -373,8 +400,8 @@ func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, in
 		if in.gone.Load() || in.aborted.Load() != nil || in.out.written.Load() {
 			err = in.beforeCall(what)
 		}
-		if err == nil {
-			if err = fn.CallWithStack(cctx, stack); err != nil {
+		if err == nil { // not gone: *fnp is still the function
+			if err = (*fnp).CallWithStack(cctx, stack); err != nil {
 				err = in.fault(what, err)
 			}
 		}
@@ -398,7 +425,7 @@ func (in *instance) arityErr(what string, n, want int) error {
 // under the call lock with a deadline ticks from when it gets the lock,
 // on ctx's call chain (see symbol). A non-zero code is returned as a
 // *GuestError with the message the guest set in that call.
-func (in *instance) callRC(ctx context.Context, what string, fn api.Function, ticks int64, arg uint64) error {
+func (in *instance) callRC(ctx context.Context, what string, fn *api.Function, ticks int64, arg uint64) error {
 	cctx, err := in.chain(ctx, what)
 	if err != nil {
 		return err
@@ -435,17 +462,23 @@ func (in *instance) nested(f *frame, what string) (context.Context, error) {
 	return &frame{in: in, parent: f}, nil
 }
 
-// callLocked runs fn in the guest, the call lock held, on the call chain
-// of cctx (see chain). stack holds fn's arguments on
-// entry and its results on return (api.Function.CallWithStack: its length
-// is at least the larger of the two counts; nil when both are 0).
-func (in *instance) callLocked(cctx context.Context, what string, fn api.Function, stack []uint64) error {
+// callLocked runs *fn in the guest, the call lock held, on the call chain
+// of cctx (see chain); a nil *fn (an optional export the module lacks) is
+// a call that does nothing. stack holds the arguments on entry and the
+// results on return (api.Function.CallWithStack: its length is at least
+// the larger of the two counts; nil when both are 0). *fn is read here,
+// after the gone check: teardown clears it under the lock.
+func (in *instance) callLocked(cctx context.Context, what string, fn *api.Function, stack []uint64) error {
 	if in.gone.Load() || in.aborted.Load() != nil || in.out.written.Load() {
 		if err := in.beforeCall(what); err != nil {
 			return err
 		}
 	}
-	if err := fn.CallWithStack(cctx, stack); err != nil {
+	f := *fn
+	if f == nil {
+		return nil
+	}
+	if err := f.CallWithStack(cctx, stack); err != nil {
 		return in.fault(what, err)
 	}
 	return nil
@@ -480,10 +513,10 @@ func (in *instance) checkDeadline(now int64) {
 // for a deadline, ErrGone for a teardown). No guest code may run after it.
 func (in *instance) kill(cause error) {
 	in.cancel(cause)
-	if in.interrupt != nil && in.interrupted.CompareAndSwap(false, true) {
+	if g := in.interrupt.Load(); g != nil && in.interrupted.CompareAndSwap(false, true) {
 		// A plain store into wazero's globals, read by the guest's
 		// native code: the one Go write, ordered by the CAS above.
-		in.interrupt.Set(1)
+		(*g).Set(1)
 	}
 }
 
