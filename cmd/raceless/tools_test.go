@@ -18,7 +18,26 @@ func TestTorture(t *testing.T) {
 	if rep.Ops == 0 || rep.Violations != 0 || rep.Seed != 42 {
 		t.Fatalf("torture: %+v", rep)
 	}
-	runCmd(t, "", nil, "raceless", "torture", "--duration", "x").fails(t, 2, `torture: ERROR: bad --duration "x" (usage: torture [--duration D] [--seed S] [--ops N] [--json])`)
+	runCmd(t, "", nil, "raceless", "torture", "--duration", "x").fails(t, 2, `torture: ERROR: bad --duration "x" (usage: torture [--duration D] [--seed S] [--ops N] [--wasm] [--json])`)
+}
+
+// TestTortureWasm: --wasm builds the provider example and puts it in the
+// mix; its loads and checked calls show in the report.
+func TestTortureWasm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a wasm module")
+	}
+	r := runCmd(t, "", nil, "raceless", "torture", "--wasm", "--duration", "1s", "--json").ok(t)
+	var rep struct {
+		Violations int64            `json:"violations"`
+		OpCounts   map[string]int64 `json:"op_counts"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, r.stdout)
+	}
+	if rep.Violations != 0 || rep.OpCounts["wasm-load"] == 0 || rep.OpCounts["wasm-call"] == 0 {
+		t.Fatalf("torture --wasm: violations %d, op counts %v", rep.Violations, rep.OpCounts)
+	}
 }
 
 func TestBench(t *testing.T) {

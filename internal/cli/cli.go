@@ -167,7 +167,7 @@ func init() {
 		"hook":     {runHook, nil, "hook EVENT [ARG ...]"},
 		"cat":      {runCat, nil, "cat PATH ...   (a file of the daemon's namespace, e.g. /proc/modules)"},
 		"bench":    {runBench, nil, "bench calls|wasm|swap [--json]"},
-		"torture":  {runTorture, tortureFlags, "torture [--duration D] [--seed S] [--ops N] [--json]"},
+		"torture":  {runTorture, tortureFlags, "torture [--duration D] [--seed S] [--ops N] [--wasm] [--json]"},
 		"ping":     {runPing, nil, "ping"},
 	}
 }

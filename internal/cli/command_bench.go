@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"os"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ var tortureFlags = []flagSpec{
 	{long: "duration", kind: requiredValue},
 	{long: "seed", kind: requiredValue},
 	{long: "ops", kind: requiredValue},
+	{long: "wasm", kind: noValue},
 }
 
 // runBench runs a benchmark in this process (no daemon).
@@ -67,6 +69,21 @@ func runTorture(e *env) error {
 			return usageErrorf("bad --ops %q", v)
 		}
 		opts.Ops = n
+	}
+	if e.args.has("wasm") {
+		// examples/wasm/provider, built from this source tree (as bench
+		// wasm does), loaded, unloaded and called alongside the natives.
+		cache, err := os.MkdirTemp("", "raceless-torture-")
+		if err != nil {
+			return e.fail(err, "torture: %v", err)
+		}
+		defer os.RemoveAll(cache)
+		m, closeLoader, err := torture.ProviderModule(e.ctx, cache)
+		if err != nil {
+			return e.fail(err, "torture: wasm module: %v", err)
+		}
+		defer closeLoader()
+		opts.Wasm = []torture.WasmModule{m}
 	}
 	rep, err := torture.Run(e.ctx, opts)
 	if err != nil {

@@ -10,10 +10,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/raceless/raceless"
-	"github.com/raceless/raceless/wasm"
-	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -117,30 +113,16 @@ func TestTortureWasm(t *testing.T) {
 	if raceEnabled {
 		d = 3 * time.Second // ~20 s in all under -race (a cold compile); dozens of loads and calls
 	}
-	path := wasmtest.Build(t, wasmtest.Provider)
-	ctx := context.Background()
-	// A disk cache, so that the run's reloads do not compile afresh.
-	l, err := wasm.NewLoader(ctx, wasm.Config{CacheDir: t.TempDir()})
+	m, closeLoader, err := ProviderModule(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close(ctx)
-	src, err := l.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Compile once before the run: the first load is not a torture op.
-	h := raceless.New()
-	if _, err := h.Load(ctx, src, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	runFor(t, d, Options{Wasm: []WasmModule{{Source: src, Calls: []WasmCall{
-		{Symbol: "add", Args: []uint64{2, 3}, Want: []uint64{5}},
-		{Symbol: "mul", Args: []uint64{6, 7}, Want: []uint64{42}},
-	}}}})
+	defer func() {
+		if err := closeLoader(); err != nil {
+			t.Error(err)
+		}
+	}()
+	runFor(t, d, Options{Wasm: []WasmModule{m}})
 }
 
 // runFor runs for d, logs the report (text and JSON) and fails on any

@@ -3,9 +3,12 @@ package torture
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/wasm"
+	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
 // WasmModule is a loadable module the run loads, unloads (plain and
@@ -22,6 +25,38 @@ type WasmCall struct {
 	Symbol string
 	Args   []uint64
 	Want   []uint64
+}
+
+// ProviderModule builds examples/wasm/provider with the Go toolchain
+// (cached by content, as wasmtest.BuildCached does), opens it on a new
+// Loader whose compilation cache is cacheDir, and compiles it once there,
+// so that the run's loads are not cold compiles. The module's calls are
+// add(2, 3) and mul(6, 7). close closes the Loader; call it after Run.
+func ProviderModule(ctx context.Context, cacheDir string) (m WasmModule, close func() error, err error) {
+	path, err := wasmtest.BuildCached(ctx, wasmtest.Provider)
+	if err != nil {
+		return WasmModule{}, nil, err
+	}
+	l, err := wasm.NewLoader(ctx, wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		return WasmModule{}, nil, err
+	}
+	close = func() error { return l.Close(context.WithoutCancel(ctx)) }
+	src, err := l.Open(path)
+	if err == nil {
+		h := raceless.New(raceless.WithLogger(slog.New(slog.DiscardHandler)))
+		_, err = h.Load(ctx, src, nil)
+		if _, serr := h.Shutdown(context.WithoutCancel(ctx)); err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		return WasmModule{}, nil, errors.Join(err, close())
+	}
+	return WasmModule{Source: src, Calls: []WasmCall{
+		{Symbol: "add", Args: []uint64{2, 3}, Want: []uint64{5}},
+		{Symbol: "mul", Args: []uint64{6, 7}, Want: []uint64{42}},
+	}}, close, nil
 }
 
 // wasmOpTable is added to the mix when Options.Wasm is not empty.
