@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -235,7 +236,41 @@ func TestExportStack(t *testing.T) {
 	r, err = b.Value.(Func)(context.Background(), args...)
 	b.Release()
 	check("by name", r, err)
-	if err := h.Unload(deadline(t), "stacky", UnloadOptions{}); err != nil {
-		t.Fatal(err)
+
+	// ImportStack hands an importer the StackFunc itself (and its size); a
+	// plain Func comes wrapped, with size 0; anything else is ErrInvalid.
+	// Each import makes the importer a holder of the exporter.
+	mustLoad(t, h, funcModule("plain", 7, nil))
+	mustLoad(t, h, src("valued", &testModule{init: func(k *Kernel) error { return k.Export("v", 42) }}))
+	mustLoad(t, h, src("importer", &testModule{init: func(k *Kernel) error {
+		f, size, err := k.ImportStack(context.Background(), "three")
+		if err != nil || size != 3 {
+			return fmt.Errorf("three: size %d, %v", size, err)
+		}
+		stack := make([]uint64, 1, size)
+		stack[0] = 10
+		if r, err := f(context.Background(), stack); err != nil || len(r) != 3 || r[0] != 11 || r[2] != 13 {
+			return fmt.Errorf("three: %v %v", r, err)
+		}
+		f, size, err = k.ImportStack(context.Background(), "f")
+		if err != nil || size != 0 {
+			return fmt.Errorf("f: size %d, %v", size, err)
+		}
+		if r, err := f(context.Background(), []uint64{2, 3}); err != nil || len(r) != 2 || r[0] != 7 || r[1] != 5 {
+			return fmt.Errorf("f: %v %v", r, err)
+		}
+		if _, _, err := k.ImportStack(context.Background(), "v"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "importer") {
+			return fmt.Errorf("v (an int): %v, want ErrInvalid naming the importer", err)
+		}
+		return nil
+	}}))
+	if err := h.Unload(deadline(t), "stacky", UnloadOptions{}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("unload of an imported exporter: %v, want ErrBusy", err)
+	}
+	// The failed import of v left no dependency on valued.
+	for _, name := range []string{"valued", "importer", "stacky", "plain"} {
+		if err := h.Unload(deadline(t), name, UnloadOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

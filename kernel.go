@@ -97,19 +97,52 @@ func (k *Kernel) stage(reg *registration) error {
 // released when this module is gone. An unknown symbol is demand-loaded
 // through the host's resolver as "symbol:NAME" when one is configured.
 func (k *Kernel) Import(ctx context.Context, name string) (any, error) {
+	reg, err := k.importReg(ctx, name, false)
+	if err != nil {
+		return nil, err
+	}
+	return reg.value, nil
+}
+
+// ImportStack is Import for a Func symbol, in wazero's calling convention:
+// f computes in the stack it is given, which must hold the arguments and
+// have room for size values (the results come back in it where f was
+// exported with ExportStack). Calls through it make no copy of their
+// own, so an importer that reuses one stack calls without allocating (the
+// wasm loader's guests do). A symbol that is not a Func is ErrInvalid, and
+// no dependency is recorded.
+func (k *Kernel) ImportStack(ctx context.Context, name string) (f StackFunc, size int, err error) {
+	reg, err := k.importReg(ctx, name, true)
+	switch {
+	case err != nil:
+		return nil, 0, err
+	case reg.stack != nil:
+		return reg.stack, reg.size, nil
+	}
+	fn := reg.fn
+	return func(ctx context.Context, stack []uint64) ([]uint64, error) { return fn(ctx, stack...) }, 0, nil
+}
+
+// importReg is Import, returning the registration; with funcOnly, a
+// symbol that is not a Func fails (before the dependency is recorded).
+func (k *Kernel) importReg(ctx context.Context, name string, funcOnly bool) (*registration, error) {
 	h := k.inst.host
-	b, err := h.Symbol(name)
+	b, reg, err := h.acquire(KindSymbol, name)
 	if err != nil && isNotFound(err) && h.resolver != nil {
 		if _, rerr := h.request(ctx, "symbol:"+name, k.inst); rerr == nil {
-			b, err = h.Symbol(name)
+			b, reg, err = h.acquire(KindSymbol, name)
 		}
 	}
 	if err != nil {
 		return nil, modErr("import", k.inst.name, err)
 	}
+	if funcOnly && reg.stack == nil && reg.fn == nil {
+		b.Release()
+		return nil, modErr("import", k.inst.name, fmt.Errorf("symbol %s is a %T, not a Func: %w", name, reg.value, ErrInvalid))
+	}
 	if b.Owner == k.inst {
 		b.Release()
-		return b.Value, nil
+		return reg, nil
 	}
 	if err := h.addDep(k.inst, b.Owner); err != nil {
 		b.Release()
@@ -117,7 +150,7 @@ func (k *Kernel) Import(ctx context.Context, name string) (any, error) {
 	}
 	// addDep took its own reference for the dependency edge.
 	b.Release()
-	return b.Value, nil
+	return reg, nil
 }
 
 // Load loads another module from this module's Init (or later). Loading a

@@ -9,8 +9,6 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-
-	"github.com/raceless/raceless"
 )
 
 // HostModule is the name of the wasm import module of the host's kernel
@@ -207,16 +205,12 @@ func hostImport(ctx context.Context, in *instance, m api.Module, s []uint64) int
 	if !ok || !in.initing {
 		return codeInval
 	}
-	v, err := in.k.Import(ctx, name)
+	f, size, err := in.k.ImportStack(ctx, name)
 	if err != nil {
 		in.logger().Debug("import failed", "symbol", name, "err", err)
-		return codeOf(err)
+		return codeOf(err) // ErrInvalid: not a function symbol
 	}
-	f, ok := raceless.AsFunc(v)
-	if !ok {
-		return codeInval // not a function symbol
-	}
-	in.imports = append(in.imports, f)
+	in.imports = append(in.imports, imported{f, size})
 	return int32(len(in.imports) - 1)
 }
 
@@ -231,11 +225,19 @@ func hostCall(ctx context.Context, in *instance, m api.Module, s []uint64) int32
 	if !ok {
 		return codeInval
 	}
-	args := make([]uint64, nargs)
+	// The arguments go into the instance's call stack, which the callee
+	// computes in: no allocation. Only this instance's guest, holding its
+	// call lock, uses it, and it cannot be re-entered meanwhile (a call
+	// chain that comes back to it fails: see chain).
+	imp := in.imports[h]
+	if n := max(int(nargs), imp.size); cap(in.callStack) < n {
+		in.callStack = make([]uint64, n)
+	}
+	args := in.callStack[:nargs]
 	for i := range args {
 		args[i] = binary.LittleEndian.Uint64(raw[i*8:])
 	}
-	res, err := in.imports[h](ctx, args...)
+	res, err := imp.f(ctx, args)
 	if err != nil {
 		in.logger().Debug("imported call failed", "err", err)
 		return codeOf(err)
@@ -243,12 +245,12 @@ func hostCall(ctx context.Context, in *instance, m api.Module, s []uint64) int32
 	if uint32(len(res)) > maxRes {
 		return codeRange
 	}
-	out := make([]byte, 8*len(res))
+	out, ok := m.Memory().Read(uint32(s[3]), uint32(8*len(res))) // a view: written in place
+	if !ok {
+		return codeInval
+	}
 	for i, v := range res {
 		binary.LittleEndian.PutUint64(out[i*8:], v)
-	}
-	if len(out) > 0 && !m.Memory().Write(uint32(s[3]), out) {
-		return codeInval
 	}
 	return int32(len(res))
 }

@@ -122,6 +122,16 @@ func TestProviderConsumer(t *testing.T) {
 	}); allocs > 1 {
 		t.Fatalf("a call through a caller allocates %v times, want at most 1", allocs)
 	}
+	// The consumer's calls of its import (add, twice per sum3) compute in
+	// the consumer's own stack: sum3 allocates no more than add.
+	sum3 := e.h.Handle(raceless.KindSymbol, "sum3")
+	if allocs := testing.AllocsPerRun(100, func() {
+		if r, err := c.Call(context.Background(), sum3, 1, 2, 3); err != nil || r[0] != 6 {
+			t.Fatalf("sum3 through a caller: %v %v", r, err)
+		}
+	}); allocs > 1 {
+		t.Fatalf("sum3 (two imported calls) allocates %v times, want at most 1", allocs)
+	}
 	for _, n := range []string{"consumer", "provider"} {
 		if err := e.h.Unload(context.Background(), n, raceless.UnloadOptions{}); err != nil {
 			t.Fatal(err)

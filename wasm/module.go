@@ -45,6 +45,9 @@ type instance struct {
 	base   context.Context
 	cancel context.CancelCauseFunc
 	root   *frame
+	// lastNested is the frame of the last call into this instance from
+	// another's guest (see nested).
+	lastNested atomic.Pointer[frame]
 	// interrupt is the instance's interrupt flag (the global the loader
 	// added, see instrument); interrupted makes kill set it once, so that
 	// only one goroutine ever writes it. It is atomic because teardown
@@ -68,11 +71,12 @@ type instance struct {
 	// call (taken with initTicks for the lifecycle, callTicks for symbols
 	// and hooks). It guards the fields below. Lock order: calls, then
 	// Loader.mu (the watchdog, holding Loader.mu, only claims it).
-	calls   callLock
-	k       *raceless.Kernel // set by Init before the guest's init runs
-	initing bool             // registrations accepted (the guest's init runs)
-	imports []raceless.Func  // by handle
-	errMsg  string           // set_error's message, taken by the next failure
+	calls     callLock
+	k         *raceless.Kernel // set by Init before the guest's init runs
+	initing   bool             // registrations accepted (the guest's init runs)
+	imports   []imported       // by handle
+	callStack []uint64         // the stack of the instance's calls of its imports (hostCall)
+	errMsg    string           // set_error's message, taken by the next failure
 
 	gone    atomic.Bool            // torn down or being torn down: calls fail with ErrGone
 	aborted atomic.Pointer[string] // why the instance runs no more code
@@ -339,6 +343,13 @@ func (in *instance) teardown(kill bool) {
 	})
 }
 
+// imported is a symbol the guest imported (hostImport), called by hostCall
+// in a stack with room for size values.
+type imported struct {
+	f    raceless.StackFunc
+	size int
+}
+
 // dropWazero clears every reference the instance holds into wazero (see
 // the fields), the call lock held and the module closed: what stays
 // reachable through a stale registration is this struct, not the guest's
@@ -459,7 +470,16 @@ func (in *instance) nested(f *frame, what string) (context.Context, error) {
 			return nil, in.errf(what, ErrReentrant)
 		}
 	}
-	return &frame{in: in, parent: f}, nil
+	// Frames are immutable, and a caller's frame is usually its root, the
+	// same on every call: keep the last one made, so that a guest calling
+	// an import in a loop allocates nothing. (It may keep a gone caller's
+	// instance reachable, which teardown has emptied.)
+	if c := in.lastNested.Load(); c != nil && c.parent == f {
+		return c, nil
+	}
+	c := &frame{in: in, parent: f}
+	in.lastNested.Store(c)
+	return c, nil
 }
 
 // callLocked runs *fn in the guest, the call lock held, on the call chain
