@@ -13,8 +13,8 @@ import (
 // own word instead of two atomic operations on shared counters. After a
 // call into wasm the second of those is the costly one (an atomic waits
 // for the call's stores to drain, ~5 ns of a ~50 ns call); unload pays
-// instead, with one membarrier per Kill and a scan of the host's Callers.
-// See internal/ref's Holders for the protocol.
+// instead, while any Caller is registered: one membarrier per Kill and a
+// scan of the host's Callers. See internal/ref's Holders for the protocol.
 //
 // A Caller is not safe for concurrent use: use one per goroutine (hand one
 // over only with a happens-before edge, as through a channel or a

@@ -114,6 +114,10 @@ type runner struct {
 	workers   []*worker
 
 	byInst sync.Map // *raceless.Instance -> *tmod
+
+	// handles has a Handle per wasm symbol of Options.Wasm, shared by the
+	// workers (wasm-handle-call); written before they start.
+	handles map[string]*raceless.Handle
 }
 
 // describe lists every current instance with its state, references,
@@ -197,6 +201,12 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	}
 	if len(opts.Wasm) > 0 {
 		r.opMix = append(append([]opEntry(nil), r.opMix...), wasmOpTable...)
+		r.handles = map[string]*raceless.Handle{}
+		for _, m := range opts.Wasm {
+			for _, c := range m.Calls {
+				r.handles[c.Symbol] = r.host.Handle(raceless.KindSymbol, c.Symbol)
+			}
+		}
 	}
 
 	runCtx := ctx

@@ -64,6 +64,7 @@ var wasmOpTable = []opEntry{
 	{"wasm-load", 1, (*worker).opWasmLoad},
 	{"wasm-unload", 1, (*worker).opWasmUnload},
 	{"wasm-call", 8, (*worker).opWasmCall},
+	{"wasm-handle-call", 4, (*worker).opWasmHandleCall},
 }
 
 // wasmHeld is a Binding on a wasm symbol kept across operations.
@@ -153,6 +154,35 @@ func (w *worker) wasmCall(ctx context.Context, b raceless.Binding, c WasmCall) {
 		}
 	default:
 		w.outcomes["wasm-call-result/ok"]++
+	}
+}
+
+// opWasmHandleCall calls a wasm symbol through the runner's shared Handle,
+// with the reference taken in the worker's Caller or on the owner's
+// counter: a result must be the expected one; an error must be that no
+// live owner was found (not loaded, going) or, after a forced unload
+// during the call, ErrGone. The Handle follows reloads on its own.
+func (w *worker) opWasmHandleCall(ctx context.Context) {
+	m := w.wasmModule()
+	if len(m.Calls) == 0 {
+		return
+	}
+	c := m.Calls[w.rng.IntN(len(m.Calls))]
+	hd := w.r.handles[c.Symbol]
+	var got []uint64
+	var err error
+	if w.rng.IntN(2) == 0 {
+		got, err = w.caller.Call(ctx, hd, c.Args...)
+	} else {
+		got, err = hd.Call(ctx, c.Args...)
+	}
+	w.outcome("wasm-handle-call", err)
+	switch {
+	case err == nil && !slices.Equal(got, c.Want):
+		w.r.violate("wasm", "%s%v through a Handle = %v, want %v", c.Symbol, c.Args, got, c.Want)
+	case err == nil, errors.Is(err, raceless.ErrNotFound), errors.Is(err, raceless.ErrNotLive), errors.Is(err, raceless.ErrGone):
+	default:
+		w.r.violate("wasm", "%s%v through a Handle: %v", c.Symbol, c.Args, err)
 	}
 }
 

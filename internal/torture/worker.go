@@ -24,6 +24,7 @@ type worker struct {
 	files  []*vfs.File
 	wheld  []wasmHeld
 	reader *raceless.Reader
+	caller *raceless.Caller // wasm-handle-call's way into the runner's Handles
 
 	opName  atomic.Pointer[string] // operation in progress, for the watchdog
 	opSince atomic.Int64           // its start, unix nanoseconds
@@ -86,9 +87,11 @@ func (w *worker) current() (string, time.Time) {
 
 func (w *worker) run(ctx context.Context) {
 	w.reader = w.r.host.NewReader()
+	w.caller = w.r.host.NewCaller()
 	defer func() {
 		w.releaseAll()
 		w.reader.Close()
+		w.caller.Close()
 		w.r.mu.Lock()
 		for k, v := range w.opCounts {
 			w.r.opCounts[k] += v
