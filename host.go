@@ -62,6 +62,7 @@ type testHooks struct {
 	initFailed    func(m *Instance)              // failed init: going, before the grace period
 	mergeWait     func(m *Instance)              // load: about to wait for a coming instance of the same source
 	goingWait     func(m *Instance)              // load: about to wait for a going instance to be gone
+	unloadFound   func(m *Instance)              // Unload: found m by name, before taking Host.mu
 }
 
 // Resolver maps a module name or alias (or "fs-TYPE", "symbol:NAME") to a

@@ -210,3 +210,36 @@ func TestReplaceFailedInitChangesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestUnloadDuringReplaceFollowsTheName: an Unload that found the old
+// instance by name just before a hot swap gave the name to the new one
+// unloads the module of that name (the new instance), never reports
+// ErrNotFound for a name that exists. Found by the linearizability check
+// with Replace in the mix.
+func TestUnloadDuringReplaceFollowsTheName(t *testing.T) {
+	h := quietHost(t)
+	mustLoad(t, h, versioned(1, &testModule{}))
+	found := make(chan struct{})
+	resume := make(chan struct{})
+	var once sync.Once
+	h.hooks.unloadFound = func(*Instance) {
+		once.Do(func() {
+			close(found)
+			<-resume
+		})
+	}
+	unloaded := make(chan error)
+	go func() { unloaded <- h.Unload(deadline(t), "svc", UnloadOptions{}) }()
+	waitFor(t, found, "unload's lookup")
+	v2, err := h.Replace(deadline(t), "svc", versioned(2, &testModule{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	if err := waitFor(t, unloaded, "unload"); err != nil {
+		t.Fatalf("unload after the swap: %v, want the new instance unloaded", err)
+	}
+	if _, ok := h.Module("svc"); ok || v2.State() != StateGone {
+		t.Fatalf("after the unload: found %v, new instance %s", ok, v2.State())
+	}
+}

@@ -44,11 +44,26 @@ type Progress struct {
 // Exit runs exactly once per successful unload; afterwards the module's
 // dependencies are released and its name is free.
 func (h *Host) Unload(ctx context.Context, name string, opts UnloadOptions) error {
-	m, ok := h.Module(name)
-	if !ok {
-		return modErr("unload", name, ErrNotFound)
+	for {
+		m, ok := h.Module(name)
+		if !ok {
+			return modErr("unload", name, ErrNotFound)
+		}
+		if h.hooks.unloadFound != nil {
+			h.hooks.unloadFound(m)
+		}
+		err := h.unloadInstance(ctx, m, opts)
+		if errors.Is(err, ErrNotFound) {
+			// m lost the name before unloadInstance took Host.mu: a
+			// hot swap gave it to its replacement, which is the module
+			// of that name now. ENOENT would say no module is called
+			// name; look again.
+			if cur, ok := h.Module(name); ok && cur != m {
+				continue
+			}
+		}
+		return err
 	}
-	return h.unloadInstance(ctx, m, opts)
 }
 
 func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptions) error {

@@ -47,9 +47,20 @@ func (r *Recorder) add(client int, in Input, call, ret int64) {
 }
 
 func (r *Recorder) pair(client int, begin, end Kind, name string, res Result, call, ret int64) {
+	r.steps(client, name, res, 0, call, ret, begin, end)
+}
+
+// steps records one call as several model operations with one id, each
+// spanning the whole call; inst goes to the last.
+func (r *Recorder) steps(client int, name string, res Result, inst int, call, ret int64, kinds ...Kind) {
 	id := int(r.ids.Add(1))
-	r.add(client, Input{Kind: begin, Name: name, ID: id, Result: res}, call, ret)
-	r.add(client, Input{Kind: end, Name: name, ID: id, Result: res}, call, ret)
+	for i, k := range kinds {
+		in := Input{Kind: k, Name: name, ID: id, Result: res}
+		if i == len(kinds)-1 {
+			in.Inst = inst
+		}
+		r.add(client, in, call, ret)
+	}
 }
 
 // Operations returns the history recorded so far.
@@ -59,11 +70,12 @@ func (r *Recorder) Operations() []porcupine.Operation {
 	return slices.Clone(r.ops)
 }
 
-// Load records Host.Load(name) that ran from call to ret and returned err.
-func (r *Recorder) Load(client int, name string, call, ret int64, err error) error {
+// Load records Host.Load(name) that ran from call to ret and returned err
+// (and the instance numbered inst).
+func (r *Recorder) Load(client int, name string, inst int, call, ret int64, err error) error {
 	switch {
 	case err == nil:
-		r.pair(client, LoadBegin, LoadEnd, name, OK, call, ret)
+		r.steps(client, name, OK, inst, call, ret, LoadBegin, LoadEnd)
 	case errors.Is(err, raceless.ErrInit):
 		r.pair(client, LoadBegin, LoadEnd, name, InitFailed, call, ret)
 	case errors.Is(err, raceless.ErrExists):
@@ -111,8 +123,36 @@ func busyResult(err error) (Result, bool) {
 	return 0, false
 }
 
-// Acquire records Host.Acquire of name's symbol.
-func (r *Recorder) Acquire(client int, name string, call, ret int64, err error) error {
+// Replace records Host.Replace(name) that returned err (and the new
+// instance numbered inst): a success is Begin, Swap and End; a failed Init
+// Begin and End; a refused old Exit Begin, Swap, Undo and End; a name not
+// live (being loaded, unloaded or replaced) one Begin without effect.
+func (r *Recorder) Replace(client int, name string, inst int, call, ret int64, err error) error {
+	switch {
+	case err == nil:
+		r.steps(client, name, OK, inst, call, ret, ReplaceBegin, ReplaceSwap, ReplaceEnd)
+	case errors.Is(err, raceless.ErrInit):
+		r.steps(client, name, InitFailed, 0, call, ret, ReplaceBegin, ReplaceEnd)
+	case errors.Is(err, raceless.ErrBusy):
+		switch res, _ := busyResult(err); res {
+		case BusyExit:
+			r.steps(client, name, BusyExit, 0, call, ret, ReplaceBegin, ReplaceSwap, ReplaceUndo, ReplaceEnd)
+		case BusyNotLive:
+			r.steps(client, name, BusyNotLive, 0, call, ret, ReplaceBegin)
+		default:
+			return fmt.Errorf("replace %s: %w: %w", name, ErrUnexpected, err)
+		}
+	case errors.Is(err, raceless.ErrNotFound):
+		r.add(client, Input{Kind: ReplaceNotFound, Name: name, Result: NotFound}, call, ret)
+	default:
+		return fmt.Errorf("replace %s: %w: %w", name, ErrUnexpected, err)
+	}
+	return nil
+}
+
+// Acquire records Host.Acquire of name's symbol (on the instance numbered
+// inst).
+func (r *Recorder) Acquire(client int, name string, inst int, call, ret int64, err error) error {
 	res := OK
 	switch {
 	case err == nil:
@@ -123,13 +163,14 @@ func (r *Recorder) Acquire(client int, name string, call, ret int64, err error) 
 	default:
 		return fmt.Errorf("acquire %s: %w: %w", name, ErrUnexpected, err)
 	}
-	r.add(client, Input{Kind: Acquire, Name: name, Result: res}, call, ret)
+	r.add(client, Input{Kind: Acquire, Name: name, Result: res, Inst: inst}, call, ret)
 	return nil
 }
 
-// Put records a Binding.Release on name's owner.
-func (r *Recorder) Put(client int, name string, call, ret int64) {
-	r.add(client, Input{Kind: Put, Name: name, Result: OK}, call, ret)
+// Put records a Binding.Release on name's owner, the instance numbered
+// inst.
+func (r *Recorder) Put(client int, name string, inst int, call, ret int64) {
+	r.add(client, Input{Kind: Put, Name: name, Result: OK, Inst: inst}, call, ret)
 }
 
 // Module records Host.Module(name).
@@ -201,6 +242,30 @@ type Config struct {
 	// NoMounts leaves mount and umount out of the history (their share
 	// of the mix goes to Acquire).
 	NoMounts bool
+	// Replace adds hot swaps (Host.Replace) to the mix, taken from the
+	// loads' share; only with NoMounts (the model does not follow a
+	// superblock's pin across a swap).
+	Replace bool
+}
+
+// instIDs numbers the instances a history sees, 1 up.
+type instIDs struct {
+	mu sync.Mutex // guards m
+	m  map[*raceless.Instance]int
+}
+
+func (ids *instIDs) of(inst *raceless.Instance) int {
+	if inst == nil {
+		return 0
+	}
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	id, ok := ids.m[inst]
+	if !ok {
+		id = len(ids.m) + 1
+		ids.m[inst] = id
+	}
+	return id
 }
 
 // Generate runs one random concurrent history against a fresh Host and
@@ -228,7 +293,11 @@ func Generate(ctx context.Context, cfg Config) ([]porcupine.Operation, error) {
 			return nil, err
 		}
 	}
+	if cfg.Replace && !cfg.NoMounts {
+		return nil, errors.New("linearize: Config.Replace needs NoMounts")
+	}
 	var rec Recorder
+	ids := &instIDs{m: map[*raceless.Instance]int{}}
 	var modMu sync.Mutex // guards modRng: module behaviour, drawn in Init and Exit
 	modRng := rand.New(rand.NewPCG(cfg.Seed, 0x6d6f64))
 	chance := func(pct int) bool {
@@ -253,7 +322,7 @@ func Generate(ctx context.Context, cfg Config) ([]porcupine.Operation, error) {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(c)+1))
 		wg.Go(func() {
 			<-start
-			errs[c] = client(ctx, h, ns, &rec, c, rng, cfg, sources)
+			errs[c] = client(ctx, h, ns, &rec, ids, c, rng, cfg, sources)
 		})
 	}
 	close(start)
@@ -280,14 +349,14 @@ type held struct {
 	b    raceless.Binding
 }
 
-func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recorder, c int, rng *rand.Rand, cfg Config, sources map[string][]raceless.Source) error {
+func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recorder, ids *instIDs, c int, rng *rand.Rand, cfg Config, sources map[string][]raceless.Source) error {
 	var hold []held
 	put := func(i int) {
 		x := hold[i]
 		hold = slices.Delete(hold, i, i+1)
 		call := rec.Now()
 		x.b.Release()
-		rec.Put(c, x.name, call, rec.Now())
+		rec.Put(c, x.name, ids.of(x.b.Owner), call, rec.Now())
 	}
 	defer func() {
 		for len(hold) > 0 {
@@ -307,17 +376,36 @@ func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recor
 			}
 		}
 		switch {
+		case cfg.Replace && p < 8:
+			// Replace waits for the old instance's references: drop
+			// this client's first (the others' are dropped as they go
+			// on: no client blocks while holding one).
+			for len(hold) > 0 {
+				put(0)
+			}
+			octx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
+			call := rec.Now()
+			inst, err := h.Replace(octx, name, sources[name][c], nil)
+			ret := rec.Now()
+			hung := octx.Err() != nil
+			cancel()
+			if hung {
+				return fmt.Errorf("client %d: replace %s: %w (%v)", c, name, ErrHang, err)
+			}
+			if err := rec.Replace(c, name, ids.of(inst), call, ret, err); err != nil {
+				return err
+			}
 		case p < 22:
 			octx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
 			call := rec.Now()
-			_, err := h.Load(octx, sources[name][c], nil)
+			inst, err := h.Load(octx, sources[name][c], nil)
 			ret := rec.Now()
 			hung := octx.Err() != nil
 			cancel()
 			if hung {
 				return fmt.Errorf("client %d: load %s: %w (%v)", c, name, ErrHang, err)
 			}
-			if err := rec.Load(c, name, call, ret, err); err != nil {
+			if err := rec.Load(c, name, ids.of(inst), call, ret, err); err != nil {
 				return err
 			}
 		case p < 40:
@@ -337,7 +425,7 @@ func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recor
 			call := rec.Now()
 			b, err := h.Acquire(raceless.KindSymbol, SymbolOf(name))
 			ret := rec.Now()
-			if err := rec.Acquire(c, name, call, ret, err); err != nil {
+			if err := rec.Acquire(c, name, ids.of(b.Owner), call, ret, err); err != nil {
 				return err
 			}
 			if err == nil {

@@ -19,6 +19,32 @@ func op(client int, kind Kind, name string, id int, res Result, call, ret int64)
 	return porcupine.Operation{ClientId: client, Input: Input{Kind: kind, Name: name, ID: id, Result: res}, Call: call, Return: ret}
 }
 
+// opInst is op with the instance the operation saw.
+func opInst(client int, kind Kind, name string, res Result, inst int, call, ret int64) porcupine.Operation {
+	o := op(client, kind, name, 0, res, call, ret)
+	in := o.Input.(Input)
+	in.Inst = inst
+	o.Input = in
+	return o
+}
+
+// replace builds the entries of one Replace call, as Recorder.Replace does.
+func replace(client int, name string, id int, res Result, inst int, call, ret int64) []porcupine.Operation {
+	kinds := map[Result][]Kind{OK: {ReplaceBegin, ReplaceSwap, ReplaceEnd}, InitFailed: {ReplaceBegin, ReplaceEnd},
+		BusyExit: {ReplaceBegin, ReplaceSwap, ReplaceUndo, ReplaceEnd}, BusyNotLive: {ReplaceBegin}}[res]
+	var out []porcupine.Operation
+	for i, k := range kinds {
+		o := op(client, k, name, id, res, call, ret)
+		if i == len(kinds)-1 {
+			in := o.Input.(Input)
+			in.Inst = inst
+			o.Input = in
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
 // pair builds the Begin and End entries of one load or unload call.
 func pair(client int, begin, end Kind, name string, id int, res Result, call, ret int64) []porcupine.Operation {
 	return []porcupine.Operation{op(client, begin, name, id, res, call, ret), op(client, end, name, id, res, call, ret)}
@@ -97,6 +123,54 @@ func TestModelRejectsWrongHistories(t *testing.T) {
 		{"load exists with nothing loaded", one(op(0, LoadExists, "a", 0, Exists, 1, 2)), false},
 		{"other names do not interfere", concat(load(1, 1, 2), one(op(1, Acquire, "b", 0, NotFound, 3, 4))), true},
 	}
+	loadInst := func(inst int, call, ret int64) []porcupine.Operation {
+		ops := pair(0, LoadBegin, LoadEnd, "a", 100+inst, OK, call, ret)
+		in := ops[1].Input.(Input)
+		in.Inst = inst
+		ops[1].Input = in
+		return ops
+	}
+	cases = append(cases, []struct {
+		name  string
+		ops   []porcupine.Operation
+		legal bool
+	}{
+		{"replace: the old instance serves until the swap, the new one after", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, OK, 2, 3, 10),
+			one(opInst(1, Acquire, "a", OK, 1, 4, 5)), one(opInst(1, Put, "a", OK, 1, 6, 7)),
+			one(opInst(2, Acquire, "a", OK, 2, 8, 9)), one(opInst(2, Put, "a", OK, 2, 11, 12))), true},
+		{"replace: nothing found during a swap", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, OK, 2, 3, 10), one(opInst(1, Acquire, "a", NotFound, 0, 4, 5))), false},
+		{"replace: symbol missing from Lookup during a swap", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, OK, 2, 3, 10), one(op(1, SymbolLookup, "a", 0, Missing, 4, 5))), false},
+		{"replace: the old instance found after the swap returned", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, OK, 2, 3, 4), one(opInst(1, Acquire, "a", OK, 1, 5, 6))), false},
+		{"replace: the old instance served before a reference on it was put", concat(loadInst(1, 1, 2),
+			one(opInst(1, Acquire, "a", OK, 1, 3, 4)),
+			replace(0, "a", 5, OK, 2, 5, 6), one(opInst(1, Put, "a", OK, 1, 7, 8))), false},
+		{"replace: the old instance after an undone swap", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, BusyExit, 0, 3, 4), one(opInst(1, Acquire, "a", OK, 1, 5, 6))), true},
+		{"replace: the new instance after an undone swap", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, BusyExit, 0, 3, 8), one(opInst(1, Acquire, "a", OK, 2, 4, 5)),
+			one(opInst(1, Put, "a", OK, 2, 6, 7)), one(opInst(1, Acquire, "a", OK, 2, 9, 10))), false},
+		{"replace: the old instance again after an undone swap", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, BusyExit, 0, 3, 8), one(opInst(1, Acquire, "a", OK, 2, 4, 5)),
+			one(opInst(1, Put, "a", OK, 2, 6, 7)), one(opInst(1, Acquire, "a", OK, 1, 9, 10))), true},
+		{"replace: an undone swap returns before the new instance drained", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, BusyExit, 0, 3, 6), one(opInst(1, Acquire, "a", OK, 2, 4, 5)),
+			one(opInst(1, Put, "a", OK, 2, 7, 8))), false},
+		{"replace: the undone new instance drains while the name lives on", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, BusyExit, 0, 3, 12), one(opInst(1, Acquire, "a", OK, 2, 4, 5)),
+			pair(2, UnloadBegin, UnloadEnd, "a", 6, OK, 7, 8), one(opInst(1, Put, "a", OK, 2, 9, 10))), true},
+		{"replace: an unload succeeds during a swap", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, OK, 2, 3, 10), pair(1, UnloadBegin, UnloadEnd, "a", 6, OK, 4, 5),
+			one(op(1, ModuleLookup, "a", 0, Found, 11, 12))), false},
+		{"replace: an unload is refused during a swap", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, OK, 2, 3, 10), pair(1, UnloadBegin, UnloadEnd, "a", 6, BusyNotLive, 4, 5)), true},
+		{"replace: a failed init changes nothing", concat(loadInst(1, 1, 2),
+			replace(0, "a", 5, InitFailed, 0, 3, 4), one(opInst(1, Acquire, "a", OK, 1, 5, 6))), true},
+		{"replace of an absent name succeeds", replace(0, "a", 5, OK, 2, 1, 2), false},
+	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			res, info := Check(c.ops, 0)
@@ -121,6 +195,14 @@ func TestModelRejectsWrongHistories(t *testing.T) {
 // existed). Fixed in internal/ref: TryGet reads Kill's mode first.
 func TestRegistryLinearizable(t *testing.T) {
 	checkHistories(t, Config{NoMounts: true})
+}
+
+// TestRegistryLinearizableWithReplace adds hot swaps (Host.Replace), whose
+// Init may fail and whose old instance's Exit may refuse (the swap is then
+// undone): no lookup may find nothing during a swap, and references are
+// followed per instance.
+func TestRegistryLinearizableWithReplace(t *testing.T) {
+	checkHistories(t, Config{NoMounts: true, Replace: true})
 }
 
 // TestRegistryLinearizableWithMounts adds mount and umount of the modules'

@@ -1,6 +1,7 @@
 // Package linearize checks that raceless's registry is linearizable: that
-// every history of concurrent loads, unloads, reference takes (Acquire)
-// and puts, lookups (Host.Module, Host.Lookup), and mounts and unmounts of
+// every history of concurrent loads, unloads, hot swaps (Host.Replace),
+// reference takes (Acquire) and puts, lookups (Host.Module, Host.Lookup),
+// and mounts and unmounts of
 // the modules' filesystem types (package vfs) could have happened in some
 // sequential order consistent with real time, against the sequential model
 // below. The checker is porcupine.
@@ -48,6 +49,26 @@
 //	                         histories, but a concurrent path walk's transient reference
 //	                         on the mount counts, as in Linux)
 //
+// A hot swap gives the name to another instance, so references are
+// counted per instance: Acquire and Put carry the instance they saw (Inst),
+// the state the one the name resolves to (Cur, with Refs), and Drains the
+// instances a Replace call still waits for (reachable by no lookup: their
+// references can only be put). Replace is recorded as up to four steps of
+// one call (histories with Replace have no mounts):
+//
+//	ReplaceBegin(id)         live → replacing(id)               (the old instance serves; Unload, Replace: busy not live)
+//	ReplaceBegin(busy: not live)  requires coming, going or a replace phase; no effect
+//	ReplaceSwap(id)          replacing(id) → swapped(id): Cur = the new instance, the old one drains
+//	ReplaceUndo(id, busy: exit refused)  swapped(id) → live: Cur = the old one again, the new one drains
+//	ReplaceEnd(id, ok)       swapped(id), its drain empty → live
+//	ReplaceEnd(id, init failed)  replacing(id) → live
+//	ReplaceEnd(id, busy: exit refused)  its drain empty; the name's phase is its own by then
+//	Replace = ErrNotFound    requires absent
+//
+// Acquire ok requires Cur to be the instance seen (a swap's new instance
+// is bound at its first sighting), and in every replace phase a lookup
+// finds the name: no call fails for a swap.
+//
 // What the model forbids is what the host promises: an unload that
 // succeeds while a reference (or a mount) is held; a busy unload with no
 // reason (nothing held, Exit not refusing, nothing in progress); two loads
@@ -56,12 +77,16 @@
 // that is not live; a registration visible from a module that never went
 // live; a name still found after its unload returned, or a registration
 // still listed (the stale registration a publish racing an unload leaves);
-// a superblock that still pins its module after its umount returned.
+// a superblock that still pins its module after its umount returned; a
+// lookup that finds nothing, or the old instance, after a swap; a swap
+// that returns while its old instance is still referenced; an unload that
+// says "not found" while a swap holds the name.
 package linearize
 
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -84,9 +109,15 @@ const (
 	MountOp // a failed mount (one step), or the end of a successful one
 	UmountOp
 	MountBegin
+	ReplaceBegin
+	ReplaceSwap
+	ReplaceUndo
+	ReplaceEnd
+	ReplaceNotFound
 )
 
-var kindNames = [...]string{"LoadBegin", "LoadEnd", "Load", "UnloadBegin", "UnloadEnd", "Unload", "Acquire", "Put", "Module", "Lookup", "Mount", "Umount", "MountBegin"}
+var kindNames = [...]string{"LoadBegin", "LoadEnd", "Load", "UnloadBegin", "UnloadEnd", "Unload", "Acquire", "Put", "Module", "Lookup", "Mount", "Umount", "MountBegin",
+	"ReplaceBegin", "ReplaceSwap", "ReplaceUndo", "ReplaceEnd", "Replace"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -132,6 +163,9 @@ type Input struct {
 	// Result is the outcome of the whole call, known to Begin too: an
 	// UnloadBegin of a call that returned ErrBusy may have had no effect.
 	Result Result
+	// Inst identifies the instance an operation saw (Acquire, Put, a
+	// LoadEnd or ReplaceEnd that returned one); 0 when none.
+	Inst int
 }
 
 // Phase of a name in the model.
@@ -143,19 +177,58 @@ const (
 	Coming
 	Live
 	Going
+	Replacing // Replace: the old instance serves, the new one is coming
+	Swapped   // Replace: the new instance serves, the old one drains
 )
 
-var phaseNames = [...]string{"absent", "coming", "live", "going"}
+var phaseNames = [...]string{"absent", "coming", "live", "going", "replacing", "swapped"}
 
 func (p Phase) String() string { return phaseNames[p] }
 
 // State is the model state of one name (the model is partitioned by name).
 type State struct {
 	Phase   Phase
-	Refs    int // references: Bindings and superblocks
+	Refs    int // references on Cur: Bindings and superblocks
 	Mounts  int // superblocks mounted at /mnt/NAME
 	Pending int // mounts begun (owner pinned), not yet attached
-	Owner   int // id of the Begin that left coming or going
+	Owner   int // id of the Begin that left coming, going or a replace phase
+	Cur     int // the instance the name resolves to (Input.Inst); < 0: a replacement not yet seen
+	// Drains are the instances a Replace call still waits for, no longer
+	// reachable by name: the old one after a swap, the new one after an
+	// undo (the name is then live again, and its life goes on meanwhile).
+	Drains [maxDrains]Drain
+}
+
+// A Drain is an instance a Replace call (Op) waits for: its references
+// can only be put.
+type Drain struct{ Op, Inst, Refs int }
+
+const maxDrains = 4
+
+// fresh returns the state of a name in phase p with nothing but s's
+// drains (which outlive the name's own transitions).
+func (s State) fresh(p Phase) State { return State{Phase: p, Drains: s.Drains} }
+
+// drain returns the index of the drain of op (op > 0) or of inst (op 0),
+// or -1.
+func (s State) drain(op, inst int) int {
+	for i, d := range s.Drains {
+		if d.Op != 0 && (op != 0 && d.Op == op || op == 0 && d.Inst == inst) {
+			return i
+		}
+	}
+	return -1
+}
+
+// addDrain returns s with a drain added, false if there is no room.
+func (s State) addDrain(d Drain) (State, bool) {
+	for i := range s.Drains {
+		if s.Drains[i].Op == 0 {
+			s.Drains[i] = d
+			return s, true
+		}
+	}
+	return s, false
 }
 
 // with returns s in another phase, owned by id.
@@ -165,10 +238,38 @@ func (s State) with(p Phase, id int) State {
 }
 
 func (s State) String() string {
-	if s.Phase == Coming || s.Phase == Going {
-		return fmt.Sprintf("%s(op %d) refs=%d mounts=%d+%d", s.Phase, s.Owner, s.Refs, s.Mounts, s.Pending)
+	var b strings.Builder
+	switch s.Phase {
+	case Coming, Going, Replacing, Swapped:
+		fmt.Fprintf(&b, "%s(op %d)", s.Phase, s.Owner)
+	default:
+		b.WriteString(s.Phase.String())
 	}
-	return fmt.Sprintf("%s refs=%d mounts=%d+%d", s.Phase, s.Refs, s.Mounts, s.Pending)
+	fmt.Fprintf(&b, " inst %d refs=%d mounts=%d+%d", s.Cur, s.Refs, s.Mounts, s.Pending)
+	for _, d := range s.Drains {
+		if d.Op != 0 {
+			fmt.Fprintf(&b, "; op %d drains inst %d refs=%d", d.Op, d.Inst, d.Refs)
+		}
+	}
+	return b.String()
+}
+
+// serving reports whether the name resolves to a live instance: live, or
+// in any phase of a hot swap.
+func (s State) serving() bool {
+	return s.Phase == Live || s.Phase == Replacing || s.Phase == Swapped
+}
+
+// replacing reports whether a Replace call owns the name.
+func (s State) replacing() bool { return s.Phase == Replacing || s.Phase == Swapped }
+
+// is reports whether inst is Cur, binding a replacement not yet seen to
+// the first instance an operation reports in its place.
+func (s *State) is(inst int) bool {
+	if s.Cur < 0 && inst > 0 {
+		s.Cur = inst
+	}
+	return s.Cur == inst
 }
 
 // step returns every state the model may be in after op, none when op is
@@ -178,17 +279,19 @@ func step(s State, in Input) []State {
 	switch in.Kind {
 	case LoadBegin:
 		if s.Phase == Absent {
-			return one(State{Phase: Coming, Owner: in.ID})
+			return one(s.fresh(Coming).with(Coming, in.ID))
 		}
 	case LoadEnd:
 		if s.Phase == Coming && s.Owner == in.ID {
 			if in.Result == OK {
-				return one(State{Phase: Live})
+				t := s.fresh(Live)
+				t.Cur = in.Inst
+				return one(t)
 			}
-			return one(State{Phase: Absent})
+			return one(s.fresh(Absent))
 		}
 	case LoadExists:
-		if s.Phase == Live {
+		if s.serving() {
 			return one(s)
 		}
 	case UnloadBegin:
@@ -203,7 +306,7 @@ func step(s State, in Input) []State {
 				out = append(out, s, s.with(Going, in.ID))
 			}
 		case BusyNotLive:
-			if s.Phase == Coming || s.Phase == Going {
+			if s.Phase == Coming || s.Phase == Going || s.replacing() {
 				out = append(out, s)
 			}
 		}
@@ -212,7 +315,7 @@ func step(s State, in Input) []State {
 		mine := s.Phase == Going && s.Owner == in.ID
 		switch {
 		case in.Result == OK && mine && s.Refs == 0:
-			return one(State{Phase: Absent})
+			return one(s.fresh(Absent))
 		case in.Result != OK && mine:
 			return one(s.with(Live, 0))
 		case in.Result != OK:
@@ -224,18 +327,24 @@ func step(s State, in Input) []State {
 		}
 	case Acquire:
 		switch {
-		case in.Result == OK && s.Phase == Live:
+		case in.Result == OK && s.serving():
 			t := s
-			t.Refs++
-			return one(t)
-		case in.Result == NotFound && s.Phase != Live:
+			if t.is(in.Inst) {
+				t.Refs++
+				return one(t)
+			}
+		case in.Result == NotFound && !s.serving():
 			return one(s)
 		case in.Result == NotLive && s.Phase == Going:
 			return one(s)
 		}
 	case Put:
-		if s.Refs > 0 {
-			t := s
+		t := s
+		if i := s.drain(0, in.Inst); i >= 0 && s.Drains[i].Refs > 0 {
+			t.Drains[i].Refs--
+			return one(t)
+		}
+		if s.Cur == in.Inst && s.Refs > 0 {
 			t.Refs--
 			return one(t)
 		}
@@ -245,9 +354,9 @@ func step(s State, in Input) []State {
 		}
 	case SymbolLookup:
 		switch {
-		case in.Result == Found && (s.Phase == Live || s.Phase == Going):
+		case in.Result == Found && (s.serving() || s.Phase == Going):
 			return one(s)
-		case in.Result == Missing && s.Phase != Live:
+		case in.Result == Missing && !s.serving():
 			return one(s)
 		}
 	case MountBegin:
@@ -264,7 +373,7 @@ func step(s State, in Input) []State {
 			t.Pending--
 			t.Mounts++
 			return one(t)
-		case in.Result == NoDev && s.Phase != Live:
+		case in.Result == NoDev && !s.serving():
 			return one(s)
 		}
 	case UmountOp:
@@ -281,6 +390,57 @@ func step(s State, in Input) []State {
 			// path walk through the mount (another umount's, a mount
 			// stacking on it) makes it busy for that instant.
 			return one(s)
+		}
+	case ReplaceNotFound:
+		if s.Phase == Absent {
+			return one(s)
+		}
+	case ReplaceBegin:
+		switch {
+		case in.Result == BusyNotLive && (s.Phase == Coming || s.Phase == Going || s.replacing()):
+			return one(s)
+		case in.Result != BusyNotLive && s.Phase == Live && s.Mounts == 0 && s.Pending == 0:
+			return one(s.with(Replacing, in.ID))
+		}
+	case ReplaceSwap:
+		// The new instance takes the name; the old one drains.
+		if s.Phase == Replacing && s.Owner == in.ID && in.Result != InitFailed {
+			if t, ok := s.addDrain(Drain{in.ID, s.Cur, s.Refs}); ok {
+				t = t.with(Swapped, in.ID)
+				t.Cur, t.Refs = -in.ID, 0
+				return one(t)
+			}
+		}
+	case ReplaceUndo:
+		// Swapped back: the old instance is live, an ordinary module
+		// again; the new one drains.
+		i := s.drain(in.ID, 0)
+		if s.Phase == Swapped && s.Owner == in.ID && in.Result == BusyExit && i >= 0 {
+			t := s.with(Live, 0)
+			old := s.Drains[i]
+			t.Drains[i] = Drain{in.ID, s.Cur, s.Refs}
+			t.Cur, t.Refs = old.Inst, old.Refs
+			return one(t)
+		}
+	case ReplaceEnd:
+		i := s.drain(in.ID, 0)
+		if i < 0 || s.Drains[i].Refs != 0 {
+			switch {
+			case in.Result == InitFailed && s.Phase == Replacing && s.Owner == in.ID:
+				return one(s.with(Live, 0))
+			}
+			break
+		}
+		t := s
+		t.Drains[i] = Drain{}
+		switch {
+		case in.Result == OK && s.Phase == Swapped && s.Owner == in.ID:
+			t = t.with(Live, 0)
+			if t.is(in.Inst) {
+				return one(t)
+			}
+		case in.Result == BusyExit:
+			return one(t)
 		}
 	}
 	return nil
@@ -302,14 +462,16 @@ var Model = (&porcupine.NondeterministicModel{
 	DescribeOperation: func(input, output any) string {
 		in := input.(Input)
 		switch in.Kind {
-		case LoadBegin, UnloadBegin:
+		case LoadBegin, UnloadBegin, ReplaceBegin, ReplaceSwap, ReplaceUndo:
 			return fmt.Sprintf("%s(%s) #%d", in.Kind, in.Name, in.ID)
 		case MountBegin:
 			return fmt.Sprintf("MountBegin(/mnt/%s) #%d", in.Name, in.ID)
-		case LoadEnd, UnloadEnd:
-			return fmt.Sprintf("%s(%s) #%d -> %s", in.Kind, in.Name, in.ID, in.Result)
+		case LoadEnd, UnloadEnd, ReplaceEnd:
+			return fmt.Sprintf("%s(%s) #%d -> %s inst %d", in.Kind, in.Name, in.ID, in.Result, in.Inst)
 		case Put:
-			return fmt.Sprintf("Put(%s)", in.Name)
+			return fmt.Sprintf("Put(%s) inst %d", in.Name, in.Inst)
+		case Acquire:
+			return fmt.Sprintf("Acquire(%s) -> %s inst %d", in.Name, in.Result, in.Inst)
 		case MountOp:
 			if in.Result == OK {
 				return fmt.Sprintf("MountEnd(/mnt/%s) #%d -> ok", in.Name, in.ID)
