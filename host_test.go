@@ -761,3 +761,60 @@ func TestShutdownUnloadsDependentsFirst(t *testing.T) {
 	}
 	held.Put()
 }
+
+// ctxExiter's exit waits for its own worker until ctx is done, then refuses
+// (a ContextExiter).
+type ctxExiter struct {
+	testModule
+	entered chan struct{}
+	done    chan struct{} // closed when the worker has finished
+}
+
+func (m *ctxExiter) ExitContext(ctx context.Context) (int, error) {
+	m.entered <- struct{}{}
+	select {
+	case <-m.done:
+		return 0, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("worker still running: %w", ctx.Err())
+	}
+}
+
+// TestExitContext: a ContextExiter's exit gets the unload's context: a
+// cancelled unload refuses, leaving the module live and published; a later
+// unload whose module's wait ends succeeds. Exit itself is not called.
+func TestExitContext(t *testing.T) {
+	h := quietHost(t)
+	m := &ctxExiter{entered: make(chan struct{}), done: make(chan struct{}),
+		testModule: testModule{init: func(k *Kernel) error { return k.Export("s", 1) },
+			exit: func() (int, error) { panic("Exit called on a ContextExiter") }}}
+	inst := mustLoad(t, h, src("waiter", m))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	unloaded := make(chan error)
+	go func() { unloaded <- h.Unload(ctx, "waiter", UnloadOptions{}) }()
+	waitFor(t, m.entered, "exit")
+	cancel()
+	err := waitFor(t, unloaded, "cancelled unload")
+	if !errors.Is(err, ErrBusy) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled unload: %v, want ErrBusy wrapping context.Canceled", err)
+	}
+	if inst.State() != StateLive || len(inst.Taints()) != 0 {
+		t.Fatalf("after the refusal: %s, taints %v", inst.State(), inst.Taints())
+	}
+	if b, err := h.Symbol("s"); err != nil {
+		t.Fatalf("symbol after the refusal: %v", err)
+	} else {
+		b.Release()
+	}
+
+	go func() { unloaded <- h.Unload(deadline(t), "waiter", UnloadOptions{}) }()
+	waitFor(t, m.entered, "exit")
+	close(m.done)
+	if err := waitFor(t, unloaded, "unload"); err != nil {
+		t.Fatal(err)
+	}
+	if inst.State() != StateGone {
+		t.Fatalf("after the unload: %s", inst.State())
+	}
+}

@@ -8,7 +8,8 @@ import (
 )
 
 // Module is what a module author implements: the two required points of the
-// lifecycle. Optional points are the Starter and Stopper interfaces.
+// lifecycle. Optional points are the Starter, Stopper, ContextExiter and
+// Sizer interfaces.
 //
 // Init runs once, while the module is coming. It may fail; what it registered
 // through k is then discarded, never having been visible. It may load other
@@ -32,6 +33,17 @@ type Starter interface{ Start() }
 // Stopper is implemented by modules with a stop point: Stop runs before Exit,
 // once nothing can reach the module any more.
 type Stopper interface{ Stop() }
+
+// ContextExiter is implemented by modules whose exit may have to wait (for
+// their own goroutines to finish, for a flush): the host calls ExitContext
+// in place of Exit, with the unload's context (Unload's, Replace's,
+// Shutdown's). When ctx is done the module should stop waiting and either
+// finish at once or refuse with an error (wrapping ctx.Err()), which
+// leaves it live, exactly as a refusing Exit does. Without it, a blocking
+// Exit cannot be cancelled.
+type ContextExiter interface {
+	ExitContext(ctx context.Context) (busy int, err error)
+}
 
 // Sizer is implemented by modules that can tell their size in bytes (lsmod's
 // "Size" column).

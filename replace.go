@@ -90,7 +90,7 @@ func (h *Host) drainReplaced(ctx context.Context, old *Instance) error {
 	if s, ok := old.mod.(Stopper); ok {
 		callSafely(old, "stop", s.Stop)
 	}
-	if busy, err := callExit(old); busy > 0 || err != nil {
+	if busy, err := callExit(ctx, old); busy > 0 || err != nil {
 		if s, ok := old.mod.(Starter); ok {
 			callSafely(old, "start", s.Start)
 		}
@@ -134,20 +134,21 @@ func (h *Host) undoReplace(ctx context.Context, old, m *Instance, oldRegs []*reg
 				m.Taint(reason)
 				h.taint(reason)
 			}
-			h.finishUndone(m)
+			h.finishUndone(h.detachedCtx, m)
 		}()
 		return
 	}
-	h.finishUndone(m)
+	h.finishUndone(ctx, m)
 }
 
 // finishUndone runs Stop and Exit of the new instance of an undone swap,
-// once its references are gone, and frees it.
-func (h *Host) finishUndone(m *Instance) {
+// once its references are gone, and frees it; a refusal only taints it
+// (ctx goes to a ContextExiter).
+func (h *Host) finishUndone(ctx context.Context, m *Instance) {
 	if s, ok := m.mod.(Stopper); ok {
 		callSafely(m, "stop", s.Stop)
 	}
-	if busy, err := callExit(m); busy > 0 || err != nil {
+	if busy, err := callExit(ctx, m); busy > 0 || err != nil {
 		m.Taint(fmt.Sprintf("exit refused while undoing a replacement (busy %d, %v)", busy, err))
 	}
 	h.reg.drop(m.registrations())

@@ -138,7 +138,7 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 	if s, ok := m.mod.(Stopper); ok {
 		callSafely(m, "stop", s.Stop)
 	}
-	busy, exitErr := callExit(m)
+	busy, exitErr := callExit(ctx, m)
 	if busy > 0 || exitErr != nil {
 		if !opts.Force {
 			h.restore(m, regs, true)
@@ -207,13 +207,18 @@ func (h *Host) waitRefs(ctx context.Context, m *Instance, opts UnloadOptions) er
 // callExit runs Exit, recovering a panic: a module whose Exit panics is
 // tainted and treated as exited (its state cannot be trusted to serve
 // again), so unloading still works.
-func callExit(m *Instance) (busy int, err error) {
+// callExit runs m's exit point: ExitContext(ctx) for a ContextExiter,
+// else Exit. A panic counts as an agreeing exit (and taints m).
+func callExit(ctx context.Context, m *Instance) (busy int, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			m.Taint(fmt.Sprintf("panic in exit: %v", p))
 			busy, err = 0, nil
 		}
 	}()
+	if ce, ok := m.mod.(ContextExiter); ok {
+		return ce.ExitContext(ctx)
+	}
 	return m.mod.Exit()
 }
 
