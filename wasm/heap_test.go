@@ -29,22 +29,13 @@ func TestUnloadFrees(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		cycles = 20
 	}
-	e := newEnv(t, wasmConfig())
-	src, err := e.l.Open(wasmtest.Build(t, wasmtest.Provider))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
+	e, load, unload := providerCycle(t)
 	cycle := func() {
-		if _, err := e.h.Load(ctx, src, nil); err != nil {
-			t.Fatal(err)
-		}
+		load()
 		if r, err := e.call("add", 1, 2); err != nil || r[0] != 3 {
 			t.Fatalf("add: %v %v", r, err)
 		}
-		if err := e.h.Unload(ctx, "provider", raceless.UnloadOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		unload()
 	}
 	for range 5 { // warm up: caches, pools
 		cycle()
@@ -71,22 +62,8 @@ func TestUnloadFrees(t *testing.T) {
 // the instance holds into wazero, so what stays reachable is a small
 // tombstone that fails every call.
 func TestStaleHandleFreesInstance(t *testing.T) {
-	e := newEnv(t, wasmConfig())
-	src, err := e.l.Open(wasmtest.Build(t, wasmtest.Provider))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, load, unload := providerCycle(t)
 	ctx := context.Background()
-	load := func() {
-		if _, err := e.h.Load(ctx, src, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	unload := func() {
-		if err := e.h.Unload(ctx, "provider", raceless.UnloadOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	load() // warm up: caches, pools
 	unload()
 	before := heapInUse()
@@ -113,4 +90,25 @@ func TestStaleHandleFreesInstance(t *testing.T) {
 		t.Fatalf("stale Func: %v, want ErrGone", err)
 	}
 	runtime.KeepAlive(add)
+}
+
+// providerCycle returns an env with the provider example opened, and
+// functions that load and unload it (failing the test on an error).
+func providerCycle(t *testing.T) (e *env, load, unload func()) {
+	e = newEnv(t, wasmConfig())
+	src, err := e.l.Open(wasmtest.Build(t, wasmtest.Provider))
+	if err != nil {
+		t.Fatal(err)
+	}
+	load = func() {
+		if _, err := e.h.Load(context.Background(), src, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unload = func() {
+		if err := e.h.Unload(context.Background(), "provider", raceless.UnloadOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e, load, unload
 }

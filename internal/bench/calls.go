@@ -107,6 +107,25 @@ type benchmark struct {
 	setup func() (w func(g int) worker, teardown func())
 }
 
+// perGoroutine is a setup's result for a path with a per-goroutine handle
+// (a grace Reader, a ref Holder): each worker registers its own and runs
+// body with it; teardown closes them all.
+func perGoroutine[H any](register func() H, closeH func(H), body func(H) worker) (func(int) worker, func()) {
+	var mu sync.Mutex // guards hs
+	var hs []H
+	return func(int) worker {
+			h := register()
+			mu.Lock()
+			hs = append(hs, h)
+			mu.Unlock()
+			return body(h)
+		}, func() {
+			for _, h := range hs {
+				closeH(h)
+			}
+		}
+}
+
 func benchmarks() []benchmark {
 	return []benchmark{
 		{"unprotected", func() (func(int) worker, func()) {
@@ -122,27 +141,17 @@ func benchmarks() []benchmark {
 		}},
 		{"grace_reader", func() (func(int) worker, func()) {
 			d := grace.New()
-			var mu sync.Mutex
-			var rs []*grace.Reader
-			return func(int) worker {
-					r := d.Register()
-					mu.Lock()
-					rs = append(rs, r)
-					mu.Unlock()
-					return func(n int) int {
-						acc := 0
-						for i := 0; i < n; i++ {
-							r.Lock()
-							acc = call(acc)
-							r.Unlock()
-						}
-						return acc
+			return perGoroutine(d.Register, (*grace.Reader).Close, func(r *grace.Reader) worker {
+				return func(n int) int {
+					acc := 0
+					for i := 0; i < n; i++ {
+						r.Lock()
+						acc = call(acc)
+						r.Unlock()
 					}
-				}, func() {
-					for _, r := range rs {
-						r.Close()
-					}
+					return acc
 				}
+			})
 		}},
 		{"grace_anonymous", func() (func(int) worker, func()) {
 			d := grace.New()
@@ -176,28 +185,18 @@ func benchmarks() []benchmark {
 		{"ref_holder", func() (func(int) worker, func()) { // raceless.Caller's path
 			var hs ref.Holders
 			r := hs.New(false)
-			var mu sync.Mutex
-			var held []*ref.Holder
-			return func(int) worker {
-					h := hs.Register()
-					mu.Lock()
-					held = append(held, h)
-					mu.Unlock()
-					return func(n int) int {
-						acc := 0
-						for i := 0; i < n; i++ {
-							if h.TryGet(r) {
-								acc = call(acc)
-								h.Put(r)
-							}
+			return perGoroutine(hs.Register, (*ref.Holder).Close, func(h *ref.Holder) worker {
+				return func(n int) int {
+					acc := 0
+					for i := 0; i < n; i++ {
+						if h.TryGet(r) {
+							acc = call(acc)
+							h.Put(r)
 						}
-						return acc
 					}
-				}, func() {
-					for _, h := range held {
-						h.Close()
-					}
+					return acc
 				}
+			})
 		}},
 		{"rwmutex", func() (func(int) worker, func()) {
 			var mu sync.RWMutex
