@@ -39,18 +39,24 @@ func (h *Host) NewCaller() *Caller {
 }
 
 // Close unregisters c. It must not be called during one of c's calls.
+// Calls through a closed Caller take the shared path (an unregistered word
+// would be invisible to unloads); closing again does nothing.
 func (c *Caller) Close() {
+	if c.hold == nil {
+		return
+	}
 	c.cleanup.Stop()
 	c.hold.Close()
+	c.hold = nil
 }
 
 // Call calls hd's Func as hd.Call(ctx, args...) does, with the owner's
-// reference held in c. hd must be a Handle of c's Host.
+// reference held in c. A Handle of another Host goes through hd.Call.
 func (c *Caller) Call(ctx context.Context, hd *Handle, args ...uint64) ([]uint64, error) {
 	reg := hd.reg.Load()
-	if reg == nil || hd.h != c.h || c.hold.Holding() || !c.hold.TryGet(reg.refs) {
-		// Not resolved, owner not live, nested, or another host's
-		// Handle: the shared path (which also re-resolves).
+	if reg == nil || hd.h != c.h || c.hold == nil || c.hold.Holding() || !c.hold.TryGet(reg.refs) {
+		// Not resolved, owner not live, another host's Handle, closed,
+		// or nested: the shared path (which also re-resolves).
 		return hd.Call(ctx, args...)
 	}
 	reg.owner.noteUse()

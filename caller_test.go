@@ -186,3 +186,40 @@ func TestCallerDroppedUnclosed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCallerClosed: a closed Caller, whose word unloads no longer scan,
+// takes the shared path, so a call in flight still holds its owner.
+func TestCallerClosed(t *testing.T) {
+	h := quietHost(t)
+	g := newGate()
+	var parks atomic.Bool
+	m := mustLoad(t, h, funcModule("one", 1, func() {
+		if parks.Load() {
+			g.park()
+		}
+	}))
+	hd := h.Handle(KindSymbol, "f")
+	if _, err := hd.Call(context.Background()); err != nil { // resolved
+		t.Fatal(err)
+	}
+	c := h.NewCaller()
+	c.Close()
+	c.Close()
+	parks.Store(true)
+	done := make(chan error)
+	go func() {
+		_, err := c.Call(context.Background(), hd)
+		done <- err
+	}()
+	g.reached(t)
+	if err := h.Unload(deadline(t), "one", UnloadOptions{}); !errors.Is(err, ErrBusy) || m.Refs() != 1 {
+		t.Fatalf("unload during a closed Caller's call: %v (refs %d), want ErrBusy", err, m.Refs())
+	}
+	g.release()
+	if err := waitFor(t, done, "call"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Unload(deadline(t), "one", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
