@@ -33,12 +33,7 @@ func TestCallerHoldsOwner(t *testing.T) {
 		t.Fatalf("first call (resolves through the Handle): %v %v", r, err)
 	}
 	parks.Store(true)
-	done := make(chan error)
-	go func() {
-		_, err := c.Call(context.Background(), hd)
-		done <- err
-	}()
-	g.reached(t)
+	done := parkedCall(t, g, func() ([]uint64, error) { return c.Call(context.Background(), hd) })
 	if n := m.Refs(); n != 1 {
 		t.Fatalf("Refs during a call = %d, want 1", n)
 	}
@@ -206,12 +201,7 @@ func TestCallerClosed(t *testing.T) {
 	c.Close()
 	c.Close()
 	parks.Store(true)
-	done := make(chan error)
-	go func() {
-		_, err := c.Call(context.Background(), hd)
-		done <- err
-	}()
-	g.reached(t)
+	done := parkedCall(t, g, func() ([]uint64, error) { return c.Call(context.Background(), hd) })
 	if err := h.Unload(deadline(t), "one", UnloadOptions{}); !errors.Is(err, ErrBusy) || m.Refs() != 1 {
 		t.Fatalf("unload during a closed Caller's call: %v (refs %d), want ErrBusy", err, m.Refs())
 	}

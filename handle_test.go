@@ -106,12 +106,7 @@ func TestHandleCallHoldsOwner(t *testing.T) {
 		g.park()
 	}))
 	hd := h.Handle(KindSymbol, "f")
-	done := make(chan error)
-	go func() {
-		_, err := hd.Call(context.Background())
-		done <- err
-	}()
-	g.reached(t)
+	done := parkedCall(t, g, func() ([]uint64, error) { return hd.Call(context.Background()) })
 	if err := h.Unload(deadline(t), "one", UnloadOptions{}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("unload during a call: %v, want ErrBusy", err)
 	}

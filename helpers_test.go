@@ -122,6 +122,20 @@ func (g *gate) park() {
 func (g *gate) reached(t testing.TB) { waitFor(t, g.arrived, "gate") }
 func (g *gate) release()             { close(g.resume) }
 
+// parkedCall runs call on a new goroutine and returns once the call has
+// reached g (parked inside the module); the channel gets call's error
+// after g.release.
+func parkedCall(t testing.TB, g *gate, call func() ([]uint64, error)) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := call()
+		done <- err
+	}()
+	g.reached(t)
+	return done
+}
+
 func runtimeGosched() { runtime.Gosched() }
 
 // hammer runs f in a loop on n goroutines until the returned stop is
