@@ -50,9 +50,10 @@ func (c *Caller) Close() {
 	c.hold = nil
 }
 
-// Call calls hd's Func as hd.Call(ctx, args...) does, with the owner's
-// reference held in c. A Handle of another Host goes through hd.Call.
-func (c *Caller) Call(ctx context.Context, hd *Handle, args ...uint64) ([]uint64, error) {
+// Call calls hd's Func as hd.Call(ctx, args...) does (a panic in it is
+// recovered the same way), with the owner's reference held in c. A Handle
+// of another Host goes through hd.Call.
+func (c *Caller) Call(ctx context.Context, hd *Handle, args ...uint64) (res []uint64, err error) {
 	reg := hd.reg.Load()
 	if reg == nil || hd.h != c.h || c.hold == nil || c.hold.Holding() || !c.hold.TryGet(reg.refs) {
 		// Not resolved, owner not live, another host's Handle, closed,
@@ -61,10 +62,11 @@ func (c *Caller) Call(ctx context.Context, hd *Handle, args ...uint64) ([]uint64
 	}
 	reg.owner.noteUse()
 	defer c.hold.Put(reg.refs)
-	r, err := hd.invoke(ctx, reg, args)
+	defer reg.owner.catch("call", hd.name, nil, &err)
+	res, err = hd.invoke(ctx, reg, args)
 	// c stays reachable for the whole call, so its cleanup cannot run
 	// (and find the Holder holding) meanwhile. (A deferred closure would
 	// do the same, at ~2 ns a call.)
 	runtime.KeepAlive(c)
-	return r, err
+	return res, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,7 +13,8 @@ import (
 // TestCallerHoldsOwner: a call in flight through a Caller holds its owner's
 // reference (counted, so an unload is refused, and an unload that waits
 // wakes when the call returns: the Holder's Put on a dead Ref), and a
-// panicking Func leaves no reference behind.
+// panicking Func is recovered (an error naming its module, which is
+// tainted) and leaves no reference behind.
 func TestCallerHoldsOwner(t *testing.T) {
 	h := quietHost(t)
 	g := newGate()
@@ -61,14 +63,12 @@ func TestCallerHoldsOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	panics.Store(true) // this call goes through the Holder
-	func() {
-		defer func() {
-			if recover() == nil {
-				t.Error("the Func did not panic")
-			}
-		}()
-		_, _ = c.Call(context.Background(), hd)
-	}()
+	if _, err := c.Call(context.Background(), hd); err == nil || !strings.Contains(err.Error(), "panic") || !strings.Contains(err.Error(), "one") {
+		t.Errorf("call of a panicking Func: %v, want an error naming the panic and the module", err)
+	}
+	if len(m.Taints()) == 0 {
+		t.Error("a panicking Func did not taint its module")
+	}
 	if c.hold.Holding() || m.Refs() != 0 {
 		t.Fatalf("after a panic: holding %v, refs %d", c.hold.Holding(), m.Refs())
 	}

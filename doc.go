@@ -15,7 +15,11 @@
 //	   │                  └──refused───────┘   (busy, Exit refused, cancelled wait)
 //	   └──Init failed──▶ going ──grace, own refs drained──▶ gone
 //
-// and no other transition. Subscribers (Host.Subscribe) see each one.
+// and no other transition ("Init failed" includes a failed dependency or
+// instantiation and a panicking Start). Subscribers (Host.Subscribe) see
+// each one, in the order it was made: an unload refused after going (a
+// reference slipped in, Exit refused, a cancelled wait) as going then
+// live, a failed Init as coming, going, gone.
 //
 // # Invariants
 //
@@ -36,15 +40,58 @@
 //   - No lock is held while module code runs. A module's Init may load
 //     other modules; a cycle of inits waiting for each other is ErrCycle.
 //   - A load of a name that is going waits until it is gone, then loads
-//     afresh; concurrent loads of the same module are merged.
+//     afresh (from a hook, see below); concurrent loads of the same module
+//     are merged.
 //   - A hot swap (Replace) publishes the new instance's registrations in
 //     place of the old one's in one step; no lookup finds nothing.
+//
+// # Module code that panics
+//
+// Every call the host makes into module code (a native Source's
+// constructor, Init, Start, Stop, Exit, ExitContext, Size, hooks, and
+// symbols called through a Handle or a Caller) recovers a panic and taints
+// the module. A panic in Init or, on a load, in Start fails the load with
+// an error wrapping ErrInit and naming the module; the instance goes going
+// then gone as after a failed Init (after a panicking Start, Exit runs in
+// the teardown, Stop does not). A panic in Stop, or in Start run again
+// after a refused Exit, is only recorded; a panicking Exit counts as an
+// agreeing one. A panicking hook or symbol call returns an error naming the
+// module. The host stays usable in every case: the name can be loaded
+// again, and grace periods end.
+//
+// # Lifecycle calls from hooks
+//
+// A hook runs inside a read section of the host's grace-period domain, and
+// a grace period waits for every read section that began before it, so a
+// hook can never wait for a grace period of its own host. The rule:
+//
+//   - CallHooks hands each hook a context marked as being inside the
+//     host's read section. A lifecycle call made with that context (or one
+//     derived from it) that would have to wait for a grace period fails at
+//     once with ErrInReadSection and changes nothing: Host.Unload,
+//     Host.Replace, Host.Synchronize, Host.Shutdown, Host.Autoclean, and a
+//     load (Host.Load, Host.Request, Kernel.Load, Kernel.Request,
+//     Kernel.Import through demand loading) of a name that is going.
+//   - Every other call works from a hook as anywhere else: loads of a
+//     name that is free, live or coming (demand loads, Kernel.Import and
+//     loads whose Init fails included), and the other methods of Instance
+//     and Kernel. No teardown waits for a grace period in the caller's
+//     goroutine: when an Init fails, Load returns its error once the name
+//     is released, or at once when called with a hook's context (or when
+//     its ctx ends); the teardown then finishes in the background and the
+//     name stays reserved, going, until it has.
+//   - The mark travels only in the context: a hook that makes a lifecycle
+//     call with a context not derived from its own is not recognised, and
+//     such a call that waits for a grace period (or for a teardown that
+//     does) waits until that context ends, holding up the host's grace
+//     periods meanwhile. Pass the hook's context on.
 //
 // # Errors
 //
 // Errors match the sentinels ErrNotFound, ErrExists, ErrBusy, ErrGone,
-// ErrNotLive, ErrCycle, ErrInvalid, ErrPermission and ErrInit with
-// errors.Is, and name the module at fault (*ModuleError, *BusyError).
+// ErrNotLive, ErrCycle, ErrInvalid, ErrPermission, ErrInit and
+// ErrInReadSection with errors.Is, and name the module at fault
+// (*ModuleError, *BusyError).
 //
 // See docs/design.md for why each choice was made.
 package raceless

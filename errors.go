@@ -38,6 +38,14 @@ var (
 	// ErrInit is wrapped by the error of a load whose Init failed or
 	// panicked; the module's own error is wrapped too.
 	ErrInit = errors.New("init failed")
+	// ErrInReadSection is returned by a lifecycle call made with the
+	// context of a hook call (a read section of the host's grace-period
+	// domain) that would have to wait for a grace period: Unload, Replace,
+	// Synchronize, Shutdown, Autoclean, and a load of a name that is going.
+	// That grace period waits for the hook itself to return, so the call
+	// could never finish. See "Lifecycle calls from hooks" in the package
+	// documentation.
+	ErrInReadSection = errors.New("called inside a read section (a hook call)")
 )
 
 // ModuleError records an operation on a module and the error that made it

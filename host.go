@@ -41,11 +41,11 @@ type Host struct {
 	underflows atomic.Int64
 	requests   requester
 
-	// detached counts instances torn down in the background (the new
-	// instance of an undone hot swap, waiting for its references);
-	// Shutdown waits for them and, past its deadline, cancels
-	// detachedCtx to force them.
-	detached      sync.WaitGroup
+	// detached counts instances torn down in the background (failed
+	// inits, the new instance of an undone hot swap: a grace period and
+	// their references); Shutdown waits for them and, past its deadline,
+	// cancels detachedCtx to force them.
+	detached      teardowns
 	detachedCtx   context.Context
 	detachedForce context.CancelFunc
 
@@ -60,9 +60,49 @@ type testHooks struct {
 	afterGrace    func(m *Instance)              // unload: unpublished, grace period over, before the final count
 	beforeExit    func(m *Instance)              // unload: about to call Stop/Exit
 	initFailed    func(m *Instance)              // failed init: going, before the grace period
+	revived       func(m *Instance)              // restore / undone swap: m accepts references again (Host.mu held)
 	mergeWait     func(m *Instance)              // load: about to wait for a coming instance of the same source
 	goingWait     func(m *Instance)              // load: about to wait for a going instance to be gone
 	unloadFound   func(m *Instance)              // Unload: found m by name, before taking Host.mu
+}
+
+// teardowns counts background teardowns. Unlike a sync.WaitGroup it may
+// gain one while someone waits for it to be idle (a load failing during
+// Shutdown).
+type teardowns struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to zero; nil while never busy
+}
+
+func (t *teardowns) Add(n int) {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.idle = make(chan struct{})
+	}
+	t.n += n
+	t.mu.Unlock()
+}
+
+func (t *teardowns) Done() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 {
+		close(t.idle)
+	}
+	t.mu.Unlock()
+}
+
+// Idle returns a channel closed once no teardown is running.
+func (t *teardowns) Idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return t.idle
 }
 
 // Resolver maps a module name or alias (or "fs-TYPE", "symbol:NAME") to a
@@ -169,10 +209,15 @@ func (h *Host) Lookup(kind Kind) []Registration { return h.reg.list(kind) }
 // references (the non-counting interface). A hook that returns an error or
 // panics does not stop the others; the errors are joined, each naming its
 // module, and a panicking module is tainted.
+//
+// Each hook gets ctx marked as this host's read section: a lifecycle call
+// made with it (or a context derived from it) that would have to wait for
+// a grace period fails at once with ErrInReadSection (see "Lifecycle calls
+// from hooks" in the package documentation).
 func (h *Host) CallHooks(ctx context.Context, event string, arg any) error {
 	tok := h.grace.Lock()
 	defer h.grace.Unlock(tok)
-	return callHooks(ctx, h.reg.snap.Load().hooks[event], event, arg)
+	return h.callHooks(ctx, h.reg.snap.Load().hooks[event], event, arg)
 }
 
 // Reader is a per-goroutine handle for calling hooks on the read-side fast
@@ -189,36 +234,67 @@ func (h *Host) NewReader() *Reader { return &Reader{h: h, r: h.grace.Register()}
 func (r *Reader) CallHooks(ctx context.Context, event string, arg any) error {
 	r.r.Lock()
 	defer r.r.Unlock()
-	return callHooks(ctx, r.h.reg.snap.Load().hooks[event], event, arg)
+	return r.h.callHooks(ctx, r.h.reg.snap.Load().hooks[event], event, arg)
 }
 
 // Close releases the handle.
 func (r *Reader) Close() { r.r.Close() }
 
-func callHooks(ctx context.Context, list []*registration, event string, arg any) error {
+// sectionKey is the context key marking a read section of the host h
+// (CallHooks gives each hook a context carrying it).
+type sectionKey struct{ h *Host }
+
+// inReadSection reports whether ctx is (derived from) the context of a hook
+// call of h, that is, whether its holder may be inside a read section of
+// h's grace-period domain, which no grace period of h can outlast.
+func (h *Host) inReadSection(ctx context.Context) bool {
+	return ctx != nil && ctx.Value(sectionKey{h}) != nil
+}
+
+// sectionErr is the error of a lifecycle call op on name refused because
+// ctx is a hook call's.
+func sectionErr(op, name string) error {
+	return modErr(op, name, fmt.Errorf("it would wait for a grace period, which waits for the calling hook: %w", ErrInReadSection))
+}
+
+func (h *Host) callHooks(ctx context.Context, list []*registration, event string, arg any) error {
+	if len(list) == 0 {
+		return nil
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if !h.inReadSection(ctx) {
+		ctx = context.WithValue(ctx, sectionKey{h}, true)
+	}
 	var errs []error
 	for _, reg := range list {
-		if err := callHook(ctx, reg, arg); err != nil {
-			errs = append(errs, modErr("hook "+event, reg.owner.name, err))
+		if err := callHook(ctx, reg, event, arg); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func callHook(ctx context.Context, reg *registration, arg any) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			reg.owner.Taint(fmt.Sprintf("panic in hook %s: %v", reg.key.name, p))
-			err = fmt.Errorf("panic: %v", p)
-		}
-	}()
-	return reg.hook(ctx, arg)
+// callHook calls one hook; its error (or panic) names the hook's module.
+func callHook(ctx context.Context, reg *registration, event string, arg any) (err error) {
+	defer reg.owner.catch("hook", event, nil, &err)
+	if herr := reg.hook(ctx, arg); herr != nil {
+		return modErr("hook "+event, reg.owner.name, herr)
+	}
+	return nil
 }
 
 // Synchronize waits for a grace period of the host's read-side domain:
-// every hook call that began before it has returned. It must not be called
-// from inside a hook.
-func (h *Host) Synchronize(ctx context.Context) error { return h.grace.Synchronize(ctx) }
+// every hook call that began before it has returned. Called with the
+// context of a hook call (or one derived from it) it fails at once with
+// ErrInReadSection: the grace period would wait for that hook itself.
+func (h *Host) Synchronize(ctx context.Context) error {
+	if h.inReadSection(ctx) {
+		return sectionErr("synchronize", "host")
+	}
+	return h.grace.Synchronize(ctx)
+}
 
 // Event is a lifecycle notification.
 type Event struct {
@@ -227,9 +303,17 @@ type Event struct {
 	Instance *Instance
 }
 
-// Subscribe adds fn to the host's notifier chain: it is called, in the
-// goroutine making the transition and with no lock held, when a module
-// becomes coming, live, going or gone. The returned function unsubscribes.
+// Subscribe adds fn to the host's notifier chain: it is called, with no
+// lock held, for every transition of every instance made after it was
+// added: coming (when a load begins), then each transition of the state
+// machine in the order it was made (live, going, live again after a
+// refused unload, ..., gone). The events of one instance are delivered one
+// at a time and in order: by the goroutine making the transition, right
+// after it, or, when an earlier event of the same instance is still being
+// delivered (a subscriber is slow, or makes a transition itself), by the
+// goroutine delivering that one, right after it. Events of different
+// instances may be delivered concurrently. The returned function
+// unsubscribes.
 func (h *Host) Subscribe(fn func(Event)) (cancel func()) {
 	p := &fn
 	h.subMu.Lock()
@@ -252,6 +336,37 @@ func (h *Host) Subscribe(fn func(Event)) (cancel func()) {
 		}
 		h.subs.Store(&next)
 	}
+}
+
+// deliver hands m's queued transitions (see setState) to the subscribers,
+// in order, unless another goroutine is delivering them already (it then
+// delivers these too). Called without h.mu, after each transition.
+func (h *Host) deliver(m *Instance) {
+	h.mu.Lock()
+	if m.delivering {
+		h.mu.Unlock()
+		return
+	}
+	m.delivering = true
+	done := false
+	defer func() {
+		if !done { // a subscriber panicked: later deliveries must still run
+			h.mu.Lock()
+			m.delivering = false
+			h.mu.Unlock()
+		}
+	}()
+	for len(m.events) > 0 {
+		s := m.events[0]
+		m.events = m.events[1:]
+		h.mu.Unlock()
+		h.emit(m, s)
+		h.mu.Lock()
+	}
+	m.events = nil
+	m.delivering = false
+	done = true
+	h.mu.Unlock()
 }
 
 func (h *Host) emit(m *Instance, s State) {
@@ -301,14 +416,16 @@ func (h *Host) collectUnderflows(m *Instance) {
 	}
 }
 
-// setState performs a transition of the state machine in state.go. The
-// caller holds h.mu.
+// setState performs a transition of the state machine in state.go and
+// queues its event. The caller holds h.mu, and calls h.deliver(m) after
+// releasing it.
 func (h *Host) setState(m *Instance, to State) {
 	from := m.State()
 	if !validTransition(from, to) {
 		panic(fmt.Sprintf("raceless: invalid state transition %s -> %s for %s", from, to, m.name))
 	}
 	m.state.Store(int32(to))
+	m.events = append(m.events, to)
 }
 
 // addDep records that user depends on owner and takes one reference on

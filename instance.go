@@ -37,8 +37,9 @@ type Instance struct {
 	// switches to counting mode (Kill), not at the Put.
 	underflowsSeen atomic.Int64
 
-	// initDone is closed when Init has finished, live or failed; initErr
-	// is written before the close and read only after it.
+	// initDone is closed when the coming phase has ended: live, or failed
+	// (going, its teardown under way); initErr is written before the close
+	// and read only after it.
 	initDone chan struct{}
 	initErr  error
 	// gone is closed when the instance reaches StateGone.
@@ -57,6 +58,8 @@ type Instance struct {
 	unloading  bool               // an Unload (or Replace) call owns the going state
 	replaces   *Instance          // set on a coming replacement (Replace); it is not in byName until it goes live
 	restored   chan struct{}      // closed when going goes back to live
+	events     []State            // transitions made, not yet delivered to subscribers (Host.deliver)
+	delivering bool               // a goroutine is delivering events
 
 	// regs is guarded by regMu; appended during Init only.
 	regMu sync.Mutex
@@ -154,8 +157,9 @@ func names(set map[*Instance]bool) []string {
 	return out
 }
 
-// Size returns the module's size in bytes if it implements Sizer, else 0.
-func (m *Instance) Size() int64 {
+// Size returns the module's size in bytes if it implements Sizer and is
+// live, else 0 (also when Size panics: the module is then tainted).
+func (m *Instance) Size() (n int64) {
 	select {
 	case <-m.initDone:
 	default:
@@ -166,7 +170,37 @@ func (m *Instance) Size() int64 {
 		return 0
 	}
 	defer m.Put()
+	defer m.catch("size", "", nil, nil)
 	return s.Size()
+}
+
+// catch is the one recovering path of module code. Every call the host
+// makes into a module (a native Source's constructor, Init, Start, Stop,
+// Exit, ExitContext, Size, hooks, symbols called through a Handle or a
+// Caller) runs with it deferred:
+//
+//	defer m.catch("start", "", ErrInit, &err)
+//
+// A panic is recovered, m is tainted ("panic in what detail: value") and,
+// when err is not nil, *err is set to a *ModuleError naming m, with Op
+// what (and detail), wrapping sentinel (if not nil) and the panic's value.
+func (m *Instance) catch(what, detail string, sentinel error, err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if detail != "" {
+		what += " " + detail
+	}
+	m.Taint(fmt.Sprintf("panic in %s: %v", what, p))
+	if err == nil {
+		return
+	}
+	perr := fmt.Errorf("panic: %v", p)
+	if sentinel != nil {
+		perr = fmt.Errorf("%w: panic: %v", sentinel, p)
+	}
+	*err = &ModuleError{Op: what, Module: m.name, Err: perr}
 }
 
 // Taint marks the module as tainted (a trap, a panic, a forced unload).

@@ -166,10 +166,25 @@ func (k *Kernel) Request(ctx context.Context, nameOrAlias string) (*Instance, er
 	return k.inst.host.request(ctx, nameOrAlias, k.inst)
 }
 
-// Get takes a reference on the module itself. Unlike Instance.TryGet it
-// succeeds in any state but gone; such references count like any other and
-// hold an unload (and a failed Init's teardown) until dropped.
-func (k *Kernel) Get() { k.inst.refs.Get() }
+// Get takes a reference on the module itself and reports whether it did.
+// Unlike Instance.TryGet it succeeds while the module is coming or going
+// too; on a gone module it fails, taking nothing. Such references count
+// like any other: one taken before an unload's final count (or before a
+// failed Init's teardown waits for the module's own references) holds it
+// until dropped with Put.
+func (k *Kernel) Get() bool {
+	m := k.inst
+	if m.State() == StateGone {
+		return false
+	}
+	m.refs.Get()
+	if m.State() == StateGone {
+		// It went gone meanwhile: take nothing.
+		m.Put()
+		return false
+	}
+	return true
+}
 
 // Put drops a reference taken by Get.
 func (k *Kernel) Put() { k.inst.Put() }

@@ -24,10 +24,18 @@ type loadOpts struct {
 //   - A name that is going: wait until it is gone, then load afresh.
 //
 // Parameters are validated against src.Info() before anything runs. If Init
-// fails, nothing it registered was ever visible; the host waits a grace
-// period and for the module's own references before releasing its name and
-// dependencies, and returns an error wrapping ErrInit and the module's own.
-// Waits honour ctx.
+// fails (or panics, or Start panics), nothing it registered was ever
+// visible; the instance goes going, and the host waits a grace period and
+// for the module's own references before releasing its name and
+// dependencies (after a Start that panicked, Exit then runs as well, its
+// refusal only tainting the module). Load returns an error wrapping ErrInit
+// and the module's own (or the panic) once the name is released, or
+// earlier when ctx ends or ctx is a hook call's: the teardown then finishes
+// in the background (Shutdown waits for it) and the name stays reserved,
+// going, until it has. Every wait honours ctx. Called with a hook call's
+// context, a load of a name that is going fails at once with
+// ErrInReadSection (see "Lifecycle calls from hooks" in the package
+// documentation).
 func (h *Host) Load(ctx context.Context, src Source, params map[string]string) (*Instance, error) {
 	return h.load(ctx, src, params, loadOpts{})
 }
@@ -65,6 +73,12 @@ func (h *Host) load(ctx context.Context, src Source, params map[string]string, l
 			h.mu.Unlock()
 			return nil, modErr("load", name, ErrExists)
 		}
+		if state == StateGoing && h.inReadSection(ctx) {
+			// Its teardown waits for a grace period, which waits for
+			// the hook this call is made from.
+			h.mu.Unlock()
+			return nil, modErr("load", name, fmt.Errorf("%s is going: %w", name, ErrInReadSection))
+		}
 		if lo.waiter != nil {
 			if chain := waitChain(lo.waiter, cur); chain != "" {
 				h.mu.Unlock()
@@ -98,6 +112,7 @@ func (h *Host) load(ctx context.Context, src Source, params map[string]string, l
 		if state == StateComing && cur.key == key {
 			// Merged with a concurrent load of the same module.
 			if cur.initErr != nil {
+				h.awaitGone(ctx, cur)
 				return nil, cur.initErr
 			}
 			return cur, nil
@@ -146,6 +161,7 @@ func (h *Host) newInstance(info Info, key string, params map[string]string, lo l
 		initDone: make(chan struct{}),
 		gone:     make(chan struct{}),
 		params:   params,
+		events:   []State{StateComing}, // delivered by initialize
 	}
 	m.autoclean.Store(lo.autoclean)
 	// A demand load is a use: the module survives at least one whole
@@ -156,12 +172,12 @@ func (h *Host) newInstance(info Info, key string, params map[string]string, lo l
 }
 
 // initialize runs the coming phase of m: dependencies, instantiation, Init,
-// then either publication (live) or the failed-init teardown.
+// Start, then either publication (live) or the failed-init teardown.
 func (h *Host) initialize(ctx context.Context, m *Instance, src Source, lo loadOpts) error {
-	h.emit(m, StateComing)
+	h.deliver(m) // coming
 	err := h.resolveDepends(ctx, m)
 	if err == nil {
-		m.mod, err = src.Instantiate(ctx)
+		m.mod, err = instantiate(ctx, m, src)
 		if err != nil {
 			err = modErr("load", m.name, err)
 		}
@@ -170,11 +186,13 @@ func (h *Host) initialize(ctx context.Context, m *Instance, src Source, lo loadO
 		err = h.callInit(m)
 	}
 	if err != nil {
-		h.failInit(ctx, m, err)
+		h.failInit(ctx, m, err, false)
 		return err
 	}
-	if s, ok := m.mod.(Starter); ok {
-		s.Start()
+	if err := callStart(m, ErrInit); err != nil {
+		// Init succeeded: the teardown runs Exit.
+		h.failInit(ctx, m, err, true)
+		return err
 	}
 	regs := m.registrations()
 	h.mu.Lock()
@@ -197,12 +215,22 @@ func (h *Host) initialize(ctx context.Context, m *Instance, src Source, lo loadO
 	}
 	h.mu.Unlock()
 	h.log.Debug("module live", "module", m.name)
-	h.emit(m, StateLive)
+	h.deliver(m) // live
+	if old := m.replaces; old != nil {
+		h.deliver(old) // going
+	}
 	close(m.initDone)
 	return nil
 }
 
-// callInit runs Init with registrations open, recovering a panic.
+// instantiate runs src.Instantiate (a native Source's constructor is module
+// code) through catch.
+func instantiate(ctx context.Context, m *Instance, src Source) (mod Module, err error) {
+	defer m.catch("instantiate", "", nil, &err)
+	return src.Instantiate(ctx)
+}
+
+// callInit runs Init with registrations open, through catch.
 func (h *Host) callInit(m *Instance) (err error) {
 	k := m.kernel
 	k.initing.Store(true)
@@ -210,15 +238,46 @@ func (h *Host) callInit(m *Instance) (err error) {
 		m.regMu.Lock()
 		k.initing.Store(false)
 		m.regMu.Unlock()
-		if p := recover(); p != nil {
-			m.Taint(fmt.Sprintf("panic in init: %v", p))
-			err = &ModuleError{Op: "init", Module: m.name, Err: fmt.Errorf("%w: panic: %v", ErrInit, p)}
-		}
 	}()
+	defer m.catch("init", "", ErrInit, &err)
 	if ierr := m.mod.Init(k); ierr != nil {
 		return &ModuleError{Op: "init", Module: m.name, Err: fmt.Errorf("%w: %w", ErrInit, ierr)}
 	}
 	return nil
+}
+
+// callStart runs m's Start, if it has one, through catch: a panic is
+// returned as an error wrapping sentinel (ErrInit on a first load).
+func callStart(m *Instance, sentinel error) (err error) {
+	s, ok := m.mod.(Starter)
+	if !ok {
+		return nil
+	}
+	defer m.catch("start", "", sentinel, &err)
+	s.Start()
+	return nil
+}
+
+// callStop runs m's Stop, if it has one, through catch.
+func callStop(m *Instance) {
+	s, ok := m.mod.(Stopper)
+	if !ok {
+		return
+	}
+	defer m.catch("stop", "", nil, nil)
+	s.Stop()
+}
+
+// callExit runs m's exit point, ExitContext(ctx) for a ContextExiter, else
+// Exit, through catch. A panic counts as an agreeing exit (busy 0, no
+// error) and taints m: its state cannot be trusted to serve again, so
+// unloading still works.
+func callExit(ctx context.Context, m *Instance) (busy int, err error) {
+	defer m.catch("exit", "", nil, nil)
+	if ce, ok := m.mod.(ContextExiter); ok {
+		return ce.ExitContext(ctx)
+	}
+	return m.mod.Exit()
 }
 
 // resolveDepends takes a dependency on every module named in Info.Depends,
@@ -236,27 +295,56 @@ func (h *Host) resolveDepends(ctx context.Context, m *Instance) error {
 	return nil
 }
 
-// failInit tears down a module whose Init (or earlier step) failed. Nothing
-// it registered was published. It frees nothing before a grace period has
-// passed and the module's own references are gone; then it releases the
-// dependencies and the name, and wakes the waiters with err.
-func (h *Host) failInit(ctx context.Context, m *Instance, err error) {
+// failInit tears down a module whose coming phase failed: dependencies,
+// instantiation, Init, or (inited) Start after a successful Init. Nothing
+// it registered was published. It moves m to going and wakes merged loads
+// with err at once; the teardown (reapFailed) runs in the background,
+// tracked by h.detached, and failInit waits for it while ctx allows (see
+// awaitGone).
+func (h *Host) failInit(ctx context.Context, m *Instance, err error, inited bool) {
+	m.initErr = err
 	h.mu.Lock()
 	h.setState(m, StateGoing)
 	h.mu.Unlock()
+	h.deliver(m) // going
+	m.refs.Kill()
+	close(m.initDone)
+	h.log.Info("module init failed", "module", m.name, "err", err)
 	if h.hooks.initFailed != nil {
 		h.hooks.initFailed(m)
 	}
-	h.emit(m, StateGoing)
-	m.refs.Kill()
-	// Nothing was published, but module code may have handed out
-	// pointers to readers of the host's domain (hooks it called
-	// itself): wait them out as Linux's do_init_module does.
-	bg := context.WithoutCancel(ctx)
-	_ = h.grace.Synchronize(bg)
-	if m.refs.Count() > 0 {
-		h.log.Warn("failed init: waiting for the module's own references", "module", m.name, "refs", m.refs.Count())
-		_ = m.refs.WaitZero(bg)
+	h.detached.Add(1)
+	go h.reapFailed(m, inited)
+	h.awaitGone(ctx, m)
+}
+
+// reapFailed finishes the teardown of a failed coming phase. It frees
+// nothing before a grace period has passed (module code may have handed
+// out pointers to readers of the host's domain, hooks it called itself: as
+// Linux's do_init_module does) and the module's own references are gone;
+// then it runs Exit if Init had succeeded, releases the registrations'
+// reservations, the dependencies and the name. Past Shutdown's deadline
+// (h.detachedCtx cancelled) it stops waiting and taints the module.
+func (h *Host) reapFailed(m *Instance, inited bool) {
+	defer h.detached.Done()
+	ctx := h.detachedCtx
+	if err := h.grace.Synchronize(ctx); err != nil {
+		reason := fmt.Sprintf("forced at shutdown: failed init of %s torn down without a grace period", m.name)
+		m.Taint(reason)
+		h.taint(reason)
+	}
+	if n := m.refs.Count(); n > 0 {
+		h.log.Warn("failed init: waiting for the module's own references", "module", m.name, "refs", n)
+		if m.refs.WaitZero(ctx) != nil {
+			reason := fmt.Sprintf("forced at shutdown: failed init of %s with %d references", m.name, m.refs.Count())
+			m.Taint(reason)
+			h.taint(reason)
+		}
+	}
+	if inited {
+		if busy, err := callExit(ctx, m); busy > 0 || err != nil {
+			m.Taint(fmt.Sprintf("exit refused after a failed start (busy %d, %v)", busy, err))
+		}
 	}
 	m.regMu.Lock()
 	regs := m.regs
@@ -264,10 +352,20 @@ func (h *Host) failInit(ctx context.Context, m *Instance, err error) {
 	m.regMu.Unlock()
 	h.reg.drop(regs)
 	h.releaseDeps(m)
-	m.initErr = err
 	h.finishGone(m)
-	close(m.initDone)
-	h.log.Info("module init failed", "module", m.name, "err", err)
+}
+
+// awaitGone waits until m, whose teardown runs in the background, is gone,
+// or ctx ends. With a hook call's ctx it returns at once: the teardown's
+// grace period waits for that hook to return.
+func (h *Host) awaitGone(ctx context.Context, m *Instance) {
+	if h.inReadSection(ctx) {
+		return
+	}
+	select {
+	case <-m.gone:
+	case <-ctx.Done():
+	}
 }
 
 // finishGone moves m to gone and releases its name.
@@ -278,6 +376,6 @@ func (h *Host) finishGone(m *Instance) {
 		delete(h.byName, m.name)
 	}
 	h.mu.Unlock()
-	h.emit(m, StateGone)
+	h.deliver(m) // gone
 	close(m.gone)
 }

@@ -25,8 +25,13 @@ import (
 // ends before its references drain, the swap is undone: the old instance
 // is republished and live again, the new one is unloaded, and the error is
 // returned. Replace refuses (ErrBusy) a module that other modules depend
-// on, or that is not live.
+// on, or that is not live. Called with a hook call's context it fails at
+// once with ErrInReadSection, changing nothing (its grace period would
+// wait for that hook).
 func (h *Host) Replace(ctx context.Context, name string, src Source, params map[string]string) (*Instance, error) {
+	if h.inReadSection(ctx) {
+		return nil, sectionErr("replace", name)
+	}
 	info := src.Info()
 	if info.Name != name {
 		return nil, modErr("replace", name, fmt.Errorf("replacement is named %q: %w", info.Name, ErrInvalid))
@@ -62,7 +67,6 @@ func (h *Host) Replace(ctx context.Context, name string, src Source, params map[
 	}
 	// The swap happened in initialize; now the old instance goes.
 	oldRegs := old.registrations()
-	h.emit(old, StateGoing)
 	if err := h.drainReplaced(ctx, old); err != nil {
 		h.undoReplace(ctx, old, m, oldRegs)
 		return nil, err
@@ -87,13 +91,9 @@ func (h *Host) drainReplaced(ctx context.Context, old *Instance) error {
 	if err := h.waitRefs(ctx, old, UnloadOptions{}); err != nil {
 		return modErr("replace", old.name, err)
 	}
-	if s, ok := old.mod.(Stopper); ok {
-		callSafely(old, "stop", s.Stop)
-	}
+	callStop(old)
 	if busy, err := callExit(ctx, old); busy > 0 || err != nil {
-		if s, ok := old.mod.(Starter); ok {
-			callSafely(old, "start", s.Start)
-		}
+		_ = callStart(old, nil) // a panic only taints it
 		return &BusyError{Module: old.name, Refs: int64(busy), Reason: "exit refused", Err: err}
 	}
 	return nil
@@ -101,53 +101,57 @@ func (h *Host) drainReplaced(ctx context.Context, old *Instance) error {
 
 // undoReplace puts the old instance of a failed hot swap back, live and
 // published, and unloads the new one (forcing it if its own Exit refuses:
-// it served for a moment only). The new instance's references, taken by
-// callers during the moment it was published, are waited for while ctx
-// allows; past that, its teardown finishes in the background when the last
-// of them is dropped, as for a failed Init.
+// it served for a moment only). The new instance's teardown runs in the
+// background, tracked by h.detached: a grace period, then its references,
+// taken by callers during the moment it was published, then Stop and Exit.
+// undoReplace waits for it while ctx allows (awaitGone).
 func (h *Host) undoReplace(ctx context.Context, old, m *Instance, oldRegs []*registration) {
 	h.mu.Lock()
-	// Revive, swap back, kill: a lookup racing the undo finds an
-	// instance that accepts references, as in the swap itself.
+	// Live, revive, swap back, kill: a lookup racing the undo finds an
+	// instance that accepts references, as in the swap itself, and a
+	// TryGet on old succeeds only once it is live again.
+	h.setState(old, StateLive)
 	old.refs.Revive()
+	if h.hooks.revived != nil {
+		h.hooks.revived(old)
+	}
 	h.reg.swap(m.registrations(), oldRegs)
 	m.refs.Kill()
 	h.setState(m, StateGoing) // m.unloading stays set: no Unload of it
 	h.byName[old.name] = old
 	old.unloading = false
-	h.setState(old, StateLive)
 	if old.restored != nil {
 		close(old.restored)
 		old.restored = nil
 	}
 	h.mu.Unlock()
-	h.emit(old, StateLive)
-	h.emit(m, StateGoing)
+	h.deliver(old) // live
+	h.deliver(m)   // going
 
-	_ = h.grace.Synchronize(context.WithoutCancel(ctx))
-	if m.refs.WaitZero(ctx) != nil {
-		h.detached.Add(1)
-		go func() {
-			defer h.detached.Done()
-			if m.refs.WaitZero(h.detachedCtx) != nil {
-				reason := fmt.Sprintf("forced at shutdown: %s (an undone replacement) with %d references", m.name, m.refs.Count())
-				m.Taint(reason)
-				h.taint(reason)
-			}
-			h.finishUndone(h.detachedCtx, m)
-		}()
-		return
-	}
-	h.finishUndone(ctx, m)
+	h.detached.Add(1)
+	go func() {
+		defer h.detached.Done()
+		dctx := h.detachedCtx
+		if h.grace.Synchronize(dctx) != nil {
+			reason := fmt.Sprintf("forced at shutdown: %s (an undone replacement) torn down without a grace period", m.name)
+			m.Taint(reason)
+			h.taint(reason)
+		}
+		if m.refs.WaitZero(dctx) != nil {
+			reason := fmt.Sprintf("forced at shutdown: %s (an undone replacement) with %d references", m.name, m.refs.Count())
+			m.Taint(reason)
+			h.taint(reason)
+		}
+		h.finishUndone(dctx, m)
+	}()
+	h.awaitGone(ctx, m)
 }
 
 // finishUndone runs Stop and Exit of the new instance of an undone swap,
 // once its references are gone, and frees it; a refusal only taints it
 // (ctx goes to a ContextExiter).
 func (h *Host) finishUndone(ctx context.Context, m *Instance) {
-	if s, ok := m.mod.(Stopper); ok {
-		callSafely(m, "stop", s.Stop)
-	}
+	callStop(m)
 	if busy, err := callExit(ctx, m); busy > 0 || err != nil {
 		m.Taint(fmt.Sprintf("exit refused while undoing a replacement (busy %d, %v)", busy, err))
 	}

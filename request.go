@@ -107,7 +107,7 @@ func (h *Host) request(ctx context.Context, name string, waiter *Instance) (*Ins
 	switch {
 	case c.err == nil:
 		delete(r.failed, name)
-	case ctx.Err() == nil:
+	case ctx.Err() == nil && !errors.Is(c.err, ErrInReadSection):
 		b := r.failed[name]
 		b.wait = min(max(2*b.wait, requestBackoffMin), requestBackoffMax)
 		b.until, b.err = time.Now().Add(b.wait), c.err
@@ -150,6 +150,7 @@ func (h *Host) existing(ctx context.Context, name string, waiter *Instance) (m *
 		return nil, modErr("request", name, ctx.Err()), true
 	}
 	if m.initErr != nil {
+		h.awaitGone(ctx, m)
 		return nil, m.initErr, true
 	}
 	return m, nil, true
@@ -190,8 +191,12 @@ func (h *Host) runRequest(ctx context.Context, name string, waiter *Instance) (*
 // and was not used since the previous sweep. A module used since then has
 // its mark cleared and survives this sweep: a module is removed only after
 // a whole sweep period unused (the 2.4 kernel's "visited" flag). It returns
-// the names it removed.
+// the names it removed. Called with a hook call's context it fails at once
+// with ErrInReadSection.
 func (h *Host) Autoclean(ctx context.Context) ([]string, error) {
+	if h.inReadSection(ctx) {
+		return nil, sectionErr("autoclean", "host")
+	}
 	var removed []string
 	var errs []error
 	for _, m := range h.Modules() {

@@ -7,7 +7,7 @@ package raceless
 //	   │                  └──refused───────┘   (busy, Exit refused, cancelled wait)
 //	   └──Init failed──▶ going ──grace, own refs drained──▶ gone
 //
-// checked by (*Instance).setState.
+// checked by (*Host).setState.
 type State int32
 
 // The lifecycle states.

@@ -42,8 +42,13 @@ type Progress struct {
 // Exit run. If Exit refuses, Start runs again, the registrations are
 // republished, the module is live again and the caller gets the refusal.
 // Exit runs exactly once per successful unload; afterwards the module's
-// dependencies are released and its name is free.
+// dependencies are released and its name is free. Called with a hook
+// call's context it fails at once with ErrInReadSection (its grace period
+// would wait for that hook).
 func (h *Host) Unload(ctx context.Context, name string, opts UnloadOptions) error {
+	if h.inReadSection(ctx) {
+		return sectionErr("unload", name)
+	}
 	for {
 		m, ok := h.Module(name)
 		if !ok {
@@ -67,6 +72,9 @@ func (h *Host) Unload(ctx context.Context, name string, opts UnloadOptions) erro
 }
 
 func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptions) error {
+	if h.inReadSection(ctx) {
+		return sectionErr("unload", m.name)
+	}
 	h.mu.Lock()
 	if h.byName[m.name] != m {
 		h.mu.Unlock()
@@ -99,6 +107,7 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 	m.refs.Kill()
 	h.setState(m, StateGoing)
 	h.mu.Unlock()
+	h.deliver(m) // going
 	h.collectUnderflows(m)
 	if h.hooks.afterKill != nil {
 		h.hooks.afterKill(m)
@@ -135,9 +144,7 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 	if h.hooks.beforeExit != nil {
 		h.hooks.beforeExit(m)
 	}
-	if s, ok := m.mod.(Stopper); ok {
-		callSafely(m, "stop", s.Stop)
-	}
+	callStop(m)
 	busy, exitErr := callExit(ctx, m)
 	if busy > 0 || exitErr != nil {
 		if !opts.Force {
@@ -148,7 +155,6 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 		m.Taint(reason)
 		h.taint(reason)
 	}
-	h.emit(m, StateGoing)
 	h.reg.drop(regs)
 	h.releaseDeps(m)
 	h.finishGone(m)
@@ -157,23 +163,27 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 }
 
 // restore puts a module whose unload was refused back exactly as it was:
-// Start again (if Stop ran), republished, references accepted, live.
+// Start again (if Stop ran; a panic there only taints it), republished,
+// live, references accepted. The state is live before the first TryGet can
+// succeed again: from outside, TryGet fails unless the module is live.
 func (h *Host) restore(m *Instance, regs []*registration, stopped bool) {
 	if stopped {
-		if s, ok := m.mod.(Starter); ok {
-			callSafely(m, "start", s.Start)
-		}
+		_ = callStart(m, nil)
 	}
-	h.reg.publish(regs)
+	h.reg.publish(regs) // found but refusing references until the revive, as while going
 	h.mu.Lock()
-	m.refs.Revive()
 	m.unloading = false
 	h.setState(m, StateLive)
+	m.refs.Revive()
+	if h.hooks.revived != nil {
+		h.hooks.revived(m)
+	}
 	if m.restored != nil {
 		close(m.restored)
 		m.restored = nil
 	}
 	h.mu.Unlock()
+	h.deliver(m) // live
 }
 
 func (m *Instance) registrations() []*registration {
@@ -204,37 +214,16 @@ func (h *Host) waitRefs(ctx context.Context, m *Instance, opts UnloadOptions) er
 	}
 }
 
-// callExit runs Exit, recovering a panic: a module whose Exit panics is
-// tainted and treated as exited (its state cannot be trusted to serve
-// again), so unloading still works.
-// callExit runs m's exit point: ExitContext(ctx) for a ContextExiter,
-// else Exit. A panic counts as an agreeing exit (and taints m).
-func callExit(ctx context.Context, m *Instance) (busy int, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			m.Taint(fmt.Sprintf("panic in exit: %v", p))
-			busy, err = 0, nil
-		}
-	}()
-	if ce, ok := m.mod.(ContextExiter); ok {
-		return ce.ExitContext(ctx)
-	}
-	return m.mod.Exit()
-}
-
-func callSafely(m *Instance, what string, fn func()) {
-	defer func() {
-		if p := recover(); p != nil {
-			m.Taint(fmt.Sprintf("panic in %s: %v", what, p))
-		}
-	}()
-	fn()
-}
-
 // Shutdown unloads every module, dependents before their dependencies. Each
 // unload waits for references until ctx is done; what is left then is
-// forced (and named in forced). It returns when every module is gone.
+// forced (and named in forced), and the teardowns running in the
+// background (failed inits, undone replacements) stop waiting and finish,
+// tainting their modules. It returns when every module is gone. Called
+// with a hook call's context it fails at once with ErrInReadSection.
 func (h *Host) Shutdown(ctx context.Context) (forced []string, err error) {
+	if h.inReadSection(ctx) {
+		return nil, sectionErr("shutdown", "host")
+	}
 	for {
 		mods := h.Modules()
 		if len(mods) == 0 {
@@ -280,12 +269,18 @@ func (h *Host) Shutdown(ctx context.Context) (forced []string, err error) {
 			return forced, errors.Join(errs...)
 		}
 		// Nothing could go this round (an Exit refused, a load or
-		// unload in progress): retry shortly, forcing once ctx is done.
+		// unload in progress, a teardown in the background): retry
+		// shortly, forcing once ctx is done.
 		t := time.NewTimer(20 * time.Millisecond)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if ctx.Err() != nil {
+			h.detachedForce() // background teardowns stop waiting
+			<-t.C
+		} else {
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
 		}
 	}
 }
@@ -293,12 +288,18 @@ func (h *Host) Shutdown(ctx context.Context) (forced []string, err error) {
 // waitDetached waits for the instances torn down in the background, forcing
 // them once ctx is done.
 func (h *Host) waitDetached(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { h.detached.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		h.detachedForce()
-		<-done
+	for {
+		idle := h.detached.Idle()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			h.detachedForce()
+			<-idle
+		}
+		select {
+		case <-h.detached.Idle():
+			return
+		default: // a teardown began meanwhile
+		}
 	}
 }

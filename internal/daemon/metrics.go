@@ -31,8 +31,13 @@ type metrics struct {
 }
 
 // observe is the daemon's subscriber on the host's notifier chain: it
-// measures every load (coming → live) and unload (going → gone), explicit
-// or demand-loaded or autocleaned, and counts failed inits.
+// measures every load (coming → live) and unload (going → gone: the grace
+// period, the wait for references, Stop and Exit, from the moment the
+// module stops accepting references to the moment its name is free),
+// explicit or demand-loaded or autocleaned or the old instance of a hot
+// swap, and counts failed inits. An unload refused after going (a
+// reference slipped in, Exit refused, a wait cancelled) is seen as going
+// then live again, and is not measured.
 func (m *metrics) observe(ev raceless.Event) {
 	now := time.Now()
 	m.mu.Lock()
