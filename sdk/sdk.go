@@ -254,8 +254,12 @@ func Import(name string) (Symbol, error) {
 // Name returns the symbol's name.
 func (s Symbol) Name() string { return s.name }
 
-// Call calls the symbol with integer arguments (wasm i32/i64 values, as
-// uint64) and returns its results (at most 16).
+// Call calls the symbol and returns its results (at most 16). Values are
+// uint64, as in raceless.Func: an i64 or f64 in all 64 bits, an i32 or f32
+// in the low 32. A wasm symbol's i32 or f32 result is zero-extended
+// (int32(r) reads an i32 back); its i32 argument may be given as uint32(v)
+// or as uint64(int64(v)) (sign-extended), its f32 argument as
+// uint64(math.Float32bits(f)); anything else fails with ErrInvalid.
 func (s Symbol) Call(args ...uint64) ([]uint64, error) {
 	var res [16]uint64
 	var ap unsafe.Pointer

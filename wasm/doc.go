@@ -24,8 +24,20 @@
 //     (queued and later calls fail with raceless.ErrGone), then takes the
 //     call lock, then closes the wazero module. A forced unload with calls
 //     in flight kills the instance first (its interrupt flag is raised,
-//     which the guest checks at every loop back edge): those calls
-//     fail with ErrGone too, and the guest's exit is not run.
+//     which the guest checks at every loop back edge, and its context is
+//     cancelled, which the callee of a "call" import sees): those calls
+//     fail with ErrGone too, and the guest's exit is not run. A killed
+//     call blocked in a host import traps as the import returns, and a
+//     forced unload does not wait for it: the instance is closed by a
+//     goroutine that takes the call lock when that call is over
+//     (TestForcedUnloadInImport).
+//   - Values cross the host as raceless.Func's uint64: a result is exactly
+//     what the guest returned, an i32 or f32 zero-extended (wazero leaves
+//     the upper half of a result's stack slot as it was: it is masked). An
+//     i32 argument must be a uint32 or a sign-extended int32 and reaches
+//     the guest as its low 32 bits; an f32 argument must fit in 32 bits.
+//     Anything else is raceless.ErrInvalid, naming the argument. Symbols
+//     are functions of i32, i64, f32 and f64 only (Loader.Signature).
 //   - A trap, a Go guest's panic, a call past its deadline or memory past
 //     its limit fails that call with an error naming the module (ErrTrap or
 //     ErrLimit), taints the module, and aborts the instance: every later

@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -52,7 +53,12 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 			fr, _ := ctx.Value(frameKey{}).(*frame)
 			var rc int32 = codeInval
 			if fr != nil {
+				fr.in.checkKilled()
 				rc = fn(ctx, fr.in, m, s)
+				// An import may block (a call into another module):
+				// the instance may have been killed meanwhile, and
+				// then no more of its guest code runs.
+				fr.in.checkKilled()
 			}
 			if hasResult {
 				s[0] = api.EncodeI32(rc)
@@ -61,6 +67,21 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 	}
 	_, err := b.Instantiate(ctx)
 	return err
+}
+
+// errKilled is the panic of a host function whose instance was killed
+// (torn down, or past its call's deadline) while the guest was calling
+// it: the guest traps instead of going on, and the call fails with
+// ErrGone or ErrLimit (fault).
+var errKilled = errors.New("instance killed during a host call")
+
+// checkKilled traps the guest (a panic, which wazero turns into the
+// call's error) if in was killed: gone, or aborted, which while a call
+// holds the lock only the watchdog does.
+func (in *instance) checkKilled() {
+	if in.gone.Load() || in.aborted.Load() != nil {
+		panic(errKilled)
+	}
 }
 
 // checkLinks checks a compiled module's imports against what the host
@@ -192,11 +213,24 @@ func hostExport(_ context.Context, in *instance, m api.Module, s []uint64) int32
 	if fn == nil {
 		return codeNoEnt
 	}
+	def := fn.Definition()
+	for _, t := range append(def.ParamTypes(), def.ResultTypes()...) {
+		switch t {
+		case api.ValueTypeI32, api.ValueTypeI64, api.ValueTypeF32, api.ValueTypeF64:
+		default: // v128 (two stack slots), references: not a raceless.Func
+			in.logger().Debug("export failed: not a function of numbers", "symbol", name, "type", api.ValueTypeName(t))
+			return codeInval
+		}
+	}
 	f, size := in.symbol(name, fn)
 	if err := in.k.ExportStack(name, size, f); err != nil {
 		in.logger().Debug("export failed", "symbol", name, "err", err)
 		return codeOf(err)
 	}
+	if in.sigs == nil {
+		in.sigs = map[string]funcSig{}
+	}
+	in.sigs[name] = funcSig{def.ParamTypes(), def.ResultTypes()}
 	return 0
 }
 

@@ -65,6 +65,13 @@ type instance struct {
 	// under the lock, after the gone check (callLocked).
 	fnInit, fnExit, fnStart, fnStop, fnHook api.Function
 	syms                                    []*api.Function // each symbol's function, by Export order
+	// sigs are the types of the symbols, by name: written during init
+	// (hostExport), read after (Loader.Signature, which finds the
+	// instance in Loader.byOwner only once its init succeeded).
+	sigs map[string]funcSig
+	// owner is the raceless.Instance of the initialized instance, the key
+	// of Loader.byOwner; guarded by Loader.mu.
+	owner *raceless.Instance
 
 	// calls is the call lock: held while guest code runs, from the caller's
 	// goroutine (host imports run on it too), with the deadline of the
@@ -228,6 +235,12 @@ func (in *instance) Init(k *raceless.Kernel) error {
 		in.teardown(false)
 		return &GuestError{Code: rc, Msg: msg}
 	}
+	in.l.mu.Lock()
+	if _, live := in.l.live[in]; live && !in.gone.Load() {
+		in.owner = k.Instance()
+		in.l.byOwner[in.owner] = in
+	}
+	in.l.mu.Unlock()
 	// The host may declare the module gone without a successful Exit
 	// (a forced unload whose Exit refused): free it then.
 	gone := k.Instance().Gone()
@@ -321,27 +334,61 @@ func (in *instance) Size() int64 {
 }
 
 // teardown frees the instance, once: it marks it gone (queued and later
-// calls fail with ErrGone), kills a running call if kill is set (it fails
-// with ErrGone), waits for the call lock, closes the wazero module and
-// drops the compiled code.
+// calls fail with ErrGone), waits for the call lock, closes the wazero
+// module and drops the compiled code.
+//
+// With kill (a forced unload, the Loader's Close), a running call is
+// killed first (it fails with ErrGone), and teardown does not wait for it:
+// a call blocked in a host import (a callee parked in another module, a
+// WASI sleep) stops only when the import returns, and a forced unload
+// must not wait for that. If the lock is held, a goroutine (counted by
+// Loader.wg, which Close waits for) takes it when the call is over and
+// closes the instance then; until then the instance is gone but not yet
+// freed. The killed call runs no more guest code: it traps at its next
+// loop back edge, or as soon as its import returns (instantiateHost).
 func (in *instance) teardown(kill bool) {
 	in.teardownOnce.Do(func() {
 		in.gone.Store(true)
+		in.l.mu.Lock()
+		if in.owner != nil {
+			delete(in.l.byOwner, in.owner)
+		}
+		in.l.mu.Unlock()
 		if kill {
 			in.kill(raceless.ErrGone)
+			if !in.calls.tryLock(&in.l.tick, noDeadline) {
+				in.l.wg.Add(1)
+				go func() {
+					defer in.l.wg.Done()
+					in.lock(noDeadline)
+					in.closeLocked()
+				}()
+				return
+			}
+		} else {
+			in.lock(noDeadline)
 		}
-		in.lock(noDeadline)
-		in.kill(raceless.ErrGone)
-		_ = in.mod.Close(context.Background())
-		c := in.c
-		in.dropWazero()
-		in.calls.unlock()
-		in.l.mu.Lock()
-		delete(in.l.live, in)
-		in.l.mu.Unlock()
-		in.l.releaseCompiled(c)
+		in.closeLocked()
 	})
 }
+
+// closeLocked is teardown's end, the call lock held: it closes the wazero
+// module, drops every reference into it, releases the lock and the
+// compiled code.
+func (in *instance) closeLocked() {
+	in.kill(raceless.ErrGone)
+	_ = in.mod.Close(context.Background())
+	c := in.c
+	in.dropWazero()
+	in.calls.unlock()
+	in.l.mu.Lock()
+	delete(in.l.live, in)
+	in.l.mu.Unlock()
+	in.l.releaseCompiled(c)
+}
+
+// funcSig is the type of a symbol.
+type funcSig struct{ params, results []api.ValueType }
 
 // imported is a symbol the guest imported (hostImport), called by hostCall
 // in a stack with room for size values.
@@ -381,9 +428,25 @@ func (in *instance) lock(ticks int64) { in.calls.lock(&in.l.tick, ticks) }
 // function call saved is ~1 ns of a ~50 ns call.
 func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, int) {
 	def := fn.Definition()
-	nparams, nresults := len(def.ParamTypes()), len(def.ResultTypes())
+	ptypes, rtypes := def.ParamTypes(), def.ResultTypes()
+	nparams, nresults := len(ptypes), len(rtypes)
 	size := max(nparams, nresults)
 	what := "symbol " + name
+	// The 32-bit values (see checkArg): the arguments to check, and the
+	// results to zero-extend (wazero leaves in the upper half of a
+	// result's slot what was there before, an argument's high bits).
+	var narrowArgs []int
+	for i, t := range ptypes {
+		if t == api.ValueTypeI32 || t == api.ValueTypeF32 {
+			narrowArgs = append(narrowArgs, i)
+		}
+	}
+	var narrowRes []int
+	for i, t := range rtypes {
+		if t == api.ValueTypeI32 || t == api.ValueTypeF32 {
+			narrowRes = append(narrowRes, i)
+		}
+	}
 	// Called during init (hostExport), under the call lock, as teardown
 	// is: in.syms needs no other lock.
 	fnp := &fn
@@ -396,6 +459,14 @@ func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, in
 			stack = append(make([]uint64, 0, size), stack...)
 		}
 		stack = stack[:size]
+		for _, i := range narrowArgs {
+			if v := stack[i]; v>>32 != 0 {
+				if err := in.checkArg(what, i, ptypes[i], v); err != nil {
+					return nil, err
+				}
+				stack[i] = uint64(uint32(v))
+			}
+		}
 		cctx := context.Context(in.root) // chain
 		if f, _ := ctx.Value(frameKey{}).(*frame); f != nil {
 			c, err := in.nested(f, what)
@@ -414,6 +485,8 @@ func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, in
 		if err == nil { // not gone: *fnp is still the function
 			if err = (*fnp).CallWithStack(cctx, stack); err != nil {
 				err = in.fault(what, err)
+			} else if in.gone.Load() { // killed by a forced unload as it returned
+				err = in.errf(what, raceless.ErrGone)
 			}
 		}
 		if in.calls.release() { // unlock
@@ -422,8 +495,22 @@ func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, in
 		if err != nil {
 			return nil, err
 		}
+		for _, i := range narrowRes {
+			stack[i] = uint64(uint32(stack[i]))
+		}
 		return stack[:nresults:nresults], nil
 	}, size
+}
+
+// checkArg checks v, an argument of type t (i32 or f32) whose upper 32
+// bits are not zero: an i32 may be a negative int32 sign-extended to 64
+// bits (the guest sees its low 32 bits); anything else is out of range.
+// (Out of line, as arityErr.)
+func (in *instance) checkArg(what string, i int, t api.ValueType, v uint64) error {
+	if t == api.ValueTypeI32 && v>>31 == 1<<33-1 {
+		return nil
+	}
+	return in.errf(what, fmt.Errorf("argument %d (%s) %#x out of range: %w", i, api.ValueTypeName(t), v, raceless.ErrInvalid))
 }
 
 // arityErr is a symbol's error for a call with n arguments instead of
@@ -554,7 +641,7 @@ func (in *instance) fault(what string, err error) error {
 	kind, reason := ErrTrap, ""
 	var exit *sys.ExitError
 	switch {
-	case context.Cause(in.base) == ErrLimit: // the watchdog's kill cancels before it interrupts
+	case context.Cause(in.base) == ErrLimit, errors.Is(err, errKilled): // the watchdog's kill cancels before it interrupts; it aborts before it cancels
 		kind, reason = ErrLimit, "call deadline exceeded"
 	case strings.Contains(in.out.headline(), "out of memory"):
 		kind, reason = ErrLimit, "memory limit exceeded"

@@ -38,7 +38,7 @@ type usageError struct{ msg string }
 
 // parseArgs parses kmod-style arguments: flags and positional arguments in
 // any order, short flags combinable (-fv), "--" ends the flags, and a lone
-// "-" is positional. Every command takes --socket and --json.
+// "-" and a negative number (-5, -0x1f, -2.5, -.5) are positional. Every command takes --socket and --json.
 func parseArgs(args []string, specs ...flagSpec) (*parsed, error) {
 	specs = append(specs, flagSpec{long: "socket", kind: requiredValue}, flagSpec{long: "json", kind: noValue}, flagSpec{short: "h", long: "help"})
 	p := &parsed{set: map[string]bool{}, vals: map[string]string{}}
@@ -76,6 +76,8 @@ func parseArgs(args []string, specs ...flagSpec) (*parsed, error) {
 			if s.kind != noValue {
 				p.vals[s.key()] = v
 			}
+		case isNegativeNumber(a): // raceless call f -5: no flag is a digit
+			p.pos = append(p.pos, a)
 		case strings.HasPrefix(a, "-") && len(a) > 1:
 			for j := 1; j < len(a); j++ {
 				s, ok := find(a[j:j+1], "")
@@ -102,4 +104,15 @@ func parseArgs(args []string, specs ...flagSpec) (*parsed, error) {
 		}
 	}
 	return p, nil
+}
+
+// isNegativeNumber reports whether a looks like a negative number: a minus
+// followed by a digit, or by a point and a digit. (-inf and -nan read as
+// flags: give them after "--".)
+func isNegativeNumber(a string) bool {
+	if len(a) < 2 || a[0] != '-' {
+		return false
+	}
+	isDigit := func(c byte) bool { return '0' <= c && c <= '9' }
+	return isDigit(a[1]) || a[1] == '.' && len(a) > 2 && isDigit(a[2])
 }

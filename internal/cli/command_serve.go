@@ -76,6 +76,10 @@ func runServe(e *env) error {
 		Mounts:          defaults.Mounts(),
 		Open:            open,
 		ReadInfo:        readInfo,
+		Signature: func(owner *raceless.Instance, symbol string) (params, results []string, ok bool) {
+			p, r, ok := loader.Signature(owner, symbol)
+			return typeNames(p), typeNames(r), ok
+		},
 	})
 	if err != nil {
 		return e.fail(err, "cannot start: %v", err)

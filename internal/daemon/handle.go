@@ -118,6 +118,8 @@ func (d *Daemon) dispatch(ctx context.Context, req *control.Request, progress fu
 		return d.opRequest(ctx, req)
 	case "call":
 		return d.opCall(ctx, req)
+	case "signature":
+		return d.opSignature(req)
 	case "hook":
 		if req.Name == "" {
 			return nil, &control.Error{Code: control.CodeUsage, Message: "hook: no event given"}
@@ -435,6 +437,34 @@ func (d *Daemon) opRequest(ctx context.Context, req *control.Request) (any, erro
 
 // opCall calls an exported raceless.Func symbol with the counting
 // interface: the owner's reference is held for the call.
+// Signature is the answer of the signature op: the value types of a
+// symbol's parameters and results ("i32", "i64", "f32", "f64").
+type Signature struct {
+	Params  []string `json:"params"`
+	Results []string `json:"results"`
+}
+
+// opSignature answers the types of the Func symbol req.Name, or null when
+// they are not known (a native module's Func takes and returns uint64).
+func (d *Daemon) opSignature(req *control.Request) (any, error) {
+	b, err := d.host.Symbol(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Release()
+	if _, ok := b.Value.(raceless.Func); !ok {
+		return nil, fmt.Errorf("symbol %s of %s is a %T, not a function: %w", req.Name, b.Owner.Name(), b.Value, raceless.ErrInvalid)
+	}
+	if d.cfg.Signature == nil {
+		return nil, nil
+	}
+	p, r, ok := d.cfg.Signature(b.Owner, req.Name)
+	if !ok {
+		return nil, nil
+	}
+	return Signature{Params: nonNil(p), Results: nonNil(r)}, nil
+}
+
 func (d *Daemon) opCall(ctx context.Context, req *control.Request) (any, error) {
 	b, err := d.host.Symbol(req.Name)
 	if err != nil {

@@ -44,6 +44,10 @@ const (
 	// nilderef), eats memory (eat MiB) and echoes (echo); its bool
 	// parameter "fail" makes its init fail.
 	Misbehave = "wasm/testdata/misbehave"
+	// Values is a test module whose symbols take and return i32, i64, f32
+	// and f64: one32(i64) -> i32 (always 1), neg32(i32) -> i32,
+	// neg64(i64) -> i64, mulf32(f32, f32) -> f32, divf64(f64, f64) -> f64.
+	Values = "wasm/testdata/values"
 )
 
 var (
