@@ -49,6 +49,18 @@
 // raceless.ErrBusy and raceless.ErrNotFound. A closed File or Proc reports
 // fs.ErrClosed.
 //
+// # Panics in filesystems
+//
+// Every call into a filesystem's code (FileSystemType.Mount, the
+// Superblock, Node and Handle methods and their optional interfaces) goes
+// through one recovering path (guard, in guard.go). A panic there fails the
+// operation with an error wrapping EIO (a *PanicError naming the filesystem
+// type and the operation, inside the usual *fs.PathError; a FUSE client
+// reads EIO), taints the module owning the filesystem type, and leaves no
+// VFS lock or reference behind: a panicking Handle.Release still closes the
+// file, a panicking Superblock.Release still drops the module reference.
+// The host, the namespace and the FUSE server go on.
+//
 // # Concurrency
 //
 // Namespace, Proc, File and AnonMount methods are safe for concurrent use.

@@ -35,6 +35,7 @@ const (
 	ENOTEMPTY    = Errno(syscall.ENOTEMPTY)    // rmdir or rename over a non-empty directory
 	ELOOP        = Errno(syscall.ELOOP)        // more than MaxSymlinks symlinks; move under itself
 	ENOTSUP      = Errno(syscall.EOPNOTSUPP)   // the filesystem does not implement the operation
+	EIO          = Errno(syscall.EIO)          // the filesystem's code panicked (a *PanicError; the module is tainted)
 )
 
 // Limits, as Linux defines them (NAME_MAX, PATH_MAX, MAXSYMLINKS).

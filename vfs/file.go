@@ -58,7 +58,7 @@ func (f *File) Close() error {
 	f.mu.Unlock()
 	var err error
 	if f.h != nil {
-		err = f.h.Release()
+		err = guard0(f.m.sb, "release", f.h.Release)
 	}
 	if f.onClose != nil {
 		f.onClose()
@@ -72,7 +72,7 @@ func (f *File) Stat() (fs.FileInfo, error) {
 	if err := f.check("stat"); err != nil {
 		return nil, err
 	}
-	a, err := f.n.Stat()
+	a, err := f.m.sb.stat(f.n)
 	if err != nil {
 		return nil, pathErr("stat", f.name, err)
 	}
@@ -100,7 +100,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, pathErr("read", f.name, EINVAL)
 	}
-	n, err := f.h.ReadAt(p, off)
+	n, err := guard(f.m.sb, "read", func() (int, error) { return f.h.ReadAt(p, off) })
 	if err != nil && err != io.EOF {
 		err = pathErr("read", f.name, err)
 	}
@@ -143,16 +143,20 @@ func (f *File) write(p []byte, off int64) (int, int64, error) {
 	}
 	if f.flag&os.O_APPEND != 0 {
 		if ap, ok := f.h.(Appender); ok {
-			n, end, err := ap.Append(p)
+			var end int64
+			n, err := guard(f.m.sb, "append", func() (n int, err error) {
+				n, end, err = ap.Append(p)
+				return n, err
+			})
 			return n, end, pathErr("write", f.name, err)
 		}
-		a, err := f.n.Stat()
+		a, err := f.m.sb.stat(f.n)
 		if err != nil {
 			return 0, 0, pathErr("write", f.name, err)
 		}
 		off = a.Size
 	}
-	n, err := f.h.WriteAt(p, off)
+	n, err := guard(f.m.sb, "write", func() (int, error) { return f.h.WriteAt(p, off) })
 	return n, off + int64(n), pathErr("write", f.name, err)
 }
 
@@ -186,10 +190,13 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 		base = f.off
 	case io.SeekEnd:
 		if sh, ok := f.h.(SizedHandle); ok {
-			base = sh.Size()
+			var err error
+			if base, err = guard(f.m.sb, "size", func() (int64, error) { return sh.Size(), nil }); err != nil {
+				return 0, pathErr("seek", f.name, err)
+			}
 			break
 		}
-		a, err := f.n.Stat()
+		a, err := f.m.sb.stat(f.n)
 		if err != nil {
 			return 0, pathErr("seek", f.name, err)
 		}
@@ -215,7 +222,7 @@ func (f *File) Truncate(size int64) error {
 	if !f.writable() || f.dir {
 		return pathErr("truncate", f.name, EINVAL)
 	}
-	return pathErr("truncate", f.name, truncateNode(f.n, size))
+	return pathErr("truncate", f.name, truncateNode(f.m.sb, f.n, size))
 }
 
 // Setattr changes the file's metadata (fchmod, ftruncate, futimes).
@@ -227,7 +234,7 @@ func (f *File) Setattr(a SetAttr) error {
 	if !ok {
 		return pathErr("setattr", f.name, EPERM)
 	}
-	return pathErr("setattr", f.name, sn.Setattr(a))
+	return pathErr("setattr", f.name, f.m.sb.setattr(sn, a))
 }
 
 // Sync flushes the file, when the filesystem can.
@@ -236,7 +243,7 @@ func (f *File) Sync() error {
 		return err
 	}
 	if s, ok := f.h.(Syncer); ok {
-		return pathErr("sync", f.name, s.Sync())
+		return pathErr("sync", f.name, guard0(f.m.sb, "sync", s.Sync))
 	}
 	return nil
 }

@@ -80,7 +80,8 @@ type DirEntry struct {
 // are the optional interfaces below; an operation on a node that lacks the
 // interface fails with ENOTDIR (directory operations), EINVAL (Readlink) or
 // ENOTSUP. Node methods are module code: the VFS calls them holding a
-// mount reference (so the module is pinned) and no VFS lock.
+// mount reference (so the module is pinned) and no VFS lock, and recovers
+// their panics (see "Panics in filesystems" in the package doc).
 type Node interface {
 	Stat() (Attr, error)
 }

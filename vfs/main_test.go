@@ -42,13 +42,28 @@ func setup(t *testing.T) (*raceless.Host, *vfs.Namespace) {
 				t.Errorf("module %s: %d references left", m.Name(), r)
 			}
 		}
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		sctx, cancel := testContext(t)
 		defer cancel()
 		if _, err := h.Shutdown(sctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
 	return h, ns
+}
+
+// testContext ends shortly before the test binary's -timeout (never under
+// -timeout 0): the test's waits fail with their own message, never because
+// a loaded machine was slower than a fixed limit.
+func testContext(t *testing.T) (context.Context, context.CancelFunc) {
+	d, ok := t.Deadline()
+	if !ok {
+		return context.WithCancel(context.Background())
+	}
+	margin := time.Until(d) / 20
+	if margin > 30*time.Second {
+		margin = 30 * time.Second
+	}
+	return context.WithDeadline(context.Background(), d.Add(-margin))
 }
 
 func mustErr(t *testing.T, err error, want error) {

@@ -81,14 +81,7 @@ func (s *superblock) put() {
 	if n < 0 {
 		panic("vfs: superblock reference count below zero")
 	}
-	func() {
-		defer func() {
-			if r := recover(); r != nil && s.binding.Owner != nil {
-				s.binding.Owner.Taint(fmt.Sprintf("panic in %s superblock release: %v", s.fstype, r))
-			}
-		}()
-		s.sb.Release()
-	}()
+	_ = guard0(s, "superblock release", func() error { s.sb.Release(); return nil })
 	if hookBeforeModulePut != nil {
 		hookBeforeModulePut(s.fstype)
 	}
@@ -330,18 +323,27 @@ func newMount(ctx context.Context, h Host, ns *Namespace, source, fstype, option
 	if source == "" {
 		source = "none"
 	}
-	sbi, err := t.Mount(ctx, MountRequest{Source: source, Options: options, NS: ns})
+	sb := &superblock{fstype: fstype, binding: b}
+	sbi, err := guard(sb, "mount", func() (Superblock, error) {
+		return t.Mount(ctx, MountRequest{Source: source, Options: options, NS: ns})
+	})
+	if err == nil && sbi == nil {
+		err = fmt.Errorf("%s mount returned no superblock: %w", fstype, EIO)
+	}
 	if err != nil {
 		b.Release()
 		return nil, err
 	}
-	root := sbi.Root()
-	a, err := root.Stat()
+	sb.id, sb.sb = sbSeq.Add(1), sbi
+	sb.mounts.Store(1)
+	root, err := guard(sb, "root", func() (Node, error) { return sbi.Root(), nil })
+	var a Attr
+	if err == nil {
+		a, err = sb.stat(root)
+	}
 	if err == nil && !a.Mode.IsDir() {
 		err = fmt.Errorf("root of %s is not a directory: %w", fstype, ENOTDIR)
 	}
-	sb := &superblock{id: sbSeq.Add(1), fstype: fstype, sb: sbi, binding: b}
-	sb.mounts.Store(1)
 	if err != nil {
 		sb.put()
 		return nil, err

@@ -24,7 +24,7 @@ func (p *Proc) Mount(ctx context.Context, source, target, fstype, options string
 		return pathErr("mount", target, err)
 	}
 	defer t.m.put()
-	if !isDir(t.n) {
+	if !t.isDir() {
 		return pathErr("mount", target, ENOTDIR)
 	}
 	m, err := newMount(ctx, p.ns.host, p.ns, source, fstype, options, mountDetached)
@@ -43,7 +43,7 @@ func (p *Proc) Mount(ctx context.Context, source, target, fstype, options string
 func (p *Proc) graft(m *Mount, t loc) error {
 	mpMu.Lock()
 	defer mpMu.Unlock()
-	if a, err := t.n.Stat(); err != nil || (a.Nlink == 0 && a.Mode.IsDir()) {
+	if a, err := t.m.sb.stat(t.n); err != nil || (a.Nlink == 0 && a.Mode.IsDir()) {
 		return ENOENT // removed while we were mounting
 	}
 	treeMu.Lock()
@@ -159,7 +159,7 @@ func (p *Proc) Bind(source, target string, recursive bool) error {
 		return pathErr("mount", target, err)
 	}
 	defer t.m.put()
-	if isDir(s.n) != isDir(t.n) {
+	if s.isDir() != t.isDir() {
 		return pathErr("mount", target, ENOTDIR)
 	}
 	treeMu.RLock()
@@ -277,12 +277,12 @@ func (p *Proc) Move(source, target string) error {
 		return pathErr("move", target, err)
 	}
 	defer t.m.put()
-	if isDir(s.n) != isDir(t.n) {
+	if s.isDir() != t.isDir() {
 		return pathErr("move", target, ENOTDIR)
 	}
 	mpMu.Lock()
 	defer mpMu.Unlock()
-	if a, err := t.n.Stat(); err != nil || (a.Nlink == 0 && a.Mode.IsDir()) {
+	if a, err := t.m.sb.stat(t.n); err != nil || (a.Nlink == 0 && a.Mode.IsDir()) {
 		return pathErr("move", target, ENOENT)
 	}
 	treeMu.Lock()

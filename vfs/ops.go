@@ -1,6 +1,7 @@
 package vfs
 
 import (
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -46,7 +47,7 @@ func (p *Proc) stat(op, name string, follow bool) (fs.FileInfo, error) {
 		return nil, pathErr(op, name, err)
 	}
 	defer l.m.put()
-	a, err := l.n.Stat()
+	a, err := l.m.sb.stat(l.n)
 	if err != nil {
 		return nil, pathErr(op, name, err)
 	}
@@ -85,15 +86,15 @@ func (p *Proc) open(name string, flag int, perm fs.FileMode) (*File, error) {
 			d.m.put()
 			return nil, EROFS
 		}
-		n, cerr := wd.Create(last, perm.Perm())
+		n, cerr := guard(d.m.sb, "create", func() (Node, error) { return wd.Create(last, perm.Perm()) })
 		if cerr == EEXIST && flag&os.O_EXCL == 0 {
-			n, cerr = wd.Lookup(last)
+			n, cerr = d.m.sb.lookup(wd, last)
 		}
 		if cerr != nil {
 			d.m.put()
 			return nil, cerr
 		}
-		a, serr := n.Stat()
+		a, serr := d.m.sb.stat(n)
 		if serr != nil {
 			d.m.put()
 			return nil, serr
@@ -114,7 +115,7 @@ func (p *Proc) open(name string, flag int, perm fs.FileMode) (*File, error) {
 
 // openLoc opens a held loc; on success the File owns the reference.
 func openLoc(l loc, name string, flag int) (*File, error) {
-	a, err := l.n.Stat()
+	a, err := l.m.sb.stat(l.n)
 	if err != nil {
 		return nil, err
 	}
@@ -135,12 +136,15 @@ func openLoc(l loc, name string, flag int) (*File, error) {
 		if !ok {
 			return nil, ENOTSUP
 		}
-		if h, err = on.Open(flag); err != nil {
+		if h, err = l.m.sb.open(on, flag); err != nil {
 			return nil, err
 		}
+		if h == nil {
+			return nil, fmt.Errorf("%s open returned no handle: %w", l.m.sb.fstype, EIO)
+		}
 		if flag&os.O_TRUNC != 0 && acc != os.O_RDONLY {
-			if err := truncateNode(l.n, 0); err != nil {
-				h.Release()
+			if err := truncateNode(l.m.sb, l.n, 0); err != nil {
+				guard0(l.m.sb, "release", h.Release)
 				return nil, err
 			}
 		}
@@ -148,12 +152,12 @@ func openLoc(l loc, name string, flag int) (*File, error) {
 	return &File{m: l.m, n: l.n, h: h, name: name, flag: flag, dir: a.Mode.IsDir()}, nil
 }
 
-func truncateNode(n Node, size int64) error {
+func truncateNode(sb *superblock, n Node, size int64) error {
 	sn, ok := n.(SetattrNode)
 	if !ok {
 		return ENOTSUP
 	}
-	return sn.Setattr(SetAttr{Size: &size})
+	return sb.setattr(sn, SetAttr{Size: &size})
 }
 
 // Create creates or truncates name (mode 0666), opened read-write.
@@ -212,8 +216,8 @@ func (p *Proc) dirOp(op, name string, fn func(d loc, wd WritableDir, last string
 
 // Mkdir creates a directory.
 func (p *Proc) Mkdir(name string, perm fs.FileMode) error {
-	return p.dirOp("mkdir", name, func(_ loc, wd WritableDir, last string) error {
-		_, err := wd.Mkdir(last, perm.Perm())
+	return p.dirOp("mkdir", name, func(d loc, wd WritableDir, last string) error {
+		_, err := guard(d.m.sb, "mkdir", func() (Node, error) { return wd.Mkdir(last, perm.Perm()) })
 		return err
 	})
 }
@@ -244,11 +248,11 @@ func (p *Proc) MkdirAll(name string, perm fs.FileMode) error {
 // point. mpMu must be held, so that nothing is mounted on it meanwhile.
 func (p *Proc) busyChild(d loc, last string) error {
 	dn := d.n.(DirNode)
-	c, err := dn.Lookup(last)
+	c, err := d.m.sb.lookup(dn, last)
 	if err != nil {
 		return err
 	}
-	a, err := c.Stat()
+	a, err := d.m.sb.stat(c)
 	if err != nil {
 		return err
 	}
@@ -266,7 +270,7 @@ func (p *Proc) Rmdir(name string) error {
 		if err := p.busyChild(d, last); err != nil {
 			return err
 		}
-		return wd.Rmdir(last)
+		return guard0(d.m.sb, "rmdir", func() error { return wd.Rmdir(last) })
 	})
 }
 
@@ -287,7 +291,7 @@ func (p *Proc) Unlink(name string) error {
 		if err := p.busyChild(d, last); err != nil {
 			return err
 		}
-		return wd.Unlink(last)
+		return guard0(d.m.sb, "unlink", func() error { return wd.Unlink(last) })
 	})
 }
 
@@ -296,8 +300,8 @@ func (p *Proc) Symlink(target, newname string) error {
 	if target == "" {
 		return pathErr("symlink", newname, ENOENT)
 	}
-	return p.dirOp("symlink", newname, func(_ loc, wd WritableDir, last string) error {
-		_, err := wd.Symlink(target, last)
+	return p.dirOp("symlink", newname, func(d loc, wd WritableDir, last string) error {
+		_, err := guard(d.m.sb, "symlink", func() (Node, error) { return wd.Symlink(target, last) })
 		return err
 	})
 }
@@ -313,7 +317,7 @@ func (p *Proc) Readlink(name string) (string, error) {
 	if !ok {
 		return "", pathErr("readlink", name, EINVAL)
 	}
-	t, err := sl.Readlink()
+	t, err := l.m.sb.readlink(sl)
 	return t, pathErr("readlink", name, err)
 }
 
@@ -351,7 +355,7 @@ func (p *Proc) Rename(oldname, newname string) error {
 	if err := p.busyChild(nd, nlast); err == EBUSY {
 		return pathErr("rename", newname, err)
 	}
-	return pathErr("rename", oldname, owd.Rename(olast, nwd, nlast))
+	return pathErr("rename", oldname, guard0(od.m.sb, "rename", func() error { return owd.Rename(olast, nwd, nlast) }))
 }
 
 // Link creates newname as a hard link to oldname (not following a final
@@ -362,14 +366,14 @@ func (p *Proc) Link(oldname, newname string) error {
 		return pathErr("link", oldname, err)
 	}
 	defer ol.m.put()
-	if isDir(ol.n) {
+	if ol.isDir() {
 		return pathErr("link", oldname, EPERM)
 	}
 	return p.dirOp("link", newname, func(d loc, wd WritableDir, last string) error {
 		if d.m != ol.m {
 			return EXDEV
 		}
-		return wd.Link(ol.n, last)
+		return guard0(d.m.sb, "link", func() error { return wd.Link(ol.n, last) })
 	})
 }
 
@@ -384,7 +388,7 @@ func (p *Proc) setattr(op, name string, follow bool, a SetAttr) error {
 	if !ok {
 		return pathErr(op, name, EPERM)
 	}
-	return pathErr(op, name, sn.Setattr(a))
+	return pathErr(op, name, l.m.sb.setattr(sn, a))
 }
 
 // Setattr applies a to name (following symlinks).
@@ -441,7 +445,7 @@ func readDirLoc(p *Proc, l loc) ([]fs.DirEntry, error) {
 	if !ok {
 		return nil, ENOTDIR
 	}
-	raw, err := d.ReadDir()
+	raw, err := l.m.sb.readDir(d)
 	if err != nil {
 		return nil, err
 	}
@@ -468,17 +472,18 @@ func (d *dirEntry) IsDir() bool       { return d.e.Mode.IsDir() }
 func (d *dirEntry) Type() fs.FileMode { return d.e.Mode.Type() }
 func (d *dirEntry) Info() (fs.FileInfo, error) {
 	dn := d.dir.n.(DirNode)
-	c, err := dn.Lookup(d.e.Name)
+	sb := d.dir.m.sb
+	c, err := sb.lookup(dn, d.e.Name)
 	if err != nil {
 		return nil, pathErr("stat", d.e.Name, err)
 	}
-	a, err := c.Stat()
+	a, err := sb.stat(c)
 	if err != nil {
 		return nil, pathErr("stat", d.e.Name, err)
 	}
 	if top := coveredBy(d.dir.m, a.Ino); top != nil {
 		// a mount point: stat what is mounted there, as stat(2) would
-		a, err = top.root.Stat()
+		a, err = top.sb.stat(top.root)
 		a.Dev = top.sb.id
 		top.put()
 		if err != nil {
@@ -516,6 +521,6 @@ func (p *Proc) Statfs(name string) (Statfs, error) {
 		return Statfs{}, pathErr("statfs", name, err)
 	}
 	defer l.m.put()
-	s, err := l.m.sb.sb.Statfs()
+	s, err := l.m.sb.statfs()
 	return s, pathErr("statfs", name, err)
 }

@@ -29,7 +29,7 @@ func (p *Proc) NewProc(root string) (*Proc, error) {
 	if err != nil {
 		return nil, pathErr("chroot", root, err)
 	}
-	if !isDir(l.n) {
+	if !l.isDir() {
 		l.m.put()
 		return nil, pathErr("chroot", root, ENOTDIR)
 	}
@@ -45,7 +45,7 @@ func (p *Proc) Chdir(dir string) error {
 	if err != nil {
 		return pathErr("chdir", dir, err)
 	}
-	if !isDir(l.n) {
+	if !l.isDir() {
 		l.m.put()
 		return pathErr("chdir", dir, ENOTDIR)
 	}

@@ -28,8 +28,9 @@ func splitPath(p string) []string {
 	return out
 }
 
-func isDir(n Node) bool {
-	a, err := n.Stat()
+// isDir reports whether l's node is a directory (a failing Stat says no).
+func (l loc) isDir() bool {
+	a, err := l.m.sb.stat(l.n)
 	return err == nil && a.Mode.IsDir()
 }
 
@@ -83,11 +84,11 @@ func (p *Proc) dotdot(l loc) (loc, error) {
 	if !ok {
 		return l, ENOTDIR
 	}
-	pn, err := d.Lookup("..")
+	pn, err := l.m.sb.lookup(d, "..")
 	if err != nil {
 		return l, err
 	}
-	a, err := pn.Stat()
+	a, err := l.m.sb.stat(pn)
 	if err != nil {
 		return l, err
 	}
@@ -116,7 +117,7 @@ func (p *Proc) walk(name string, follow bool) (loc, error) {
 		last := len(comps) == 0
 		switch c {
 		case ".":
-			if !isDir(cur.n) {
+			if !cur.isDir() {
 				cur.m.put()
 				return loc{}, ENOTDIR
 			}
@@ -138,12 +139,12 @@ func (p *Proc) walk(name string, follow bool) (loc, error) {
 			cur.m.put()
 			return loc{}, ENOTDIR
 		}
-		child, err := d.Lookup(c)
+		child, err := cur.m.sb.lookup(d, c)
 		if err != nil {
 			cur.m.put()
 			return loc{}, err
 		}
-		a, err := child.Stat()
+		a, err := cur.m.sb.stat(child)
 		if err != nil {
 			cur.m.put()
 			return loc{}, err
@@ -159,7 +160,7 @@ func (p *Proc) walk(name string, follow bool) (loc, error) {
 				cur.m.put()
 				return loc{}, EINVAL
 			}
-			target, err := sl.Readlink()
+			target, err := cur.m.sb.readlink(sl)
 			if err != nil {
 				cur.m.put()
 				return loc{}, err
@@ -206,7 +207,7 @@ func (p *Proc) walkParent(name string) (loc, string, error) {
 	if err != nil {
 		return loc{}, "", err
 	}
-	if !isDir(d.n) {
+	if !d.isDir() {
 		d.m.put()
 		return loc{}, "", ENOTDIR
 	}

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Ported from Linux's tools/testing/selftests/kmod/kmod.sh (test_kmod's
@@ -118,7 +117,7 @@ func TestAutocleanSweeper(t *testing.T) {
 	d := startDaemon(t, "--autoclean", "20ms")
 	d.run("rmmod", "hello").ok(t)
 	d.run("request", "hello").ok(t)
-	waitFor(t, 20*time.Second, "the sweeper to remove hello", func() bool {
+	waitFor(t, "the sweeper to remove hello", func() bool {
 		return d.run("lsmod").ok(t).stdout == lsmodHeader+ramfsLine
 	})
 	if !strings.Contains(d.log.String(), "msg=autoclean removed=[hello]") {
@@ -145,7 +144,7 @@ func TestShutdownForces(t *testing.T) {
 // Module log lines carry the module's name.
 func TestModuleLogs(t *testing.T) {
 	d := startDaemon(t, "--log-format", "json")
-	waitFor(t, 20*time.Second, "the ready line", func() bool { return strings.Contains(d.log.String(), "raceless daemon ready") })
+	waitFor(t, "the ready line", func() bool { return strings.Contains(d.log.String(), "raceless daemon ready") })
 	if !strings.Contains(d.log.String(), `"msg":"loaded","module":"hello","greeting":"Hello"`) {
 		t.Fatalf("log:\n%s", d.log.String())
 	}
@@ -155,7 +154,7 @@ func TestMetrics(t *testing.T) {
 	d := startDaemon(t, "--metrics-addr", "127.0.0.1:0")
 	var addr string
 	re := regexp.MustCompile(`metrics=(127\.0\.0\.1:\d+)`)
-	waitFor(t, 20*time.Second, "the ready line", func() bool {
+	waitFor(t, "the ready line", func() bool {
 		m := re.FindStringSubmatch(d.log.String())
 		if m != nil {
 			addr = m[1]

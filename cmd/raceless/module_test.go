@@ -8,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 const (
@@ -78,7 +77,7 @@ func holdRef(t *testing.T, d *daemon, line ...string) (release func()) {
 	if len(line) > 0 {
 		want = line[0]
 	}
-	waitFor(t, 20*time.Second, "hello to hold a reference", func() bool {
+	waitFor(t, "hello to hold a reference", func() bool {
 		return strings.Contains(d.run("lsmod").ok(t).stdout, "\n"+want+"\n")
 	})
 	return release
@@ -107,7 +106,7 @@ func TestRmmodWaitAndForce(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "rmmod -w to report progress", func() bool {
+	waitFor(t, "rmmod -w to report progress", func() bool {
 		return strings.Contains(stderr.String(), "rmmod: waiting for hello: 1 references")
 	})
 	release()

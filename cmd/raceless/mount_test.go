@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestMount(t *testing.T) {
@@ -82,7 +81,7 @@ func TestFuse(t *testing.T) {
 	}
 	f.Close()
 	// The kernel sends RELEASE asynchronously after close.
-	waitFor(t, 20*time.Second, "the last close to release initrd", func() bool {
+	waitFor(t, "the last close to release initrd", func() bool {
 		return d.run("rmmod", "initrd").code == 0
 	})
 }

@@ -40,6 +40,13 @@ type CallsOptions struct {
 	SyncSamples int
 }
 
+// QuickCalls returns options for a smoke run: every benchmark, each with a
+// tiny budget (milliseconds in all; the figures mean nothing). The CLI's
+// "bench calls --quick" uses them.
+func QuickCalls() CallsOptions {
+	return CallsOptions{MaxGoroutines: 2, Duration: time.Millisecond, Repeats: 1, SyncSamples: 20}
+}
+
 func (o CallsOptions) withDefaults() CallsOptions {
 	if o.MaxGoroutines <= 0 {
 		o.MaxGoroutines = runtime.GOMAXPROCS(0)

@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var quick = CallsOptions{MaxGoroutines: 2, Duration: time.Millisecond, Repeats: 1, SyncSamples: 20}
+var quick = QuickCalls()
 
 // TestCallsJSON runs the CLI's benchmark with a tiny budget and checks that
 // the JSON parses and names every benchmark at every goroutine count.

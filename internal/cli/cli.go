@@ -163,10 +163,10 @@ func init() {
 		"mount":    {runMount, mountFlags, "mount [-t TYPE] SRC DIR [-o OPTS] | mount --bind|--rbind SRC DIR | mount --move SRC DIR | mount [--json]"},
 		"umount":   {runUmount, umountFlags, "umount [-l] DIR"},
 		"request":  {runRequest, requestFlags, "request [--threads N] NAME|ALIAS ..."},
-		"call":     {runCall, nil, "call SYMBOL [ARG ...]"},
+		"call":     {runCall, callFlags, "call [--raw] SYMBOL [ARG ...]   (ARG: integers, negatives, floats for f32/f64)"},
 		"hook":     {runHook, nil, "hook EVENT [ARG ...]"},
 		"cat":      {runCat, nil, "cat PATH ...   (a file of the daemon's namespace, e.g. /proc/modules)"},
-		"bench":    {runBench, nil, "bench calls|wasm|swap [--json]"},
+		"bench":    {runBench, benchFlags, "bench calls|wasm|swap [--quick] [--json]"},
 		"torture":  {runTorture, tortureFlags, "torture [--duration D] [--seed S] [--ops N] [--wasm] [--json]"},
 		"ping":     {runPing, nil, "ping"},
 	}

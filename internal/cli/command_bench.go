@@ -18,24 +18,43 @@ var tortureFlags = []flagSpec{
 	{long: "wasm", kind: noValue},
 }
 
-// runBench runs a benchmark in this process (no daemon).
+var benchFlags = []flagSpec{
+	{long: "quick", kind: noValue},
+}
+
+// runBench runs a benchmark in this process (no daemon). --quick runs
+// each measurement with a tiny budget: the figures mean nothing, the run
+// checks that the benchmark works (the tests' smoke run, under -race too).
 func runBench(e *env) error {
 	if len(e.args.pos) != 1 {
 		return usageErrorf("want calls, wasm or swap")
 	}
+	quick := e.args.has("quick")
 	switch e.args.pos[0] {
 	case "calls":
-		if err := bench.Calls(e.stdout, e.args.has("json"), bench.CallsOptions{}); err != nil {
+		opts := bench.CallsOptions{}
+		if quick {
+			opts = bench.QuickCalls()
+		}
+		if err := bench.Calls(e.stdout, e.args.has("json"), opts); err != nil {
 			return e.fail(err, "bench calls: %v", err)
 		}
 		return nil
 	case "wasm":
-		if err := wasmbench.Run(e.ctx, e.stdout, e.args.has("json"), wasmbench.Options{}); err != nil {
+		opts := wasmbench.Options{}
+		if quick {
+			opts = wasmbench.Quick()
+		}
+		if err := wasmbench.Run(e.ctx, e.stdout, e.args.has("json"), opts); err != nil {
 			return e.fail(err, "bench wasm: %v", err)
 		}
 		return nil
 	case "swap":
-		if err := swapbench.Run(e.ctx, e.stdout, e.args.has("json"), swapbench.Options{}); err != nil {
+		opts := swapbench.Options{}
+		if quick {
+			opts = swapbench.Quick()
+		}
+		if err := swapbench.Run(e.ctx, e.stdout, e.args.has("json"), opts); err != nil {
 			return e.fail(err, "bench swap: %v", err)
 		}
 		return nil

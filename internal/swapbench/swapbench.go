@@ -30,6 +30,11 @@ type Options struct {
 	Swaps      int           // swaps in the swap phase, spread over it (default 200)
 }
 
+// Quick returns options for a smoke run: two callers, short phases, a few
+// swaps (the latencies mean little; failed calls must still be 0). The
+// CLI's "bench swap --quick" uses them.
+func Quick() Options { return Options{Goroutines: 2, Phase: 100 * time.Millisecond, Swaps: 10} }
+
 // Result is one run's measurements.
 type Result struct {
 	Goroutines  int     `json:"goroutines"`

@@ -35,6 +35,11 @@ type Options struct {
 	Module string
 }
 
+// Quick returns options for a smoke run: every benchmark, each with a tiny
+// budget (the figures mean nothing). The CLI's "bench wasm --quick" uses
+// them.
+func Quick() Options { return Options{Calls: 200, Cycles: 3, Loads: 2} }
+
 // Result is one measurement.
 type Result struct {
 	Name  string  `json:"name"`

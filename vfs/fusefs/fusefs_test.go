@@ -1,12 +1,15 @@
 package fusefs_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	ramfsmod "github.com/raceless/raceless/modules/ramfs"
 	"github.com/raceless/raceless/vfs"
 	"github.com/raceless/raceless/vfs/fusefs"
+	"github.com/raceless/raceless/vfs/internal/panicfs"
 	"go.uber.org/goleak"
 )
 
@@ -23,16 +27,24 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var ctx = context.Background()
 
-// setup gives a host with a ramfs root and a "tmpfs" module (module
-// "tmpmod") mounted at /mnt, exposed through FUSE at a temporary directory.
-func setup(t *testing.T) (*raceless.Host, *vfs.Namespace, *fusefs.Server, string) {
+// needFuse skips the test unless its preconditions hold: root (DirectMount)
+// and /dev/fuse. Where they hold, as in CI, the FUSE tests must run: any
+// later failure, the mount's included, fails the test.
+func needFuse(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("FUSE tests need root (DirectMount)")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
+		t.Skipf("no /dev/fuse: %v", err)
 	}
+}
+
+// setup gives a host with a ramfs root and a "tmpfs" module (module
+// "tmpmod") mounted at /mnt, exposed through FUSE at a temporary directory.
+func setup(t *testing.T) (*raceless.Host, *vfs.Namespace, *fusefs.Server, string) {
+	t.Helper()
+	needFuse(t)
 	h := raceless.New()
 	for _, src := range []raceless.Source{ramfsmod.Source(), ramfsmod.SourceAs("tmpmod", "tmpfs")} {
 		if _, err := h.Load(ctx, src, nil); err != nil {
@@ -46,7 +58,8 @@ func setup(t *testing.T) (*raceless.Host, *vfs.Namespace, *fusefs.Server, string
 	dir := t.TempDir()
 	srv, err := fusefs.Mount(dir, ns.Proc, nil)
 	if err != nil {
-		t.Skipf("cannot mount FUSE: %v", err)
+		// root with /dev/fuse: nothing excuses a failed mount
+		t.Fatalf("cannot mount FUSE (as root, with /dev/fuse): %v", err)
 	}
 	t.Cleanup(func() {
 		if err := srv.Unmount(); err != nil {
@@ -58,7 +71,7 @@ func setup(t *testing.T) (*raceless.Host, *vfs.Namespace, *fusefs.Server, string
 		for i := len(ms) - 1; i > 0; i-- {
 			_ = ns.Unmount(ms[i].Target, vfs.MNT_DETACH)
 		}
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		sctx, cancel := testContext(t)
 		defer cancel()
 		if _, err := h.Shutdown(sctx); err != nil {
 			t.Error(err)
@@ -75,16 +88,32 @@ func must(t *testing.T, err error) {
 }
 
 // eventually polls cond (observing server-side state, never to synchronize
-// with our own actions) until it holds or a deadline passes.
+// with our own actions) until it holds or the test's deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	wctx, cancel := testContext(t)
+	defer cancel()
 	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+		if wctx.Err() != nil {
+			t.Fatalf("gave up at the test's deadline waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// testContext ends shortly before the test binary's -timeout (never under
+// -timeout 0): the test's waits fail with their own message, never because
+// a loaded machine was slower than a fixed limit.
+func testContext(t *testing.T) (context.Context, context.CancelFunc) {
+	d, ok := t.Deadline()
+	if !ok {
+		return context.WithCancel(context.Background())
+	}
+	margin := time.Until(d) / 20
+	if margin > 30*time.Second {
+		margin = 30 * time.Second
+	}
+	return context.WithDeadline(context.Background(), d.Add(-margin))
 }
 
 func refs(h *raceless.Host, name string) int64 {
@@ -101,13 +130,23 @@ func refs(h *raceless.Host, name string) int64 {
 func TestProcessPinsModule(t *testing.T) {
 	h, ns, srv, dir := setup(t)
 	must(t, os.WriteFile(filepath.Join(dir, "mnt/held"), []byte("held data\n"), 0o644))
-	cmd := exec.Command("sh", "-c", `exec 3<"$1"; read x; read y <&3; echo "$y"`, "sh", filepath.Join(dir, "mnt/held"))
+	// The child opens the file, says so on its stdout, then waits for a
+	// line on its stdin before reading through the descriptor it holds.
+	cmd := exec.Command("sh", "-c", `exec 3<"$1" || exit 1; echo opened; read x; read y <&3; echo "$y"`, "sh", filepath.Join(dir, "mnt/held"))
 	stdin, err := cmd.StdinPipe()
 	must(t, err)
-	out, err := cmd.StdoutPipe()
+	stdout, err := cmd.StdoutPipe()
 	must(t, err)
 	must(t, cmd.Start())
-	eventually(t, "the child's open", func() bool { return srv.OpenFiles() == 1 })
+	out := bufio.NewReader(stdout)
+	// The child's open(2) returned, so its FUSE OPEN was answered and its
+	// handle is counted. Our own write handle's RELEASE is asynchronous
+	// (the kernel sends it after close returns): it may still be counted,
+	// so wait until the child's handle is the only one.
+	if line, err := out.ReadString('\n'); err != nil || line != "opened\n" {
+		t.Fatalf("child: %q %v", line, err)
+	}
+	eventually(t, "our write handle's release (the child's open is the only one)", func() bool { return srv.OpenFiles() == 1 })
 
 	if err := ns.Unmount("/mnt", 0); !errors.Is(err, syscall.EBUSY) {
 		t.Fatalf("umount with a process holding a file: %v", err)
@@ -123,11 +162,10 @@ func TestProcessPinsModule(t *testing.T) {
 		t.Fatalf("unload after detach: %v", err)
 	}
 	stdin.Close() // the child reads its file (still working) and exits
-	buf := make([]byte, 64)
-	n, _ := out.Read(buf)
+	got, _ := io.ReadAll(out)
 	must(t, cmd.Wait())
-	if string(buf[:n]) != "held data\n" {
-		t.Fatalf("child read %q", buf[:n])
+	if string(got) != "held data\n" {
+		t.Fatalf("child read %q", got)
 	}
 	eventually(t, "the kernel's release", func() bool { return srv.OpenFiles() == 0 })
 	if r := refs(h, "tmpmod"); r != 0 {
@@ -193,4 +231,43 @@ func TestPosix(t *testing.T) {
 			fn(t, filepath.Join(dir, sub))
 		})
 	}
+}
+
+// TestPanicReturnsEIO: a filesystem whose read panics, read through FUSE by
+// another process: the process gets EIO, the module is tainted, and the
+// FUSE server and the mount stay up (the same file reads again once the
+// module stops panicking; other filesystems were never affected).
+func TestPanicReturnsEIO(t *testing.T) {
+	h, ns, srv, dir := setup(t)
+	src, trap := panicfs.Source("panicmod", "panicfs")
+	inst, err := h.Load(ctx, src, nil)
+	must(t, err)
+	must(t, ns.Mkdir("/boom", 0o755))
+	must(t, ns.Mount(ctx, "none", "/boom", "panicfs", ""))
+	f := filepath.Join(dir, "boom/f")
+	must(t, os.WriteFile(f, []byte("boom data\n"), 0o644))
+
+	trap.Arm("read")
+	out, err := exec.Command("cat", f).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || !strings.Contains(string(out), "Input/output error") {
+		t.Fatalf("cat of a panicking file: %v, %q", err, out)
+	}
+	if _, err := os.ReadFile(f); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of a panicking file: %v", err)
+	}
+	trap.Disarm()
+	if ts := inst.Taints(); len(ts) == 0 || ts[0] != "panic in filesystem panicfs read: "+panicfs.Value("read") {
+		t.Fatalf("taints %q", ts)
+	}
+	if b, err := exec.Command("cat", f).Output(); err != nil || string(b) != "boom data\n" {
+		t.Fatalf("after the panics: %q %v", b, err)
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "mnt/other"), []byte("x"), 0o644))
+	if b, err := os.ReadFile(filepath.Join(dir, "mnt/other")); err != nil || string(b) != "x" {
+		t.Fatalf("another filesystem: %q %v", b, err)
+	}
+	eventually(t, "the kernel's releases", func() bool { return srv.OpenFiles() == 0 })
+	must(t, ns.Unmount("/boom", 0))
+	must(t, h.Unload(ctx, "panicmod", raceless.UnloadOptions{}))
 }
