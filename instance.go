@@ -220,14 +220,25 @@ func (m *Instance) Taints() []string {
 
 // Acquire looks up a registration published by this instance and takes a
 // reference on it. Unlike Host.Acquire it never finds another instance of
-// the same name: a stale *Instance gets ErrGone.
+// the same name: a stale *Instance gets ErrGone, one that is unloading
+// (its registrations unpublished) ErrNotLive, and ErrNotFound means a live
+// instance has no such registration.
 func (m *Instance) Acquire(kind Kind, name string) (Binding, error) {
 	if m.State() == StateGone {
 		return Binding{}, modErr("acquire", m.name, ErrGone)
 	}
 	reg := m.host.reg.snap.Load().lookup(kind, name)
 	if reg == nil || reg.owner != m {
-		return Binding{}, modErr("acquire", name, fmt.Errorf("%s of %s: %w", kind, m.name, ErrNotFound))
+		// Unpublishing follows the state change, and republishing (a
+		// refused unload) precedes it: a lookup that missed because of
+		// either sees a state other than live here, or, if the module
+		// is live again, finds the registration on a second look.
+		if m.State() != StateLive {
+			return Binding{}, modErr("acquire", name, stateErr(m))
+		}
+		if reg = m.host.reg.snap.Load().lookup(kind, name); reg == nil || reg.owner != m {
+			return Binding{}, modErr("acquire", name, fmt.Errorf("%s of %s: %w", kind, m.name, ErrNotFound))
+		}
 	}
 	if !m.TryGet() {
 		return Binding{}, modErr("acquire", name, stateErr(m))
