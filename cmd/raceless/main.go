@@ -10,15 +10,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/raceless/raceless/internal/cli"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	_, terr := unix.IoctlGetTermios(int(os.Stderr.Fd()), unix.TCGETS)
-	code := cli.Main(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr, terr == nil)
+	code := cli.Main(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr, isTerminal(int(os.Stderr.Fd())))
 	stop()
 	os.Exit(code)
 }

@@ -4,8 +4,11 @@
 // daemon closes the connection. docs/cli.md documents it for other clients.
 //
 // The server side (Listen, Server) creates the unix socket with mode 0600
-// and checks every peer's credentials (SO_PEERCRED): a peer whose uid is not
-// the daemon's is refused with code "permission" before its request is read.
+// and checks every peer's credentials (SO_PEERCRED on Linux, LOCAL_PEERCRED,
+// as getpeereid(3), on darwin and FreeBSD): a peer whose uid is not the
+// daemon's is refused with code "permission" before its request is read. On
+// a platform where the peer's credentials cannot be read, every connection
+// is refused (the check never passes unchecked).
 package control
 
 import (

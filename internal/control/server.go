@@ -147,28 +147,10 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// PeerUID returns the uid of the process at the other end of c
-// (SO_PEERCRED: the credentials it had when it connected).
-func PeerUID(c *net.UnixConn) (int, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return -1, err
-	}
-	if cerr != nil {
-		return -1, cerr
-	}
-	return int(cred.Uid), nil
-}
-
 // CheckPeer refuses a peer whose uid is not owner's: only the daemon's
-// owner may use it (as only CAP_SYS_MODULE may load modules).
+// owner may use it (as only CAP_SYS_MODULE may load modules). A peer whose
+// credentials cannot be read is refused too (see PeerUID: on a platform
+// without a peer-credential call every connection is refused).
 func CheckPeer(c *net.UnixConn, owner int) error {
 	uid, err := PeerUID(c)
 	if err != nil {

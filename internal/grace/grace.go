@@ -175,9 +175,14 @@ func (d *Domain) Lock() Token {
 	k := uint32(percpu.Spread() >> (d.shift & 63))
 	c := &d.slots[k]
 	i := d.idx.Load() % phases
+	if testHookLockLoaded != nil {
+		testHookLockLoaded(d) // a stale reader: delayed between the load and the add
+	}
 	// Atomic add (a full barrier on amd64), paired with the lock-count scan
 	// in drained; Heavy in wait covers the reload below as well.
 	atomic.AddUint64(&c.n[i], 1)
+	// The re-check: a grace period flipped the phase after our load, and its
+	// scan may have missed our add (TestStaleAnonymousReader).
 	if d.idx.Load()%phases != i {
 		return d.relock(k, i)
 	}
@@ -341,7 +346,7 @@ func (d *Domain) wait(ctx context.Context, mask uint32, below uint64) error {
 		d.anonWait.Store(0)
 		d.waitSeq.Store(0)
 	}()
-	percpu.Heavy()
+	heavy()
 	if testHookWaiting != nil {
 		testHookWaiting(d)
 	}
@@ -360,6 +365,14 @@ func (d *Domain) wait(ctx context.Context, mask uint32, below uint64) error {
 // testHookWaiting, when set by a test, runs once per wait after the wake-up
 // request is published (readers entering from then on are "after").
 var testHookWaiting func(*Domain)
+
+// testHookLockLoaded, when set by a test, runs in the anonymous Lock between
+// its load of the phase and its add: the window of a stale reader.
+var testHookLockLoaded func(*Domain)
+
+// heavy is percpu.Heavy; a test wraps it to model a reader whose store is
+// still in its CPU's store buffer until the barrier (TestHeavyOrdersReaders).
+var heavy = percpu.Heavy
 
 // drained reports whether every phase in mask has no anonymous section left.
 func (d *Domain) drained(mask uint32) bool {

@@ -35,7 +35,7 @@ func TestBlockedReaderHoldsSynchronize(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			d := New()
 			r := d.Register()
-			defer r.Close()
+			defer closeReader(r)
 			var tok Token
 			enter := func() {
 				if anon {
@@ -71,7 +71,7 @@ func TestBlockedReaderHoldsSynchronize(t *testing.T) {
 			go func() { done <- d.Synchronize(testCtx(t)) }()
 			<-waiting
 			late := d.Register()
-			defer late.Close()
+			defer closeReader(late)
 			late.Lock()
 			lateTok := d.Lock()
 			select {
@@ -88,6 +88,16 @@ func TestBlockedReaderHoldsSynchronize(t *testing.T) {
 			late.Unlock()
 		})
 	}
+}
+
+// closeReader closes r, leaving its section first if a failed test left it
+// inside one (Close inside a section panics, which would hide the failure
+// and stop every later test).
+func closeReader(r *Reader) {
+	if r.ctr != 0 {
+		r.Unlock()
+	}
+	r.Close()
 }
 
 func TestSynchronizeCancelWhileQueued(t *testing.T) {

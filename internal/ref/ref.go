@@ -272,7 +272,7 @@ func (r *Ref) Kill() bool {
 	n := r.shared.Add(sum - bias) // the switch: the exact count, less the Holders'
 	var held int64
 	if hs := r.holders; hs != nil && hs.Len() > 0 {
-		percpu.Heavy() // see Holders: every Holder's word is visible now
+		heavy() // percpu.Heavy; see Holders: every Holder's word is visible now
 		held = hs.held(r, true)
 	}
 	for n < 0 {
@@ -366,5 +366,9 @@ func (r *Ref) signalZeroLocked() {
 		r.zero = nil
 	}
 }
+
+// heavy is percpu.Heavy; a test wraps it to model a Holder whose store is
+// still in its CPU's store buffer until the barrier (TestKillBarrier).
+var heavy = percpu.Heavy
 
 var _ [percpu.CacheLine - unsafe.Sizeof(slot{})]byte
