@@ -67,8 +67,6 @@ type fmod struct {
 	k      *raceless.Kernel
 	calls  atomic.Int64
 	exited atomic.Bool
-	// seen counts registrations seen from outside during Init.
-	seenDuringInit atomic.Int64
 }
 
 const fmodSteps = 5

@@ -247,7 +247,7 @@ func (m nilMod) Init(k *raceless.Kernel) error {
 			if m.what.Load() == "superblock" {
 				return nil, nil
 			}
-			return nilSB{m.what}, nil
+			return nilSB(m), nil
 		}))
 }
 func (nilMod) Exit() (int, error) { return 0, nil }

@@ -166,9 +166,7 @@ func (p *Proc) Bind(source, target string, recursive bool) error {
 	attached := s.m.state == mountAttached && s.m.ns == p.ns
 	var below []*Mount
 	if recursive && attached {
-		for _, c := range subtree(s.m)[1:] {
-			below = append(below, c)
-		}
+		below = append(below, subtree(s.m)[1:]...)
 	}
 	treeMu.RUnlock()
 	if !attached {

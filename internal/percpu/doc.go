@@ -24,9 +24,9 @@
 //
 // Build tags: "race" selects atomics (const raceEnabled); "raceless_portable"
 // selects them too, whatever the platform: the fallback that relies on
-// nothing but Go's memory model. (Earlier versions pinned to a P with a
-// go:linkname pull of runtime.procPin; nothing here links to runtime
-// internals any more.)
+// nothing but Go's memory model. (Earlier versions pinned to a P by
+// linking to runtime.procPin; nothing here links to runtime internals any
+// more.)
 package percpu
 
 import "sync/atomic"

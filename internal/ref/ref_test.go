@@ -30,8 +30,10 @@ func TestLifecycle(t *testing.T) {
 	if !r.TryGet() {
 		t.Fatal("TryGet after Revive failed")
 	}
-	if !r.Put() || !r.Put() {
-		t.Fatal("Put failed")
+	for i := 0; i < 2; i++ {
+		if !r.Put() {
+			t.Fatalf("Put %d failed", i+1)
+		}
 	}
 	if !r.TryGet() {
 		t.Fatal("TryGet failed")
@@ -456,8 +458,10 @@ func TestSlotDrift(t *testing.T) {
 		r.slots[i].n.Store(deadBit | slotBias - junkMax - 1) // drifted down (Puts)
 	}
 	r.Get()
-	if !r.Put() || !r.Put() {
-		t.Fatal("Put refused")
+	for i := 0; i < 2; i++ {
+		if !r.Put() {
+			t.Fatalf("Put %d refused", i+1)
+		}
 	}
 	reset = 0
 	for i := range r.slots {

@@ -49,7 +49,6 @@ type Server struct {
 	inos  map[[2]uint64]uint64 // (superblock, ino) -> FUSE inode number
 	next  uint64
 	p     *vfs.Proc
-	once  sync.Once
 	wait  chan struct{}
 }
 

@@ -249,8 +249,7 @@ func (s *sb) moduleDir(root *dir, m *raceless.Instance) *dir {
 	p := "/" + m.Name()
 	var d *dir
 	holders := func() *dir {
-		var hd *dir
-		hd = &dir{s: s, path: p + "/holders", parent: func() vfs.Node { return d },
+		hd := &dir{s: s, path: p + "/holders", parent: func() vfs.Node { return d },
 			list: m.Holders,
 			child: func(name string) (vfs.Node, bool) {
 				for _, h := range m.Holders() {

@@ -187,7 +187,7 @@ func BuildTo(ctx context.Context, dir, out string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, filepath.Join(runtime.GOROOT(), "bin", "go"),
+	cmd := exec.CommandContext(ctx, goTool(),
 		"build", "-buildmode=c-shared", "-o", out, ".")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
@@ -228,4 +228,13 @@ func AppendInfoFile(path string, info raceless.Info) error {
 func MustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// goTool is the go command to build with: the one on PATH (under go test,
+// the toolchain running the test). Without one, the build fails saying so.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "go"
 }
