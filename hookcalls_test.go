@@ -347,3 +347,30 @@ func TestHookLoadFailingInitKeepsGracePeriods(t *testing.T) {
 		t.Fatalf("events of the failed module: %v, want %v", got, want)
 	}
 }
+
+// TestHookCallWithoutContextAllocatesNothing: marking the read section costs
+// no allocation when the caller has no context of its own (the hook path is
+// a fast path), and the hook still gets a marked context.
+func TestHookCallWithoutContextAllocatesNothing(t *testing.T) {
+	h := quietHost(t)
+	marked := false
+	mustLoad(t, h, src("hooker", &testModule{init: func(k *Kernel) error {
+		return k.Hook("ev", func(ctx context.Context, _ any) error {
+			marked = h.inReadSection(ctx)
+			return nil
+		})
+	}}))
+	rd := h.NewReader()
+	defer rd.Close()
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := rd.CallHooks(context.Background(), "ev", nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Reader.CallHooks(context.Background()) allocates %.1f times a call, want 0", allocs)
+	}
+	if !marked {
+		t.Error("the hook's context is not marked as the host's read section")
+	}
+}

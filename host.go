@@ -47,6 +47,11 @@ type Host struct {
 	// cancels detachedCtx to force them.
 	detached      teardowns
 	detachedCtx   context.Context
+
+	// sectionCtx is context.Background() marked as this host's read
+	// section: hook calls made with no context of their own use it rather
+	// than allocate a marked one each call.
+	sectionCtx context.Context
 	detachedForce context.CancelFunc
 
 	hooks testHooks
@@ -134,6 +139,7 @@ func New(opts ...Option) *Host {
 	}
 	h.requests.init()
 	h.detachedCtx, h.detachedForce = context.WithCancel(context.Background())
+	h.sectionCtx = context.WithValue(context.Background(), sectionKey{h}, true)
 	return h
 }
 
@@ -261,10 +267,10 @@ func (h *Host) callHooks(ctx context.Context, list []*registration, event string
 	if len(list) == 0 {
 		return nil
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	if !h.inReadSection(ctx) {
+	switch {
+	case ctx == nil || ctx == context.Background():
+		ctx = h.sectionCtx
+	case !h.inReadSection(ctx):
 		ctx = context.WithValue(ctx, sectionKey{h}, true)
 	}
 	var errs []error
