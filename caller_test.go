@@ -12,7 +12,7 @@ import (
 
 // TestCallerHoldsOwner: a call in flight through a Caller holds its owner's
 // reference (counted, so an unload is refused, and an unload that waits
-// wakes when the call returns: the Holder's Put on a dead Ref), and a
+// wakes when the call returns: the Word's Put on a dead Ref), and a
 // panicking Func is recovered (an error naming its module, which is
 // tainted) and leaves no reference behind.
 func TestCallerHoldsOwner(t *testing.T) {
@@ -62,7 +62,7 @@ func TestCallerHoldsOwner(t *testing.T) {
 	if _, err := c.Call(context.Background(), hd); err != nil { // re-resolves
 		t.Fatal(err)
 	}
-	panics.Store(true) // this call goes through the Holder
+	panics.Store(true) // this call goes through the Word
 	if _, err := c.Call(context.Background(), hd); err == nil || !strings.Contains(err.Error(), "panic") || !strings.Contains(err.Error(), "one") {
 		t.Errorf("call of a panicking Func: %v, want an error naming the panic and the module", err)
 	}
@@ -170,9 +170,9 @@ func TestCallerDroppedUnclosed(t *testing.T) {
 	kept := h.NewCaller()
 	defer kept.Close()
 	ctx := deadline(t)
-	for h.holders.Len() != 1 {
+	for h.words.Len() != 1 {
 		if ctx.Err() != nil {
-			t.Fatalf("%d Callers registered, want 1 (the kept one)", h.holders.Len())
+			t.Fatalf("%d Callers registered, want 1 (the kept one)", h.words.Len())
 		}
 		runtime.GC()
 		runtime.Gosched()

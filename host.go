@@ -21,21 +21,28 @@ type Host struct {
 	resolver Resolver
 	grace    *grace.Domain
 	reg      *registry
-	// holders are the Callers' reference slots; every Instance's refs
-	// counts them (ref.Holders).
-	holders ref.Holders
+	// words are the Callers' per-goroutine reference words; every
+	// Instance's refs counts them (ref.Words).
+	words ref.Words
+
+	// Lock order (docs/design.md, "Lock order"): Host.mu, then
+	// Instance.regMu, then registry.mu; Host.mu, then a ref.Ref's own
+	// mutex (Kill, Revive). Every other lock here is a leaf. None is held
+	// while module code or a subscriber runs.
 
 	// mu guards byName, seq and every Instance's deps, holders,
-	// waitingFor and unloading fields, and state transitions. It is never
-	// held while module code runs. Lock order: Host.mu, then registry.mu.
+	// waitingFor, replaces, restored, events, delivering and unloading
+	// fields, and state transitions. It is never held while module code
+	// runs. Held, it may be followed by Instance.regMu, registry.mu and a
+	// ref.Ref's mutex.
 	mu     sync.Mutex
 	byName map[string]*Instance // the current instance of each name, coming/live/going
 	seq    uint64
 
-	subMu sync.Mutex                     // serialises writers of subs
+	subMu sync.Mutex                     // serialises writers of subs; a leaf
 	subs  atomic.Pointer[[]*func(Event)] // the notifier chain, copy-on-write
 
-	taintMu sync.Mutex // guards taints
+	taintMu sync.Mutex // guards taints; a leaf
 	taints  []string
 
 	underflows atomic.Int64
@@ -47,12 +54,12 @@ type Host struct {
 	// cancels detachedCtx to force them.
 	detached      teardowns
 	detachedCtx   context.Context
+	detachedForce context.CancelFunc
 
 	// sectionCtx is context.Background() marked as this host's read
 	// section: hook calls made with no context of their own use it rather
 	// than allocate a marked one each call.
 	sectionCtx context.Context
-	detachedForce context.CancelFunc
 
 	hooks testHooks
 }
@@ -71,11 +78,11 @@ type testHooks struct {
 	unloadFound   func(m *Instance)              // Unload: found m by name, before taking Host.mu
 }
 
-// teardowns counts background teardowns. Unlike a sync.WaitGroup it may
+// teardowns counts background teardowns (its mu is a leaf). Unlike a sync.WaitGroup it may
 // gain one while someone waits for it to be idle (a load failing during
 // Shutdown).
 type teardowns struct {
-	mu   sync.Mutex
+	mu   sync.Mutex // guards n and idle
 	n    int
 	idle chan struct{} // closed when n drops to zero; nil while never busy
 }
@@ -251,7 +258,7 @@ func (r *Reader) Close() { r.r.Close() }
 type sectionKey struct{ h *Host }
 
 // inReadSection reports whether ctx is (derived from) the context of a hook
-// call of h, that is, whether its holder may be inside a read section of
+// call of h, that is, whether whoever holds it may be inside a read section of
 // h's grace-period domain, which no grace period of h can outlast.
 func (h *Host) inReadSection(ctx context.Context) bool {
 	return ctx != nil && ctx.Value(sectionKey{h}) != nil
@@ -405,8 +412,8 @@ func (h *Host) Underflows() int64 { return h.underflows.Load() }
 
 // collectUnderflows reports the Puts without a Get that m's reference has
 // detected since the last report. Called when a Put detects one at once,
-// and after every Kill, when per-P counts are folded and late detections
-// surface.
+// and after every Kill, when the Ref's slot counts are folded and late
+// detections surface.
 func (h *Host) collectUnderflows(m *Instance) {
 	for {
 		seen := m.underflowsSeen.Load()

@@ -33,8 +33,8 @@ type Instance struct {
 	used      atomic.Bool
 	autoclean atomic.Bool
 	// underflowsSeen is how many of refs.Underflows() the host has
-	// reported: per-P counting detects a Put without a Get only when it
-	// switches to counting mode (Kill), not at the Put.
+	// reported: counting in the Ref's slots detects a Put without a Get
+	// only when it switches to exact counting (Kill), not at the Put.
 	underflowsSeen atomic.Int64
 
 	// initDone is closed when the coming phase has ended: live, or failed
@@ -61,11 +61,14 @@ type Instance struct {
 	events     []State            // transitions made, not yet delivered to subscribers (Host.deliver)
 	delivering bool               // a goroutine is delivering events
 
-	// regs is guarded by regMu; appended during Init only.
+	// regMu guards regs (appended during Init only) and the end of the
+	// registration window (Kernel.initing). Lock order: it may be taken
+	// under Host.mu, and registry.mu may be taken under it (Kernel.stage
+	// reserves the name holding it); never the other way round.
 	regMu sync.Mutex
 	regs  []*registration
 
-	taintMu sync.Mutex // guards taints
+	taintMu sync.Mutex // guards taints; a leaf
 	taints  []string
 }
 
@@ -185,10 +188,15 @@ func (m *Instance) Size() (n int64) {
 // when err is not nil, *err is set to a *ModuleError naming m, with Op
 // what (and detail), wrapping sentinel (if not nil) and the panic's value.
 func (m *Instance) catch(what, detail string, sentinel error, err *error) {
-	p := recover()
-	if p == nil {
-		return
+	if p := recover(); p != nil {
+		m.caught(what, detail, sentinel, err, p)
 	}
+}
+
+// caught is catch's work once it has recovered p (recover must be called
+// by the deferred function itself: Caller.done, which defers no catch,
+// calls this too).
+func (m *Instance) caught(what, detail string, sentinel error, err *error, p any) {
 	if detail != "" {
 		what += " " + detail
 	}

@@ -157,7 +157,7 @@ func (h *Host) newInstance(info Info, key string, params map[string]string, lo l
 		info:     info,
 		seq:      h.seq,
 		loaded:   time.Now(),
-		refs:     h.holders.New(true), // outside TryGet fails while coming
+		refs:     h.words.New(true), // outside TryGet fails while coming
 		initDone: make(chan struct{}),
 		gone:     make(chan struct{}),
 		params:   params,

@@ -197,7 +197,7 @@ func TestPanicInEveryEntryPoint(t *testing.T) {
 			hd := h.Handle(KindSymbol, "p.f")
 			c := h.NewCaller()
 			defer c.Close()
-			for range 2 { // shared path resolving, then the Holder's
+			for range 2 { // shared path resolving, then the Word's
 				if _, err := c.Call(ctx, hd); err == nil || !strings.Contains(err.Error(), "boom in symbol") {
 					t.Fatalf("Caller.Call: %v", err)
 				}

@@ -96,8 +96,9 @@ func (s *snapshot) lookup(kind Kind, name string) *registration {
 // registry holds every registration: reserved ones (staged during Init, or
 // unpublished during an unload attempt) and published ones.
 type registry struct {
-	// mu guards reserved and serialises writers of snap. Lock order: it
-	// may be taken under Host.mu, never the other way round.
+	// mu guards reserved and serialises writers of snap. It is a leaf:
+	// it may be taken under Host.mu and under Instance.regMu, and nothing
+	// is taken while it is held.
 	mu       sync.Mutex
 	reserved map[regKey]*registration
 	snap     atomic.Pointer[snapshot]

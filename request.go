@@ -30,7 +30,7 @@ const (
 type requester struct {
 	slots chan struct{} // counting semaphore of maxConcurrentRequests
 
-	// mu guards inflight and failed.
+	// mu guards inflight and failed; a leaf.
 	mu       sync.Mutex
 	inflight map[string]*requestCall
 	failed   map[string]backoff

@@ -214,12 +214,27 @@ func (h *Host) waitRefs(ctx context.Context, m *Instance, opts UnloadOptions) er
 	}
 }
 
-// Shutdown unloads every module, dependents before their dependencies. Each
-// unload waits for references until ctx is done; what is left then is
-// forced (and named in forced), and the teardowns running in the
-// background (failed inits, undone replacements) stop waiting and finish,
-// tainting their modules. It returns when every module is gone. Called
-// with a hook call's context it fails at once with ErrInReadSection.
+// Shutdown unloads every module, dependents before their dependencies, in
+// rounds, and waits for the teardowns running in the background (failed
+// inits, undone replacements). Each unload waits for references while ctx
+// allows; once ctx is done, a module still busy is forced (and named in
+// forced), and the background teardowns stop waiting and finish, tainting
+// their modules.
+//
+// It returns a nil error once a round finds no module left and the
+// background teardowns have finished. It does not stop other goroutines
+// from loading modules: one loaded after that last look stays loaded. A
+// module that is coming or going (a load, or another caller's unload, in
+// progress) is waited for, even after ctx is done, so a load whose Init
+// never returns keeps Shutdown from returning.
+//
+// It returns early, with modules left, once ctx is done and a round in
+// which no module could go ended with unload errors that even a forced
+// unload gets (a module whose unload or hot swap another caller owns, or
+// on which another module came to depend): the joined errors, with forced
+// naming what was forced so far. Background teardowns may then still be running.
+//
+// Called with a hook call's context it fails at once with ErrInReadSection.
 func (h *Host) Shutdown(ctx context.Context) (forced []string, err error) {
 	if h.inReadSection(ctx) {
 		return nil, sectionErr("shutdown", "host")

@@ -23,7 +23,7 @@ type AnonMount struct {
 	owner  *raceless.Instance
 	fstype string
 
-	mu    sync.Mutex // guards count and mnt (Jamie's semaphore); held across the internal mount's creation
+	mu    sync.Mutex // guards count and mnt (Jamie's semaphore); held across the internal mount's creation (package doc, "Concurrency")
 	count int        // open anonymous files
 	mnt   *Mount     // the internal mount while count > 0
 }

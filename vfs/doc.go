@@ -64,12 +64,47 @@
 // # Concurrency
 //
 // Namespace, Proc, File and AnonMount methods are safe for concurrent use.
-// None may be called with VFS locks held (filesystem code must not call
-// back into mount operations of the namespace it serves; reading
-// Namespace.Mounts is fine). Lock order and what each lock guards are
-// written at mpMu/treeMu in mount.go. No VFS lock is held across filesystem
-// (module) code except mpMu around Rmdir/Unlink/Rename of a possible mount
-// point.
+// This section is the one statement of the VFS's lock rules; the lock
+// declarations refer to it.
+//
+// The locks, outermost first (a lock may be taken while holding one above
+// it, never the other way round):
+//
+//	mpMu          (mount.go) one for all namespaces: serializes changes of
+//	              mount points (mount, bind, move, umount) against rmdir,
+//	              unlink and rename, so that nothing is mounted on a name
+//	              being removed (Linux: lock_mount and the inode lock).
+//	treeMu        (mount.go) one RWMutex for all namespaces: guards the
+//	              mount trees (Mount.ns, parent, mp*, children, state and
+//	              Namespace.points); taken alone or under mpMu.
+//	File.wmu      serializes the Writes of one File that share its offset.
+//	File.mu       guards a File's offset, directory listing and closed flag;
+//	              taken alone or under File.wmu.
+//	Proc.mu       guards a Proc's working directory and closed flag.
+//	AnonMount.mu  guards an AnonMount's count of open files and its
+//	              internal mount.
+//
+// treeMu, File.mu and Proc.mu are leaves and are never held while
+// filesystem (module) code runs. Three locks are, each only around the
+// filesystem call that needs it: mpMu around the lookup, stat and the
+// Rmdir, Unlink or Rename of a name that may be a mount point, and around
+// the stat of a mount target (is it still there?); File.wmu around the
+// filesystem calls of a Write (WriteAt or Append, and the stat that finds
+// the end of an O_APPEND file without Append; Linux's f_pos_lock); and
+// AnonMount.mu around the creation of the internal mount when the first
+// anonymous file opens (the filesystem type's Acquire from the host,
+// FileSystemType.Mount, Superblock.Root, a stat of the root and, if one
+// fails, Superblock.Release and the Binding's release). Apart from that
+// creation, no VFS lock is held when the VFS calls into the host (Acquire,
+// Request) or drops the last reference of a superblock (Superblock.Release,
+// then the module reference). Reference counts (Mount.refs,
+// superblock.mounts) are atomic.
+//
+// Hence filesystem code must not, while serving one of those calls, make a
+// mount, bind, move, umount, rmdir, unlink or rename in any namespace
+// (mpMu is shared by all), Write to the File it is writing for, or open an
+// anonymous file of the AnonMount whose internal mount it is creating; any
+// other VFS call (lookups, reads, Namespace.Mounts) is fine.
 //
 // # Caveats
 //

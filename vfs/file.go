@@ -24,8 +24,9 @@ type File struct {
 
 	onClose func() // anonymous files: the AnonMount's count, after Release
 
-	wmu     sync.Mutex // serializes Write calls sharing the offset; taken before mu
-	mu      sync.Mutex // guards off, dirents, dirRead, closed; never held across filesystem code except ReadDir's listing
+	// Lock rules: the package doc, "Concurrency".
+	wmu     sync.Mutex // serializes Write calls sharing the offset; held across the filesystem's write; taken before mu
+	mu      sync.Mutex // guards off, dirents, dirRead, closed; a leaf, never held across filesystem code
 	off     int64
 	dirents []fs.DirEntry
 	dirRead bool
@@ -181,14 +182,11 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 	if err := f.check("seek"); err != nil {
 		return 0, err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	var base int64
 	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		base = f.off
+	case io.SeekStart, io.SeekCurrent:
 	case io.SeekEnd:
+		// The size comes from filesystem code: asked before taking f.mu.
 		if sh, ok := f.h.(SizedHandle); ok {
 			var err error
 			if base, err = guard(f.m.sb, "size", func() (int64, error) { return sh.Size(), nil }); err != nil {
@@ -203,6 +201,11 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 		base = a.Size
 	default:
 		return 0, pathErr("seek", f.name, EINVAL)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if whence == io.SeekCurrent {
+		base = f.off
 	}
 	if base+offset < 0 {
 		return 0, pathErr("seek", f.name, EINVAL)
@@ -259,14 +262,23 @@ func (f *File) ReadDir(n int) ([]fs.DirEntry, error) {
 		return nil, pathErr("readdirent", f.name, ENOTDIR)
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.dirRead {
+	read := f.dirRead
+	f.mu.Unlock()
+	if !read {
+		// The listing is filesystem code: made without f.mu. A
+		// concurrent ReadDir may list too; the first to finish wins.
 		ents, err := readDirLoc(nil, loc{m: f.m, n: f.n})
 		if err != nil {
 			return nil, pathErr("readdirent", f.name, err)
 		}
-		f.dirents, f.dirRead = ents, true
+		f.mu.Lock()
+		if !f.dirRead {
+			f.dirents, f.dirRead = ents, true
+		}
+	} else {
+		f.mu.Lock()
 	}
+	defer f.mu.Unlock()
 	if n <= 0 {
 		out := f.dirents
 		f.dirents = nil

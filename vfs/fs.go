@@ -80,8 +80,10 @@ type DirEntry struct {
 // are the optional interfaces below; an operation on a node that lacks the
 // interface fails with ENOTDIR (directory operations), EINVAL (Readlink) or
 // ENOTSUP. Node methods are module code: the VFS calls them holding a
-// mount reference (so the module is pinned) and no VFS lock, and recovers
-// their panics (see "Panics in filesystems" in the package doc).
+// mount reference (so the module is pinned), holding no VFS lock except in
+// the few calls listed under "Concurrency" in the package doc (what may
+// then not be called back is listed there too), and recovers their panics
+// (see "Panics in filesystems" in the package doc).
 type Node interface {
 	Stat() (Attr, error)
 }

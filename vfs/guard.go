@@ -12,8 +12,8 @@ import (
 // the caller, as a Linux driver's oops kills the system call and not the
 // kernel, and taints the module owning the filesystem. The panic stops
 // inside guard, so the caller goes on down its ordinary error path: the
-// locks it holds (mpMu around Rmdir, Unlink and Rename; File.mu around
-// ReadDir) and the references it took are released as after any error.
+// locks it holds (mpMu, File.wmu or AnonMount.mu: see "Concurrency" in the
+// package doc) and the references it took are released as after any error.
 // Calls on a nil Node or Handle a module returned panic inside guard too,
 // and so are EIO as well. Panics in VFS code itself are not recovered.
 

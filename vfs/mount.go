@@ -20,25 +20,17 @@ type Host interface {
 	Request(ctx context.Context, nameOrAlias string) (*raceless.Instance, error)
 }
 
-// Lock order (outermost first):
-//
-//	mpMu      serializes changes of mount points against rmdir, unlink and
-//	          rename of them (Linux: lock_mount / the inode lock). Filesystem
-//	          code may run while it is held (Rmdir, Rename).
-//	treeMu    guards the mount tree of every namespace: Mount.ns, parent,
-//	          mp*, children, state and Namespace.points. Never held across
-//	          filesystem (module) code, never held while taking mpMu.
-//	File.mu   guards a file's offset and closed flag; taken without the
-//	          others held, and filesystem code (ReadAt/WriteAt) runs under it
-//	          only for O_APPEND-free offset updates (never).
+// The VFS's locks: what each guards, their order and which may be held
+// while filesystem code runs are stated once, in the package doc
+// ("Concurrency").
 //
 // Reference counts (Mount.refs, superblock.mounts) are atomic: an increment
 // happens only by someone already holding a reference or under treeMu while
 // the mount is attached (the tree holds one), so a count never rises from
 // zero.
 var (
-	mpMu   sync.Mutex
-	treeMu sync.RWMutex
+	mpMu   sync.Mutex   // mount points against rmdir, unlink, rename; outermost; held across some filesystem calls
+	treeMu sync.RWMutex // the mount trees; under mpMu; a leaf, never held across filesystem code
 )
 
 var (

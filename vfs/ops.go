@@ -244,7 +244,7 @@ func (p *Proc) MkdirAll(name string, perm fs.FileMode) error {
 	return err
 }
 
-// lockedChild looks last up in d and reports EBUSY when it is a mount
+// busyChild looks last up in d and reports EBUSY when it is a mount
 // point. mpMu must be held, so that nothing is mounted on it meanwhile.
 func (p *Proc) busyChild(d loc, last string) error {
 	dn := d.n.(DirNode)

@@ -18,6 +18,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/atomicfile"
 	"github.com/raceless/raceless/wasm/modinfo"
 )
 
@@ -468,28 +469,14 @@ func (l *Loader) dropInstrumented(src *Source) {
 	}
 }
 
-// writeFileAtomic writes a file under a temporary name and renames it into
-// place, so that a concurrent reader (another process sharing the cache)
-// sees all of it or nothing.
+// writeFileAtomic writes a cache file (mode 0600, creating its directory
+// with mode 0700) with atomicfile.WriteFile, so that a concurrent reader
+// (another process sharing the cache) sees all of it or nothing.
 func writeFileAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-	}
-	return err
+	return atomicfile.WriteFile(path, data, 0o600)
 }
 
 // releaseCompiled drops a reference taken by acquireCompiled; the last one

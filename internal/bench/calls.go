@@ -90,7 +90,7 @@ type LifecycleResult struct {
 }
 
 // Names lists the call benchmarks in table order.
-var Names = []string{"unprotected", "grace_reader", "grace_anonymous", "ref_tryget_put", "ref_holder", "rwmutex", "atomic_counter", "mutex_counter"}
+var Names = []string{"unprotected", "grace_reader", "grace_anonymous", "ref_tryget_put", "ref_word", "rwmutex", "atomic_counter", "mutex_counter"}
 
 // target is the protected function: tiny, not inlined, called through a
 // package variable so the call stays indirect.
@@ -115,7 +115,7 @@ type benchmark struct {
 }
 
 // perGoroutine is a setup's result for a path with a per-goroutine handle
-// (a grace Reader, a ref Holder): each worker registers its own and runs
+// (a grace Reader, a ref Word): each worker registers its own and runs
 // body with it; teardown closes them all.
 func perGoroutine[H any](register func() H, closeH func(H), body func(H) worker) (func(int) worker, func()) {
 	var mu sync.Mutex // guards hs
@@ -189,10 +189,10 @@ func benchmarks() []benchmark {
 				}
 			}, func() {}
 		}},
-		{"ref_holder", func() (func(int) worker, func()) { // raceless.Caller's path
-			var hs ref.Holders
-			r := hs.New(false)
-			return perGoroutine(hs.Register, (*ref.Holder).Close, func(h *ref.Holder) worker {
+		{"ref_word", func() (func(int) worker, func()) { // raceless.Caller's path
+			var ws ref.Words
+			r := ws.New(false)
+			return perGoroutine(ws.Register, (*ref.Word).Close, func(h *ref.Word) worker {
 				return func(n int) int {
 					acc := 0
 					for i := 0; i < n; i++ {

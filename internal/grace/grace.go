@@ -128,9 +128,10 @@ type Domain struct {
 	readers []*Reader
 }
 
-// anonSlot holds anonymous-section counters, several per P so that
-// goroutines running at the same time rarely share a line; updated with
-// atomic adds, read by Synchronize.
+// anonSlot holds anonymous-section counters. A section picks its slot by
+// stack address (percpu.Spread); there are several slots for each P
+// (percpu.Slots) so that goroutines running at the same time rarely share
+// a line. Updated with atomic adds, read by Synchronize.
 type anonSlot struct {
 	n [2 * phases]uint64 // lock counts of phases 0..3, then unlock counts
 	_ [percpu.CacheLine - 16*phases]byte

@@ -2,7 +2,9 @@ package grace
 
 import "runtime"
 
-// runtimeProcs is the number of per-P slots to allocate: enough for the
+// runtimeProcs is the number of Ps to size the anonymous slots for
+// (percpu.Slots allocates several per P; a section picks one by stack
+// address, not by P): enough for the
 // current GOMAXPROCS and for the machine's CPUs, so that the common
 // "GOMAXPROCS raised to NumCPU later" stays on the fast path.
 func runtimeProcs() int {

@@ -189,7 +189,7 @@ func TestModelRejectsWrongHistories(t *testing.T) {
 // acquire/put, Module and Lookup.
 //
 // Found by this test under heavy machine load: a TryGet could fail on a
-// per-P slot that Kill had already swapped to dead while a later TryGet
+// slot that Kill had already swapped to dead while a later TryGet
 // succeeded on a slot not swapped yet (safe: Kill counted it and the
 // unload was refused, but no single instant of "new references refused"
 // existed). Fixed in internal/ref: TryGet reads Kill's mode first.

@@ -29,6 +29,7 @@ import (
 	"strings"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/atomicfile"
 )
 
 // File names inside a module directory.
@@ -229,26 +230,15 @@ func (x *Index) Encode() (dep, alias []byte) {
 	return d.Bytes(), a.Bytes()
 }
 
-// Write writes modules.dep and modules.alias into x.Dir, each replaced
-// atomically (written to a temporary file, then renamed).
+// Write writes modules.dep and modules.alias into x.Dir (mode 0644), each
+// replaced atomically (atomicfile.WriteFile: a temporary file in x.Dir,
+// synced, then renamed).
 func (x *Index) Write() error {
 	dep, alias := x.Encode()
-	if err := writeAtomic(filepath.Join(x.Dir, DepFile), dep); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(x.Dir, DepFile), dep, 0o644); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(x.Dir, AliasFile), alias)
-}
-
-func writeAtomic(name string, data []byte) error {
-	tmp := name + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(x.Dir, AliasFile), alias, 0o644)
 }
 
 // ErrNoIndex is returned by Read when the directory has no modules.dep:

@@ -142,7 +142,7 @@ var mutations = []mutation{
 	},
 	{
 		Name:  "ref-kill-no-heavy",
-		What:  "Kill scans the Holders without calling percpu.Heavy first",
+		What:  "Kill scans the Words without calling percpu.Heavy first",
 		File:  "internal/ref/ref.go",
 		Edits: []edit{{"\t\theavy() // percpu.Heavy;", "\t\t// MUTATION: no heavy() percpu.Heavy;"}},
 		Pkgs:  refPkgs,
@@ -150,7 +150,7 @@ var mutations = []mutation{
 	},
 	{
 		Name: "ref-kill-late-mode",
-		What: "Kill publishes modeDead only after its slot sweep and Holder scan (weakened ordering)",
+		What: "Kill publishes modeDead only after its slot sweep and Word scan (weakened ordering)",
 		File: "internal/ref/ref.go",
 		Edits: []edit{
 			{"\tr.mode.Store(modeDead)\n\tvar sum int64", "\tvar sum int64"},
@@ -160,10 +160,10 @@ var mutations = []mutation{
 		Modes: both,
 	},
 	{
-		Name:  "ref-holder-no-mode",
-		What:  "Holder.TryGet takes the reference without reading the mode",
-		File:  "internal/ref/holder.go",
-		Edits: []edit{{"if r.mode.Load() == modeDead {\n\t\treturn h.backOut()", "if false { // MUTATION\n\t\treturn h.backOut()"}},
+		Name:  "ref-word-no-mode",
+		What:  "Word.TryGet takes the reference without reading the mode",
+		File:  "internal/ref/word.go",
+		Edits: []edit{{"if r.mode.Load() == modeDead {\n\t\treturn w.backOut()", "if false { // MUTATION\n\t\treturn w.backOut()"}},
 		Pkgs:  refPkgs,
 		Modes: both,
 	},

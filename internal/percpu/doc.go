@@ -1,7 +1,8 @@
 // Package percpu holds the machine-level pieces shared by the fast paths in
 // internal/grace and internal/ref:
 //
-//   - Spread/Slots: choose one of a few padded counter slots per P from a
+//   - Spread/Slots: choose one of a set of padded counter slots (at least
+//     four for each P, so that running goroutines rarely collide) from a
 //     hash of the goroutine's stack address (no call, no pinning). Slots
 //     chosen this way have no exclusive writer, so they are only ever updated
 //     with atomic read-modify-writes and summed; see index.go.

@@ -36,9 +36,9 @@ func TestTryGetDeadSlot(t *testing.T) {
 // modeDead, a TryGet fails even on a slot the sweep has not reached yet
 // (made deterministic: the mode is set by hand, no slot swapped).
 func TestKillTakesEffectAtOnce(t *testing.T) {
-	hs := &Holders{}
-	r := hs.New(false)
-	h := hs.Register()
+	ws := &Words{}
+	r := ws.New(false)
+	h := ws.Register()
 	defer h.Close()
 	r.mode.Store(modeDead) // Kill's first step, before its sweep
 	if r.TryGet() {
@@ -46,7 +46,7 @@ func TestKillTakesEffectAtOnce(t *testing.T) {
 		r.Put()
 	}
 	if h.TryGet(r) {
-		t.Error("Holder.TryGet succeeded after Kill stored modeDead")
+		t.Error("Word.TryGet succeeded after Kill stored modeDead")
 		h.Put(r)
 	}
 	r.mode.Store(modeLive)
@@ -55,7 +55,7 @@ func TestKillTakesEffectAtOnce(t *testing.T) {
 	}
 }
 
-// Kill's barrier against the Holders' plain stores, modelled
+// Kill's barrier against the Words' plain stores, modelled
 // deterministically (grace's TestHeavyOrdersReaders does the same for
 // readers; percpu's TestStoreBufferLitmus shows the buffering is real).
 func TestKillBarrier(t *testing.T) {
@@ -69,27 +69,27 @@ func TestKillBarrier(t *testing.T) {
 		}
 		t.Cleanup(func() { heavy = percpu.Heavy })
 	}
-	// A Holder announced itself (addr|1, still in its store buffer) and
+	// A Word announced itself (addr|1, still in its store buffer) and
 	// read the mode: live. Kill's barrier drains the store; the scan must
-	// find it and wait for it to settle; the Holder then holds, and Kill
+	// find it and wait for it to settle; the Word then holds, and Kill
 	// must not report zero. Without the barrier before the scan, the scan
-	// reads 0 and Kill reports zero while the Holder goes on to hold.
+	// reads 0 and Kill reports zero while the Word goes on to hold.
 	t.Run("entering", func(t *testing.T) {
-		hs := &Holders{}
-		r := hs.New(false)
-		h := hs.Register()
+		ws := &Words{}
+		r := ws.New(false)
+		h := ws.Register()
 		defer h.Close()
 		a := uint64(uintptr(unsafe.Pointer(r)))
-		if r.mode.Load() != modeLive { // the Holder's load of the mode
+		if r.mode.Load() != modeLive { // the Word's load of the mode
 			t.Fatal("test bug")
 		}
-		withHeavy(t, func() { atomic.StoreUint64(&h.word, a|entering) })
-		settleHook = func() { atomic.StoreUint64(&h.word, a) } // its TryGet completes
+		withHeavy(t, func() { atomic.StoreUint64(&h.v, a|entering) })
+		settleHook = func() { atomic.StoreUint64(&h.v, a) } // its TryGet completes
 		defer func() { settleHook = nil }()
 		zero := r.Kill()
-		atomic.StoreUint64(&h.word, a) // (if Kill never waited, the TryGet completes now)
+		atomic.StoreUint64(&h.v, a) // (if Kill never waited, the TryGet completes now)
 		if zero {
-			t.Fatal("Kill reported zero while a Holder that found the Ref live holds a reference")
+			t.Fatal("Kill reported zero while a Word that found the Ref live holds a reference")
 		}
 		h.Put(r)
 		if r.Count() != 0 || !r.Kill() {
@@ -99,21 +99,21 @@ func TestKillBarrier(t *testing.T) {
 	// A TryGet that starts after Kill's barrier (its store is after the
 	// barrier point) must fail: Kill stored modeDead before the barrier.
 	t.Run("after", func(t *testing.T) {
-		hs := &Holders{}
-		r := hs.New(false)
-		h := hs.Register()
+		ws := &Words{}
+		r := ws.New(false)
+		h := ws.Register()
 		defer h.Close()
-		late := hs.Register()
+		late := ws.Register()
 		defer late.Close()
 		var got, ran bool
 		withHeavy(t, func() { ran, got = true, late.TryGet(r) })
 		zero := r.Kill()
 		if !ran {
-			t.Fatal("Kill with a Holder registered called no barrier")
+			t.Fatal("Kill with a Word registered called no barrier")
 		}
 		if got {
 			late.Put(r)
-			t.Fatalf("a Holder's TryGet after Kill's barrier succeeded (Kill reported zero: %v)", zero)
+			t.Fatalf("a Word's TryGet after Kill's barrier succeeded (Kill reported zero: %v)", zero)
 		}
 		if !zero {
 			t.Fatalf("Kill saw count %d", r.Count())

@@ -77,11 +77,11 @@
 // computes a negative total; Kill then clamps the count to zero and adds the
 // deficit to Underflows.
 //
-// # Holders
+// # Words
 //
-// A Ref made by Holders.New also counts the references held in that set's
-// Holders: one goroutine's word each, taken and dropped with plain stores,
-// which Kill reads after a membarrier (see Holders). Kill, Count and
+// A Ref made by Words.New also counts the references held in that set's
+// Words: one goroutine's word each, taken and dropped with plain stores,
+// which Kill reads after a membarrier (see Words). Kill, Count and
 // WaitZero include them; the slot argument above is unchanged.
 package ref
 
@@ -118,11 +118,11 @@ type Ref struct {
 	// Read-mostly line: the fast path reads slots and shift.
 	slots []slot // counter slots, chosen by percpu.Spread
 	shift uint   // percpu.Spread() >> shift indexes slots
-	// holders is the set whose Holders this Ref counts (Holders.New);
+	// words is the set whose Words this Ref counts (Words.New);
 	// nil for none.
-	holders *Holders
-	mode    atomic.Uint32 // modeLive or modeDead; written under mu by Kill/Revive; read first by TryGet
-	_       [percpu.CacheLine - 24 - 8 - 8 - 4]byte
+	words *Words
+	mode  atomic.Uint32 // modeLive or modeDead; written under mu by Kill/Revive; read first by TryGet
+	_     [percpu.CacheLine - 24 - 8 - 8 - 4]byte
 
 	shared atomic.Int64 // dead: the exact count; live: bias + slow-path operations
 	under  atomic.Int64 // detected unmatched Puts
@@ -259,7 +259,7 @@ func (r *Ref) Kill() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.mode.Load() == modeDead {
-		return r.shared.Load() == 0 && r.holders.held(r, false) == 0
+		return r.shared.Load() == 0 && r.words.held(r, false) == 0
 	}
 	r.mode.Store(modeDead)
 	var sum int64
@@ -269,11 +269,11 @@ func (r *Ref) Kill() bool {
 		old := r.slots[i].n.Swap(deadBit | slotBias)
 		sum += int64(old - slotBias)
 	}
-	n := r.shared.Add(sum - bias) // the switch: the exact count, less the Holders'
+	n := r.shared.Add(sum - bias) // the switch: the exact count, less the Words'
 	var held int64
-	if hs := r.holders; hs != nil && hs.Len() > 0 {
-		heavy() // percpu.Heavy; see Holders: every Holder's word is visible now
-		held = hs.held(r, true)
+	if ws := r.words; ws != nil && ws.Len() > 0 {
+		heavy() // percpu.Heavy; see Words: every Word is visible now
+		held = ws.held(r, true)
 	}
 	for n < 0 {
 		// Unmatched Puts made in live mode: clamp to zero and record them.
@@ -318,7 +318,7 @@ func (r *Ref) Count() int64 {
 			}
 		}
 	}
-	return max(v, 0) + r.holders.held(r, false)
+	return max(v, 0) + r.words.held(r, false)
 }
 
 // Underflows returns how many Puts without a matching get were detected.
@@ -335,7 +335,7 @@ func (r *Ref) Dead() bool { return r.mode.Load() == modeDead }
 func (r *Ref) WaitZero(ctx context.Context) error {
 	for {
 		r.mu.Lock()
-		if r.mode.Load() == modeDead && r.shared.Load() == 0 && r.holders.held(r, false) == 0 {
+		if r.mode.Load() == modeDead && r.shared.Load() == 0 && r.words.held(r, false) == 0 {
 			r.mu.Unlock()
 			return nil
 		}
@@ -367,7 +367,7 @@ func (r *Ref) signalZeroLocked() {
 	}
 }
 
-// heavy is percpu.Heavy; a test wraps it to model a Holder whose store is
+// heavy is percpu.Heavy; a test wraps it to model a Word whose store is
 // still in its CPU's store buffer until the barrier (TestKillBarrier).
 var heavy = percpu.Heavy
 

@@ -129,8 +129,8 @@ func TestTorture(t *testing.T) {
 	workers := max(3, runtime.GOMAXPROCS(0)+1)
 	var totalKills, zeroKills, gets int64
 	for round := 0; round < rounds; round++ {
-		hs := &Holders{}
-		r := hs.New(round%2 == 1)
+		ws := &Words{}
+		r := ws.New(round%2 == 1)
 		r.Revive()
 		var (
 			killedZero  atomic.Bool  // set while a Kill that saw zero is in force
@@ -145,7 +145,7 @@ func TestTorture(t *testing.T) {
 			wg.Add(1)
 			go func(w int) {
 				defer wg.Done()
-				tryGet, put, done := workerOps(hs, r, w)
+				tryGet, put, done := workerOps(ws, r, w)
 				defer done()
 				for i := 0; !stop.Load(); i++ {
 					if w == 0 {
@@ -356,8 +356,8 @@ func TestKillZeroRace(t *testing.T) {
 	workers := max(2, runtime.GOMAXPROCS(0))
 	var zeros, won int
 	for round := 0; round < rounds; round++ {
-		hs := &Holders{}
-		r := hs.New(false)
+		ws := &Words{}
+		r := ws.New(false)
 		var (
 			killedZero  atomic.Bool
 			stop        atomic.Bool
@@ -370,7 +370,7 @@ func TestKillZeroRace(t *testing.T) {
 			wg.Add(1)
 			go func(w int) {
 				defer wg.Done()
-				tryGet, put, done := workerOps(hs, r, w)
+				tryGet, put, done := workerOps(ws, r, w)
 				defer done()
 				for !stop.Load() {
 					if tryGet() {
@@ -482,11 +482,11 @@ func TestSlotDrift(t *testing.T) {
 }
 
 // workerOps returns worker w's TryGet and Put on r: odd workers take their
-// references in a Holder of hs (closed by done), even ones in r's slots.
-func workerOps(hs *Holders, r *Ref, w int) (tryGet, put func() bool, done func()) {
+// references in a Word of ws (closed by done), even ones in r's slots.
+func workerOps(ws *Words, r *Ref, w int) (tryGet, put func() bool, done func()) {
 	if w%2 == 0 {
 		return r.TryGet, r.Put, func() {}
 	}
-	h := hs.Register()
+	h := ws.Register()
 	return func() bool { return h.TryGet(r) }, func() bool { h.Put(r); return true }, h.Close
 }

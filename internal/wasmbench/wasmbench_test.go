@@ -35,8 +35,8 @@ func TestRunTiny(t *testing.T) {
 	}
 }
 
-// TestFull runs the full benchmark (1000 cycles) when
-// RACELESS_WASMBENCH_FULL=1, until `raceless bench wasm` is wired:
+// TestFull runs the full benchmark (1000 cycles), as `raceless bench wasm`
+// does, when RACELESS_WASMBENCH_FULL=1:
 //
 //	RACELESS_WASMBENCH_FULL=1 go test -run TestFull -v -timeout 10m ./internal/wasmbench
 func TestFull(t *testing.T) {

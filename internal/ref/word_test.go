@@ -6,10 +6,10 @@ import (
 	"unsafe"
 )
 
-func TestHolderLifecycle(t *testing.T) {
-	hs := &Holders{}
-	r := hs.New(false)
-	h := hs.Register()
+func TestWordLifecycle(t *testing.T) {
+	ws := &Words{}
+	r := ws.New(false)
+	h := ws.Register()
 	defer h.Close()
 	if !h.TryGet(r) || !h.Holding() {
 		t.Fatal("TryGet on a live Ref failed")
@@ -18,12 +18,12 @@ func TestHolderLifecycle(t *testing.T) {
 		t.Fatalf("Count = %d, want 1", got)
 	}
 	if r.Kill() {
-		t.Fatal("Kill saw zero with a Holder's reference held")
+		t.Fatal("Kill saw zero with a Word's reference held")
 	}
 	if got := r.Count(); got != 1 {
 		t.Fatalf("Count after Kill = %d, want 1", got)
 	}
-	other := hs.Register()
+	other := ws.Register()
 	defer other.Close()
 	if other.TryGet(r) || other.Holding() {
 		t.Fatal("TryGet after Kill succeeded")
@@ -47,21 +47,21 @@ func TestHolderLifecycle(t *testing.T) {
 	}
 }
 
-// A Kill with no Holder registered skips the barrier and the scan; a Holder
+// A Kill with no Word registered skips the barrier and the scan; a Word
 // registered after it still fails to take a reference, and one registered
 // and closed since leaves no trace.
-func TestHolderRegisteredAfterKill(t *testing.T) {
-	hs := &Holders{}
-	r := hs.New(false)
-	closed := hs.Register()
+func TestWordRegisteredAfterKill(t *testing.T) {
+	ws := &Words{}
+	r := ws.New(false)
+	closed := ws.Register()
 	closed.Close()
-	if hs.Len() != 0 || !r.Kill() {
-		t.Fatalf("Len %d; Kill with no Holder registered saw a reference", hs.Len())
+	if ws.Len() != 0 || !r.Kill() {
+		t.Fatalf("Len %d; Kill with no Word registered saw a reference", ws.Len())
 	}
-	h := hs.Register()
+	h := ws.Register()
 	defer h.Close()
-	if hs.Len() != 1 || h.TryGet(r) || h.Holding() {
-		t.Fatal("a Holder registered after the Kill took a reference")
+	if ws.Len() != 1 || h.TryGet(r) || h.Holding() {
+		t.Fatal("a Word registered after the Kill took a reference")
 	}
 	r.Revive()
 	if !h.TryGet(r) || r.Kill() {
@@ -70,9 +70,9 @@ func TestHolderRegisteredAfterKill(t *testing.T) {
 	h.Put(r)
 }
 
-// A Holder is counted by the Refs of its own set only.
-func TestHolderOtherSet(t *testing.T) {
-	a, b := &Holders{}, &Holders{}
+// A Word is counted by the Refs of its own set only.
+func TestWordOtherSet(t *testing.T) {
+	a, b := &Words{}, &Words{}
 	h := a.Register()
 	defer h.Close()
 	ra, rb := a.New(false), b.New(false)
@@ -80,24 +80,24 @@ func TestHolderOtherSet(t *testing.T) {
 		t.Fatal("TryGet failed")
 	}
 	if !rb.Kill() {
-		t.Fatal("a Ref of another set counted the Holder")
+		t.Fatal("a Ref of another set counted the Word")
 	}
 	if ra.Kill() {
-		t.Fatal("the Holder's own set's Ref did not count it")
+		t.Fatal("the Word's own set's Ref did not count it")
 	}
 	h.Put(ra)
 }
 
-// A Holder caught between announcing itself and reading the mode (entering)
+// A Word caught between announcing itself and reading the mode (entering)
 // may have found the Ref live: Kill waits for it to settle, and counts it
 // if it ends up holding.
-func TestKillWaitsForEnteringHolder(t *testing.T) {
-	hs := &Holders{}
-	r := hs.New(false)
-	h := hs.Register()
+func TestKillWaitsForEnteringWord(t *testing.T) {
+	ws := &Words{}
+	r := ws.New(false)
+	h := ws.Register()
 	defer h.Close()
 	a := uint64(uintptr(unsafe.Pointer(r)))
-	atomic.StoreUint64(&h.word, a|entering) // a TryGet that has loaded "live" and not yet stored
+	atomic.StoreUint64(&h.v, a|entering) // a TryGet that has loaded "live" and not yet stored
 
 	waiting := make(chan struct{})
 	var once atomic.Bool
@@ -110,13 +110,13 @@ func TestKillWaitsForEnteringHolder(t *testing.T) {
 	killed := make(chan bool)
 	go func() { killed <- r.Kill() }()
 	select {
-	case <-waiting: // Kill is waiting for the entering Holder
+	case <-waiting: // Kill is waiting for the entering Word
 	case zero := <-killed:
-		t.Fatalf("Kill returned %v without waiting for an entering Holder", zero)
+		t.Fatalf("Kill returned %v without waiting for an entering Word", zero)
 	}
-	atomic.StoreUint64(&h.word, a) // the TryGet succeeds
+	atomic.StoreUint64(&h.v, a) // the TryGet succeeds
 	if <-killed {
-		t.Fatal("Kill saw zero although the entering Holder got its reference")
+		t.Fatal("Kill saw zero although the entering Word got its reference")
 	}
 	h.Put(r)
 	if r.Count() != 0 || !r.Kill() {
@@ -124,10 +124,10 @@ func TestKillWaitsForEnteringHolder(t *testing.T) {
 	}
 }
 
-func BenchmarkHolderTryGetPut(b *testing.B) {
-	hs := &Holders{}
-	r := hs.New(false)
-	h := hs.Register()
+func BenchmarkWordTryGetPut(b *testing.B) {
+	ws := &Words{}
+	r := ws.New(false)
+	h := ws.Register()
 	defer h.Close()
 	for b.Loop() {
 		if h.TryGet(r) {
