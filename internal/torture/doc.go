@@ -10,6 +10,21 @@
 // points. It checks invariants continuously and at the end, and returns a
 // Report naming every violation with the seed of the run.
 //
+// # Memory
+//
+// A run keeps only what it has yet to check, so it can run for any length
+// (10⁸ operations and more) in flat memory. Each test module instance is
+// checked as soon as it is gone and its references are all put (the
+// count of a dead reference is exact, and nothing can take one any more),
+// with the checks every instance got at the end before; then the run
+// forgets it. The instances still alive, or still referenced, when the
+// workers stop are checked at the end, after Shutdown. Everything else the
+// run keeps is bounded: counters per operation kind and outcome, at most
+// maxDetails messages, and the namespace's mounts (about maxMounts: see
+// makeRoom). Report.RetainedPeak and RetainedEnd count the instances held,
+// HeapStart, HeapEnd and HeapPeak the live heap. The host's own taint list
+// (Host.Taints) still grows by a line per forced unload.
+//
 // # What is checked
 //
 // Every test module instance (a *tmod) keeps its own phase

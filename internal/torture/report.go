@@ -29,6 +29,9 @@ func (r Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "torture %s: %d ops in %.1fs (%.0f ops/s), %d violations, seed %d\n",
 		verdict, r.Ops, r.Seconds, r.OpsPerSec, r.Violations, r.Seed)
 	fmt.Fprintf(&b, "  %d workers, %d modules, %d instances, %d host taints\n", r.Workers, r.Modules, r.Instances, r.HostTaints)
+	fmt.Fprintf(&b, "  %d instances checked during the run, %d at the end; at most %d held at once\n", r.Checked, r.RetainedEnd, r.RetainedPeak)
+	fmt.Fprintf(&b, "  live heap: %s at start, %s at end, %s peak; %d mounts at end, %d peak\n",
+		mib(r.HeapStart), mib(r.HeapEnd), mib(r.HeapPeak), r.MountsEnd, r.MountsPeak)
 	section := func(title string, m map[string]int64) {
 		if len(m) == 0 {
 			return
@@ -51,3 +54,5 @@ func (r Report) WriteText(w io.Writer) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -82,6 +82,27 @@ type Report struct {
 	Events map[string]int64 `json:"events"`
 	// Instances is the number of module instances created.
 	Instances int64 `json:"instances"`
+	// Checked is the number of instances checked and let go during the
+	// run, each as soon as it was gone and nothing referred to it any
+	// more; the others (RetainedEnd) are checked at the end.
+	Checked int64 `json:"checked"`
+	// RetainedPeak is the most instances the run held at once for their
+	// checks, RetainedEnd those it held when the workers stopped: both
+	// stay small however long the run (TestTortureMemoryFlat).
+	RetainedPeak int64 `json:"retained_peak"`
+	RetainedEnd  int64 `json:"retained_end"`
+	// HeapStart and HeapEnd are the live heap in bytes (HeapAlloc right
+	// after a runtime.GC) before the workers start and once they have
+	// stopped, before the final checks; HeapPeak is the largest of these
+	// and of samples taken every heapSampleEvery during the run.
+	HeapStart uint64 `json:"heap_start"`
+	HeapEnd   uint64 `json:"heap_end"`
+	HeapPeak  uint64 `json:"heap_peak"`
+	// MountsEnd is the number of mounts in the namespace (the rootfs
+	// included) when the workers stopped, MountsPeak the largest of it
+	// and of the heap samples' counts: about maxMounts at most.
+	MountsEnd  int `json:"mounts_end,omitempty"`
+	MountsPeak int `json:"mounts_peak,omitempty"`
 	// HostTaints is the number of host taints (forced unloads) at the end.
 	HostTaints int `json:"host_taints"`
 	// Details are the first violation messages, each with the seed.
@@ -104,16 +125,36 @@ type runner struct {
 	clock      atomic.Uint64 // logical clock for "before" checks
 	ops        atomic.Int64
 
-	mu        sync.Mutex // guards everything below
-	byKind    map[string]int64
-	details   []string
-	opCounts  map[string]int64
-	outcomes  map[string]int64
-	events    map[string]int64
-	instances []*tmod
-	workers   []*worker
+	created atomic.Int64 // test module instances made
+	checked atomic.Int64 // instances checked and let go during the run
 
-	byInst sync.Map // *raceless.Instance -> *tmod
+	// reapMu serialises reap and the final checks.
+	reapMu sync.Mutex
+
+	mu       sync.Mutex // guards everything below
+	byKind   map[string]int64
+	details  []string
+	opCounts map[string]int64
+	outcomes map[string]int64
+	events   map[string]int64
+	// tracked holds the instances not checked yet: alive, or gone with
+	// references left (a forced unload's stale Bindings, mounts). reap
+	// checks the gone ones and drops them; the rest wait for the final
+	// checks. retainedPeak is its largest length; reap runs when it
+	// reaches nextReap.
+	tracked      []*tmod
+	retainedPeak int
+	retainedEnd  int
+	nextReap     int
+	ended        bool // the final checks have begun: no more reaps
+	workers      []*worker
+	heapStart    uint64
+	heapEnd      uint64
+	heapPeak     uint64
+	mountsEnd    int
+	mountsPeak   int
+
+	byInst sync.Map // *raceless.Instance -> *tmod, for the tracked ones
 
 	// handles has a Handle per wasm symbol of Options.Wasm, shared by the
 	// workers (wasm-handle-call); written before they start.
@@ -179,6 +220,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		opCounts:   map[string]int64{},
 		outcomes:   map[string]int64{},
 		events:     map[string]int64{},
+		nextReap:   minReap,
 	}
 	for i := 0; i < opts.Modules; i++ {
 		r.specs = append(r.specs, r.newSpec(i))
@@ -216,13 +258,15 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	}
 	defer cancelRun()
 
-	start := time.Now()
 	var wg sync.WaitGroup
 	for i := 0; i < opts.Workers; i++ {
 		w := &worker{r: r, id: i, rng: rand.New(rand.NewPCG(uint64(opts.Seed), uint64(i))),
 			opCounts: map[string]int64{}, outcomes: map[string]int64{}}
 		r.workers = append(r.workers, w)
 	}
+	r.heapStart = liveHeap()
+	r.heapPeak = r.heapStart
+	start := time.Now()
 	for _, w := range r.workers {
 		wg.Go(func() { w.run(runCtx) })
 	}
@@ -234,6 +278,12 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	if stuck {
 		return r.report(elapsed), fmt.Errorf("torture: workers stuck (seed %d)", r.seed)
 	}
+	h, mounts := liveHeap(), r.mounts()
+	r.mu.Lock()
+	r.heapEnd, r.heapPeak = h, max(r.heapPeak, h)
+	r.mountsEnd, r.mountsPeak = mounts, max(r.mountsPeak, mounts)
+	r.retainedEnd = len(r.tracked)
+	r.mu.Unlock()
 	r.finalChecks(ctx)
 	if err := goleak.Find(leakOpt, goleak.IgnoreCurrent()); err != nil {
 		r.violate("goroutine-leak", "%v", err)
@@ -251,6 +301,7 @@ func (r *runner) watch(runCtx context.Context, workersDone <-chan struct{}) bool
 	stopped := false
 	var stopAt time.Time
 	reported := map[int]bool{}
+	lastSample := time.Now()
 	for {
 		var runDone <-chan struct{}
 		if !stopped {
@@ -266,6 +317,14 @@ func (r *runner) watch(runCtx context.Context, workersDone <-chan struct{}) bool
 			stopped, stopAt = true, time.Now()
 			close(r.stop)
 		case now := <-tick.C:
+			if !stopped && now.Sub(lastSample) >= heapSampleEvery {
+				lastSample = now
+				h, mounts := liveHeap(), r.mounts()
+				r.mu.Lock()
+				r.heapPeak = max(r.heapPeak, h)
+				r.mountsPeak = max(r.mountsPeak, mounts)
+				r.mu.Unlock()
+			}
 			for _, w := range r.workers {
 				what, since := w.current()
 				if what != "" && now.Sub(since) > 2*r.opts.OpTimeout && !reported[w.id] {
@@ -290,8 +349,11 @@ func (r *runner) watch(runCtx context.Context, workersDone <-chan struct{}) bool
 // finalChecks runs after every worker has released everything.
 func (r *runner) finalChecks(ctx context.Context) {
 	h := r.host
+	// The instances not retired during the run; they get the checks every
+	// instance got at the end before instances were let go as they went.
+	left := r.endBatch()
 	if r.ns != nil {
-		r.teardownFS()
+		r.teardownFS(left)
 	}
 	for _, inst := range h.Modules() {
 		if inst.State() != raceless.StateLive {
@@ -320,38 +382,8 @@ func (r *runner) finalChecks(ctx context.Context) {
 	if n := h.Underflows(); n != 0 {
 		r.violate("ref-underflow", "%d puts without a get after shutdown", n)
 	}
-	r.mu.Lock()
-	insts := append([]*tmod(nil), r.instances...)
-	r.mu.Unlock()
-	for _, m := range insts {
-		m.noteForced() // a forced unload whose Exit refused taints after Exit
-		inits, calls, oks := m.inits.Load(), m.exitCalls.Load(), m.exitOKs.Load()
-		inst := m.inst.Load()
-		switch {
-		case inits > 1:
-			r.violate("exit-count", "%s: Init ran %d times", m, inits)
-		case inst == nil:
-			// Instantiated, never initialised (a dependency failed).
-		case m.phase.Load() == phInitFailed || m.phase.Load() == phIniting:
-			if calls != 0 {
-				r.violate("exit-count", "%s: Exit called %d times after a failed Init", m, calls)
-			}
-		case calls == 0:
-			r.violate("exit-count", "%s: went live, never exited (state %s)", m, inst.State())
-		case oks == 0 && !m.forced.Load():
-			r.violate("exit-count", "%s: %s without a successful Exit (%d calls, taints %q)", m, inst.State(), calls, inst.Taints())
-		}
-		if inst != nil {
-			if inst.State() != raceless.StateGone {
-				r.violate("api", "%s: %s after Shutdown", m, inst.State())
-			}
-			if n := inst.Refs(); n != 0 {
-				r.violate("refs-at-end", "%s: %d references after Shutdown", m, n)
-			}
-		}
-		if n := m.held.Load(); n != 0 {
-			r.violate("refs-at-end", "%s: torture still counts %d bindings", m, n)
-		}
+	for _, m := range left {
+		r.checkInstance(m)
 	}
 }
 
@@ -365,10 +397,161 @@ func (r *runner) stopping() bool {
 	}
 }
 
+// minReap is the least length of the tracked list at which reap runs.
+const minReap = 64
+
+// heapSampleEvery is how often the run samples its live heap.
+const heapSampleEvery = 5 * time.Second
+
+// track adds a new instance to those to check. When the list has doubled
+// since the last reap (and has at least minReap entries) it reaps it: the
+// list stays within twice the instances that could not be checked at the
+// last reap (alive, or pinned by stale references), or minReap, plus one
+// per goroutine making an instance, whatever the length of the run.
 func (r *runner) track(m *tmod) {
+	r.created.Add(1)
 	r.mu.Lock()
-	r.instances = append(r.instances, m)
+	r.tracked = append(r.tracked, m)
+	n := len(r.tracked)
+	r.retainedPeak = max(r.retainedPeak, n)
+	due := n >= r.nextReap
 	r.mu.Unlock()
+	if due {
+		r.reap()
+	}
+}
+
+// reap checks every tracked instance that is done with (retire) and drops
+// it. It waits for a reap already running, so that the list never grows
+// past nextReap plus one instance per goroutine making one, and does
+// nothing if that reap made the list short enough, or once the final
+// checks have begun.
+func (r *runner) reap() {
+	r.reapMu.Lock()
+	defer r.reapMu.Unlock()
+	r.mu.Lock()
+	if r.ended || len(r.tracked) < r.nextReap {
+		r.mu.Unlock()
+		return
+	}
+	batch := r.tracked
+	r.tracked = nil // instances made meanwhile go to a new list
+	r.mu.Unlock()
+	keep := batch[:0]
+	for _, m := range batch {
+		if !r.retire(m) {
+			keep = append(keep, m)
+		}
+	}
+	clear(batch[len(keep):]) // let the retired go
+	r.mu.Lock()
+	r.tracked = append(keep, r.tracked...)
+	r.nextReap = max(minReap, 2*len(r.tracked))
+	r.mu.Unlock()
+}
+
+// retire checks m and lets it go if it is done with: its instance is gone
+// and nothing holds a reference on it. A dead reference's count is exact,
+// and nothing can take one any more: every Binding, superblock and open
+// file of m was released (each drops its counts in the torture before
+// it drops the reference), and m's Init, Exit and Stop have all run. m
+// then gets exactly the checks of the end of the run (checkInstance).
+// Instances that are not done with stay tracked: a reference that is
+// never put keeps its instance until the final checks, which report it.
+func (r *runner) retire(m *tmod) bool {
+	inst := m.inst.Load()
+	if inst == nil {
+		return false // Init has not run yet
+	}
+	select {
+	case <-inst.Gone():
+	default:
+		return false
+	}
+	if inst.Refs() != 0 {
+		return false
+	}
+	r.checkFSCounts(m)
+	r.checkInstance(m)
+	r.byInst.Delete(inst)
+	r.checked.Add(1)
+	return true
+}
+
+// endBatch takes every instance still tracked, for the final checks, and
+// keeps reap from running again.
+func (r *runner) endBatch() []*tmod {
+	r.mu.Lock()
+	r.ended = true
+	r.mu.Unlock()
+	r.reapMu.Lock() // wait for a reap in progress
+	defer r.reapMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*tmod(nil), r.tracked...)
+}
+
+// checkInstance runs the checks of one instance that is gone and whose
+// references are all put: at the end of the run after Shutdown, or during
+// it when reap retires the instance.
+func (r *runner) checkInstance(m *tmod) {
+	m.noteForced() // a forced unload whose Exit refused taints after Exit
+	inits, calls, oks := m.inits.Load(), m.exitCalls.Load(), m.exitOKs.Load()
+	inst := m.inst.Load()
+	switch {
+	case inits > 1:
+		r.violate("exit-count", "%s: Init ran %d times", m, inits)
+	case inst == nil:
+		// Instantiated, never initialised (a dependency failed).
+	case m.phase.Load() == phInitFailed || m.phase.Load() == phIniting:
+		if calls != 0 {
+			r.violate("exit-count", "%s: Exit called %d times after a failed Init", m, calls)
+		}
+	case calls == 0:
+		r.violate("exit-count", "%s: went live, never exited (state %s)", m, inst.State())
+	case oks == 0 && !m.forced.Load():
+		r.violate("exit-count", "%s: %s without a successful Exit (%d calls, taints %q)", m, inst.State(), calls, inst.Taints())
+	}
+	if inst != nil {
+		if inst.State() != raceless.StateGone {
+			r.violate("api", "%s: %s after Shutdown", m, inst.State())
+		}
+		if n := inst.Refs(); n != 0 {
+			r.violate("refs-at-end", "%s: %d references after Shutdown", m, n)
+		}
+	}
+	if n := m.held.Load(); n != 0 {
+		r.violate("refs-at-end", "%s: torture still counts %d bindings", m, n)
+	}
+}
+
+// checkFSCounts checks that none of m's superblocks or handles is alive:
+// in teardownFS, once nothing is mounted or open, for the instances left at
+// the end; in retire, once m's references are all put (a superblock holds
+// one until after its Release, a handle keeps its superblock).
+func (r *runner) checkFSCounts(m *tmod) {
+	if n := m.sbAlive.Load(); n != 0 {
+		r.violate("refs-at-end", "%s: %d superblocks alive with nothing mounted or open", m, n)
+	}
+	if n := m.handles.Load(); n != 0 {
+		r.violate("refs-at-end", "%s: %d handles open with every file closed", m, n)
+	}
+}
+
+// mounts returns the number of mounts of the namespace, 0 without one.
+func (r *runner) mounts() int {
+	if r.ns == nil {
+		return 0
+	}
+	return len(r.ns.Mounts())
+}
+
+// liveHeap returns the live heap in bytes: HeapAlloc after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }
 
 // violate records a violation.
@@ -401,18 +584,26 @@ func (r *runner) report(elapsed time.Duration) Report {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rep := Report{
-		Ops:        r.ops.Load(),
-		ByKind:     copyMap(r.byKind),
-		Seed:       r.seed,
-		Seconds:    elapsed.Seconds(),
-		Workers:    r.opts.Workers,
-		Modules:    r.opts.Modules,
-		OpCounts:   copyMap(r.opCounts),
-		Outcomes:   copyMap(r.outcomes),
-		Events:     copyMap(r.events),
-		Instances:  int64(len(r.instances)),
-		HostTaints: len(r.host.Taints()),
-		Details:    append([]string(nil), r.details...),
+		Ops:          r.ops.Load(),
+		ByKind:       copyMap(r.byKind),
+		Seed:         r.seed,
+		Seconds:      elapsed.Seconds(),
+		Workers:      r.opts.Workers,
+		Modules:      r.opts.Modules,
+		OpCounts:     copyMap(r.opCounts),
+		Outcomes:     copyMap(r.outcomes),
+		Events:       copyMap(r.events),
+		Instances:    r.created.Load(),
+		Checked:      r.checked.Load(),
+		RetainedPeak: int64(r.retainedPeak),
+		RetainedEnd:  int64(r.retainedEnd),
+		HeapStart:    r.heapStart,
+		HeapEnd:      r.heapEnd,
+		HeapPeak:     r.heapPeak,
+		MountsEnd:    r.mountsEnd,
+		MountsPeak:   r.mountsPeak,
+		HostTaints:   len(r.host.Taints()),
+		Details:      append([]string(nil), r.details...),
 	}
 	for _, n := range r.byKind {
 		rep.Violations += n

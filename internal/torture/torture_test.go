@@ -141,3 +141,64 @@ func runFor(t *testing.T, d time.Duration, opts Options) {
 		t.Errorf("%d violations (seed %d): %v", rep.Violations, rep.Seed, rep.ByKind)
 	}
 }
+
+// TestTortureMemoryFlat checks that a run keeps only the instances it
+// cannot check yet, not every instance it made: the most it held at once
+// does not grow with the number of operations. Before instances were
+// checked as they went, a run held every one until its final checks (the
+// peak was Report.Instances, 4 times as many for 4 times the operations).
+// The counts are the run's own, not the heap's: they do not depend on the
+// load of the machine. Every instance is checked exactly once: during the
+// run or at the end.
+func TestTortureMemoryFlat(t *testing.T) {
+	n := int64(16_000) // about 2 s; the larger run makes 2·10³ to 4·10³ instances
+	switch {
+	case testing.Short():
+		n = 4_000
+	case raceEnabled:
+		n = 8_000 // about 8 s under -race on 2 cores
+	}
+	run := func(t *testing.T, ops int64, opts Options) Report {
+		t.Helper()
+		opts.Ops, opts.Duration, opts.Seed = ops, 3*time.Minute, 20261201
+		rep, err := Run(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Violations != 0 {
+			t.Fatalf("%d violations (seed %d): %v %v", rep.Violations, rep.Seed, rep.ByKind, rep.Details)
+		}
+		if rep.Checked+rep.RetainedEnd != rep.Instances {
+			t.Errorf("%d ops: %d instances checked during the run + %d at the end, %d made",
+				ops, rep.Checked, rep.RetainedEnd, rep.Instances)
+		}
+		if rep.HeapStart == 0 || rep.HeapEnd == 0 || rep.HeapPeak < max(rep.HeapStart, rep.HeapEnd) {
+			t.Errorf("%d ops: heap start %d, end %d, peak %d", ops, rep.HeapStart, rep.HeapEnd, rep.HeapPeak)
+		}
+		t.Logf("%d ops: %d instances, %d checked during the run, %d at the end, at most %d held; heap %d → %d bytes",
+			rep.Ops, rep.Instances, rep.Checked, rep.RetainedEnd, rep.RetainedPeak, rep.HeapStart, rep.HeapEnd)
+		return rep
+	}
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{{"nofs", Options{NoFS: true}}, {"fs", Options{}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			small, large := run(t, n, tc.opts), run(t, 4*n, tc.opts)
+			if large.Instances < 2*small.Instances {
+				t.Fatalf("%d instances for %d ops, %d for %d: the runs are not comparable",
+					small.Instances, n, large.Instances, 4*n)
+			}
+			// The bound: twice the small run's peak, or 256; the large
+			// run makes 10³ and more instances (5·10² with the VFS and
+			// -short), all held at once when none is let go.
+			if bound := max(2*small.RetainedPeak, 256); large.RetainedPeak > bound {
+				t.Errorf("held up to %d instances over %d ops, %d over %d (bound %d): retention grows with the run",
+					large.RetainedPeak, 4*n, small.RetainedPeak, n, bound)
+			}
+			if large.RetainedPeak*2 > large.Instances {
+				t.Errorf("held up to %d of %d instances at once", large.RetainedPeak, large.Instances)
+			}
+		})
+	}
+}
