@@ -42,8 +42,7 @@ type Host struct {
 	subMu sync.Mutex                     // serialises writers of subs; a leaf
 	subs  atomic.Pointer[[]*func(Event)] // the notifier chain, copy-on-write
 
-	taintMu sync.Mutex // guards taints; a leaf
-	taints  []string
+	taints taintLog // why the host is tainted; its lock is a leaf
 
 	underflows atomic.Int64
 	requests   requester
@@ -392,18 +391,13 @@ func (h *Host) emit(m *Instance, s State) {
 	}
 }
 
-// Taints returns why the host is tainted (forced unloads, ...); empty when
-// it is not.
-func (h *Host) Taints() []string {
-	h.taintMu.Lock()
-	defer h.taintMu.Unlock()
-	return append([]string(nil), h.taints...)
-}
+// Taints returns why the host is tainted (forced unloads, ...), oldest
+// first; empty when it is not. The first 32 reasons are kept; past them
+// the last line says how many more there were (TaintsMoreFormat).
+func (h *Host) Taints() []string { return h.taints.list() }
 
 func (h *Host) taint(reason string) {
-	h.taintMu.Lock()
-	h.taints = append(h.taints, reason)
-	h.taintMu.Unlock()
+	h.taints.add(reason)
 	h.log.Warn("host tainted", "reason", reason)
 }
 

@@ -818,3 +818,27 @@ func TestExitContext(t *testing.T) {
 		t.Fatalf("after the unload: %s", inst.State())
 	}
 }
+
+// TestTaintsBounded: a host tainted without end (a daemon force-unloading
+// for months) keeps the first reasons and a count, not every reason.
+func TestTaintsBounded(t *testing.T) {
+	h := quietHost(t)
+	for i := 0; i < 1000; i++ {
+		h.taint(fmt.Sprintf("reason %d", i))
+	}
+	ts := h.Taints()
+	if len(ts) != taintsKept+1 || ts[0] != "reason 0" || ts[taintsKept-1] != fmt.Sprintf("reason %d", taintsKept-1) {
+		t.Fatalf("kept %d reasons, first %q", len(ts), ts[0])
+	}
+	if want := fmt.Sprintf(TaintsMoreFormat, 1000-taintsKept); ts[taintsKept] != want {
+		t.Fatalf("last line %q, want %q", ts[taintsKept], want)
+	}
+	var m Instance
+	m.host = h
+	for i := 0; i < 40; i++ {
+		m.Taint("again")
+	}
+	if got := m.Taints(); len(got) != taintsKept+1 || got[taintsKept] != fmt.Sprintf(TaintsMoreFormat, 8) {
+		t.Fatalf("instance taints: %d lines, last %q", len(got), got[len(got)-1])
+	}
+}

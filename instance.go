@@ -68,8 +68,7 @@ type Instance struct {
 	regMu sync.Mutex
 	regs  []*registration
 
-	taintMu sync.Mutex // guards taints; a leaf
-	taints  []string
+	taints taintLog // why the module is tainted; its lock is a leaf
 }
 
 // Name returns the module's name.
@@ -213,18 +212,13 @@ func (m *Instance) caught(what, detail string, sentinel error, err *error, p any
 
 // Taint marks the module as tainted (a trap, a panic, a forced unload).
 func (m *Instance) Taint(reason string) {
-	m.taintMu.Lock()
-	m.taints = append(m.taints, reason)
-	m.taintMu.Unlock()
+	m.taints.add(reason)
 	m.host.log.Warn("module tainted", "module", m.name, "reason", reason)
 }
 
-// Taints returns the reasons the module was tainted, oldest first.
-func (m *Instance) Taints() []string {
-	m.taintMu.Lock()
-	defer m.taintMu.Unlock()
-	return append([]string(nil), m.taints...)
-}
+// Taints returns the reasons the module was tainted, oldest first. As for
+// Host.Taints, the first 32 are kept and a last line counts the rest.
+func (m *Instance) Taints() []string { return m.taints.list() }
 
 // Acquire looks up a registration published by this instance and takes a
 // reference on it. Unlike Host.Acquire it never finds another instance of

@@ -602,7 +602,7 @@ func (r *runner) report(elapsed time.Duration) Report {
 		HeapPeak:     r.heapPeak,
 		MountsEnd:    r.mountsEnd,
 		MountsPeak:   r.mountsPeak,
-		HostTaints:   len(r.host.Taints()),
+		HostTaints:   countTaints(r.host.Taints()),
 		Details:      append([]string(nil), r.details...),
 	}
 	for _, n := range r.byKind {
@@ -629,4 +629,18 @@ func sortedKeys(m map[string]int64) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// countTaints is how many taints a Taints list stands for: the kept
+// reasons, plus the count its last line gives for those not kept.
+func countTaints(list []string) int {
+	n := len(list)
+	if n == 0 {
+		return 0
+	}
+	var more int
+	if _, err := fmt.Sscanf(list[n-1], raceless.TaintsMoreFormat, &more); err == nil {
+		return n - 1 + more
+	}
+	return n
 }
