@@ -85,9 +85,24 @@ func (hd *Handle) Call(ctx context.Context, args ...uint64) (res []uint64, err e
 	} else {
 		reg.owner.noteUse()
 	}
-	defer reg.owner.Put()
-	defer reg.owner.catch("call", hd.name, nil, &err)
-	return hd.invoke(ctx, reg, args)
+	// One deferred call (see Caller.Call): it recovers only when the
+	// Func did not return, then drops the reference.
+	ok := false
+	defer hd.done(reg, &ok, &err)
+	res, err = hd.invoke(ctx, reg, args)
+	ok = true
+	return res, err
+}
+
+// done is Call's deferred end: it recovers a panic of the Func (ok false)
+// as Instance.catch does, then drops the owner's reference.
+func (hd *Handle) done(reg *registration, ok *bool, err *error) {
+	if !*ok {
+		if p := recover(); p != nil {
+			reg.owner.caught("call", hd.name, nil, err, p)
+		}
+	}
+	reg.owner.Put()
 }
 
 // invoke calls reg's Func (or StackFunc) with a copy of args, the caller

@@ -192,9 +192,9 @@ func (m *Instance) catch(what, detail string, sentinel error, err *error) {
 	}
 }
 
-// caught is catch's work once it has recovered p (recover must be called
-// by the deferred function itself: Caller.done, which defers no catch,
-// calls this too).
+// caught is catch's work once it has recovered p. (recover works only in
+// the deferred function itself: Handle.done and Caller.done, deferred on
+// the call path instead of catch, recover and call this.)
 func (m *Instance) caught(what, detail string, sentinel error, err *error, p any) {
 	if detail != "" {
 		what += " " + detail

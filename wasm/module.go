@@ -449,57 +449,80 @@ func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, in
 	}
 	// Called during init (hostExport), under the call lock, as teardown
 	// is: in.syms needs no other lock.
-	fnp := &fn
-	in.syms = append(in.syms, fnp)
-	return func(ctx context.Context, stack []uint64) ([]uint64, error) {
-		if len(stack) != nparams {
-			return nil, in.arityErr(what, len(stack), nparams)
-		}
-		if cap(stack) < size { // a caller that did not make the room
-			stack = append(make([]uint64, 0, size), stack...)
-		}
-		stack = stack[:size]
-		for _, i := range narrowArgs {
-			if v := stack[i]; v>>32 != 0 {
-				if err := in.checkArg(what, i, ptypes[i], v); err != nil {
-					return nil, err
-				}
-				stack[i] = uint64(uint32(v))
-			}
-		}
-		cctx := context.Context(in.root) // chain
-		if f, _ := ctx.Value(frameKey{}).(*frame); f != nil {
-			c, err := in.nested(f, what)
-			if err != nil {
+	sym := &symbolCall{in: in, fn: fn, what: what, ptypes: ptypes,
+		narrowArgs: narrowArgs, narrowRes: narrowRes,
+		nparams: nparams, nresults: nresults, size: size}
+	in.syms = append(in.syms, &sym.fn)
+	return sym.call, size
+}
+
+// symbolCall is an exported function's call (instance.symbol): a method
+// on a struct rather than a closure, so that a call loads the fields it
+// uses when it uses them (a closure loads every captured variable on
+// entry, and spills them around the calls it makes).
+type symbolCall struct {
+	in *instance
+	// fn is the function; teardown clears it (in.syms), under the call
+	// lock, so it is read under the lock, after the gone check.
+	fn                api.Function
+	what              string
+	ptypes            []api.ValueType
+	narrowArgs        []int // the 32-bit arguments, to check
+	narrowRes         []int // the 32-bit results, to zero-extend
+	nparams, nresults int
+	size              int
+}
+
+func (s *symbolCall) call(ctx context.Context, stack []uint64) ([]uint64, error) {
+	in := s.in
+	if len(stack) != s.nparams {
+		return nil, in.arityErr(s.what, len(stack), s.nparams)
+	}
+	if cap(stack) < s.size { // a caller that did not make the room
+		stack = append(make([]uint64, 0, s.size), stack...)
+	}
+	stack = stack[:s.size]
+	for _, i := range s.narrowArgs {
+		if v := stack[i]; v>>32 != 0 {
+			if err := in.checkArg(s.what, i, s.ptypes[i], v); err != nil {
 				return nil, err
 			}
-			cctx = c
+			stack[i] = uint64(uint32(v))
 		}
-		if !in.calls.tryFast(uint64(in.l.tick.Load() + in.l.callTicks)) { // lock
-			in.calls.lockSlow(&in.l.tick, in.l.callTicks)
-		}
-		var err error // callLocked
-		if in.gone.Load() || in.aborted.Load() != nil || in.out.written.Load() {
-			err = in.beforeCall(what)
-		}
-		if err == nil { // not gone: *fnp is still the function
-			if err = (*fnp).CallWithStack(cctx, stack); err != nil {
-				err = in.fault(what, err)
-			} else if in.gone.Load() { // killed by a forced unload as it returned
-				err = in.errf(what, raceless.ErrGone)
-			}
-		}
-		if in.calls.release() { // unlock
-			in.calls.wake()
-		}
+	}
+	cctx := context.Context(in.root) // chain
+	if f, _ := ctx.Value(frameKey{}).(*frame); f != nil {
+		c, err := in.nested(f, s.what)
 		if err != nil {
 			return nil, err
 		}
-		for _, i := range narrowRes {
-			stack[i] = uint64(uint32(stack[i]))
+		cctx = c
+	}
+	l := in.l
+	if !in.calls.tryFast(uint64(l.tick.Load() + l.callTicks)) { // lock
+		in.calls.lockSlow(&l.tick, l.callTicks)
+	}
+	var err error // callLocked
+	if in.gone.Load() || in.aborted.Load() != nil || in.out.written.Load() {
+		err = in.beforeCall(s.what)
+	}
+	if err == nil { // not gone: s.fn is still the function
+		if err = s.fn.CallWithStack(cctx, stack); err != nil {
+			err = in.fault(s.what, err)
+		} else if in.gone.Load() { // killed by a forced unload as it returned
+			err = in.errf(s.what, raceless.ErrGone)
 		}
-		return stack[:nresults:nresults], nil
-	}, size
+	}
+	if in.calls.release() { // unlock
+		in.calls.wake()
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range s.narrowRes {
+		stack[i] = uint64(uint32(stack[i]))
+	}
+	return stack[:s.nresults:s.nresults], nil
 }
 
 // checkArg checks v, an argument of type t (i32 or f32) whose upper 32

@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -57,8 +58,15 @@ type Result struct {
 // reference held in the goroutine's Caller for the call),
 // protected_call_handle (Handle.Call: the reference on the owner's shared
 // counter), protected_call_by_name (Host.Symbol, the Func,
-// Binding.Release); ratios (x): protected_over_raw,
-// protected_handle_over_raw and protected_by_name_over_raw; load_cold,
+// Binding.Release); the breakdown of protected_call over the floor:
+// raw_call_with_stack_fresh_stack (CallWithStack on a new stack per call,
+// cut from 64-value blocks as a Caller does), raw_call_with_stack_locked
+// (CallWithStack under an uncontended compare-and-swap lock) and
+// atomic_add (one uncontended atomic add); ratios (x): protected_over_raw,
+// caller_over_call_with_stack (protected_call over
+// raw_wazero_call_with_stack, also printed as a line "caller /
+// CallWithStack = X.XX×" in the table), protected_handle_over_raw and
+// protected_by_name_over_raw; load_cold,
 // load_warm, unload (ms);
 // heap_growth_after_N_cycles (bytes); cycle (ms).
 func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
@@ -73,6 +81,11 @@ func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
 	}
 	for _, r := range res {
 		fmt.Fprintf(w, "%-32s %14.2f %s\n", r.Name, r.Value, r.Unit)
+	}
+	for _, r := range res {
+		if r.Name == "caller_over_call_with_stack" {
+			fmt.Fprintf(w, "caller / CallWithStack = %.2f×\n", r.Value)
+		}
 	}
 	return nil
 }
@@ -239,7 +252,41 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 		err := raw.f.CallWithStack(bg, stack)
 		return checkAdd(stack[:1], err)
 	}
-	var rawNs, stackNs, callerNs, handleNs, nameNs, callerRatio, handleRatio, nameRatio []float64
+	// The breakdown of a Caller's call over the floor, each part measured
+	// in these rounds: CallWithStack on a fresh stack per call, cut from a
+	// 64-value block as a Caller cuts them (results stay the caller's:
+	// the allocation, amortized, and the collections it brings); under an
+	// uncontended call lock (a compare-and-swap to take it, a store to
+	// release it: wasm's callLock without its deadline); and one
+	// uncontended atomic add alone, the machine's price of a locked
+	// instruction.
+	var free []uint64
+	rawFresh := func() error {
+		if len(free) < 2 {
+			free = make([]uint64, 64)
+		}
+		st := free[:2:2]
+		free = free[2:]
+		st[0], st[1] = 1, 2
+		err := raw.f.CallWithStack(bg, st)
+		return checkAdd(st[:1], err)
+	}
+	var word uint64
+	rawLocked := func() error {
+		if !atomic.CompareAndSwapUint64(&word, 0, 1) {
+			return fmt.Errorf("lock held")
+		}
+		stack[0], stack[1] = 1, 2
+		err := raw.f.CallWithStack(bg, stack)
+		atomic.StoreUint64(&word, 0)
+		return checkAdd(stack[:1], err)
+	}
+	var counter atomic.Uint64
+	atomicAdd := func() error {
+		counter.Add(1)
+		return nil
+	}
+	var rawNs, stackNs, freshNs, lockedNs, addNs, callerNs, handleNs, nameNs, callerRatio, stackRatio, handleRatio, nameRatio []float64
 	for range rounds {
 		r, err := timeN(rawCall)
 		if err != nil {
@@ -249,6 +296,19 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
+		fr, err := timeN(rawFresh)
+		if err != nil {
+			return nil, err
+		}
+		lk, err := timeN(rawLocked)
+		if err != nil {
+			return nil, err
+		}
+		ad, err := timeN(atomicAdd)
+		if err != nil {
+			return nil, err
+		}
+		freshNs, lockedNs, addNs = append(freshNs, fr), append(lockedNs, lk), append(addNs, ad)
 		c, err := timeN(byCaller)
 		if err != nil {
 			return nil, err
@@ -263,13 +323,18 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 		}
 		rawNs, stackNs, callerNs, handleNs, nameNs = append(rawNs, r), append(stackNs, s), append(callerNs, c), append(handleNs, hd), append(nameNs, nm)
 		callerRatio, handleRatio, nameRatio = append(callerRatio, c/r), append(handleRatio, hd/r), append(nameRatio, nm/r)
+		stackRatio = append(stackRatio, c/s)
 	}
 	add("raw_wazero_call", median(rawNs), "ns")
 	add("raw_wazero_call_with_stack", median(stackNs), "ns")
+	add("raw_call_with_stack_fresh_stack", median(freshNs), "ns")
+	add("raw_call_with_stack_locked", median(lockedNs), "ns")
+	add("atomic_add", median(addNs), "ns")
 	add("protected_call", median(callerNs), "ns")
 	add("protected_call_handle", median(handleNs), "ns")
 	add("protected_call_by_name", median(nameNs), "ns")
 	add("protected_over_raw", median(callerRatio), "x")
+	add("caller_over_call_with_stack", median(stackRatio), "x")
 	add("protected_handle_over_raw", median(handleRatio), "x")
 	add("protected_by_name_over_raw", median(nameRatio), "x")
 	if err := h.Unload(ctx, "provider", raceless.UnloadOptions{}); err != nil {
@@ -316,6 +381,7 @@ func heap() uint64 {
 type rawCall struct {
 	ctx context.Context
 	rt  wazero.Runtime
+	m   api.Module
 	f   api.Function
 }
 
@@ -345,6 +411,7 @@ func newRawCall(ctx context.Context, path string, deadline bool) (*rawCall, erro
 		r.close()
 		return nil, err
 	}
+	r.m = m
 	if r.f = m.ExportedFunction("add"); r.f == nil {
 		r.close()
 		return nil, fmt.Errorf("%s: no export add", path)
