@@ -4,7 +4,7 @@ import (
 	"context"
 	"runtime"
 
-	"github.com/raceless/raceless/internal/ref"
+	"github.com/raceless/raceless/internal/primitives/ref"
 )
 
 // A Caller is one goroutine's way into Handles, for a goroutine that makes
@@ -14,7 +14,7 @@ import (
 // call into wasm the second of those is the costly one (an atomic waits
 // for the call's stores to drain, ~5 ns of a ~50 ns call); unload pays
 // instead, while any Caller is registered: one membarrier per Kill and a
-// scan of the host's Callers. See internal/ref's Words for the protocol.
+// scan of the host's Callers. See internal/primitives/ref's Words for the protocol.
 //
 // A Caller is not safe for concurrent use: use one per goroutine (hand one
 // over only with a happens-before edge, as through a channel or a

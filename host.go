@@ -9,8 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/raceless/raceless/internal/grace"
-	"github.com/raceless/raceless/internal/ref"
+	"github.com/raceless/raceless/internal/primitives/grace"
+	"github.com/raceless/raceless/internal/primitives/ref"
 )
 
 // Host loads, links, calls into and unloads modules. It plays the kernel's

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/raceless/raceless/internal/ref"
+	"github.com/raceless/raceless/internal/primitives/ref"
 )
 
 // Instance is one loaded instance of a module: the host's record of it, the

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/raceless/raceless/internal/ref"
+	"github.com/raceless/raceless/internal/primitives/ref"
 )
 
 // Kind names a namespace of registrations. Names are unique within a kind

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/raceless/raceless/internal/percpu"
+	"github.com/raceless/raceless/internal/primitives/percpu"
 )
 
 // callLock is an instance's call lock. It serializes the calls into the

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm"
-	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
 func quiet() *raceless.Host {

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm"
-	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
 // Load a module from a file, call its symbol through the counting path,

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm"
-	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
 // checkFault checks that err is a call error naming the module and

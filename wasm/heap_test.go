@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/raceless/raceless"
-	"github.com/raceless/raceless/wasm/wasmtest"
+	"github.com/raceless/raceless/internal/wasmtest"
 )
 
 func heapInUse() uint64 {

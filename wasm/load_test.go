@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/raceless/raceless"
-	"github.com/raceless/raceless/wasm/wasmtest"
+	"github.com/raceless/raceless/internal/wasmtest"
 )
 
 func TestHello(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm"
-	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
 func TestMain(m *testing.M) {

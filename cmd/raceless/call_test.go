@@ -3,7 +3,7 @@ package main_test
 import (
 	"testing"
 
-	"github.com/raceless/raceless/wasm/wasmtest"
+	"github.com/raceless/raceless/internal/wasmtest"
 )
 
 // TestCallValues calls wasm symbols of every value type: arguments are

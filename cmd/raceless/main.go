@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/raceless/raceless/internal/cli"
+	"github.com/raceless/raceless/cmd/raceless/internal/cli"
 )
 
 func main() {

@@ -94,9 +94,9 @@ func TestBench(t *testing.T) {
 			// loader) under the race detector takes minutes on a loaded
 			// 2-core machine. The same measurement with the same options
 			// (wasmbench.Quick: Calls 200, Cycles 3, Loads 2) runs under
-			// -race in internal/wasmbench's TestRunTiny, and --quick's
+			// -race in internal/bench/wasmcalls's TestRunTiny, and --quick's
 			// wiring in the CLI under -race in calls and swap above.
-			t.Skip("bench wasm under -race: see internal/wasmbench TestRunTiny; this runs without -race")
+			t.Skip("bench wasm under -race: see internal/bench/wasmcalls TestRunTiny; this runs without -race")
 		}
 		m := byName(rows(t, "wasm"))
 		for _, n := range []string{"protected_call", "load_warm", "unload"} {

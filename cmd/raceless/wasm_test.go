@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm"
-	"github.com/raceless/raceless/wasm/wasmtest"
 )
 
 // moduleDir builds the example wasm modules (provider exports add and mul

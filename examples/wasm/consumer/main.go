@@ -5,7 +5,7 @@
 // so provider cannot be unloaded while consumer is loaded.
 package main
 
-import "github.com/raceless/raceless/sdk"
+import "github.com/raceless/raceless/wasm/sdk"
 
 var add sdk.Symbol
 

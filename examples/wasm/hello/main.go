@@ -4,10 +4,10 @@
 // has one parameter, "who", and subscribes to the hook "hello.ping".
 //
 //	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o hello.wasm .
-//	go run ./wasm/cmd/wasm-modinfo -set modinfo.json hello.wasm
+//	go run ./cmd/wasm-modinfo -set modinfo.json hello.wasm
 package main
 
-import "github.com/raceless/raceless/sdk"
+import "github.com/raceless/raceless/wasm/sdk"
 
 func init() {
 	sdk.OnInit(func() error {

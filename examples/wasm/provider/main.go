@@ -4,7 +4,7 @@
 // call: add and mul. See examples/wasm/consumer.
 package main
 
-import "github.com/raceless/raceless/sdk"
+import "github.com/raceless/raceless/wasm/sdk"
 
 func init() {
 	sdk.OnInit(func() error {

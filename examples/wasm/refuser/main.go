@@ -8,7 +8,7 @@ package main
 import (
 	"fmt"
 
-	"github.com/raceless/raceless/sdk"
+	"github.com/raceless/raceless/wasm/sdk"
 )
 
 var users int64

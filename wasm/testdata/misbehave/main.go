@@ -7,7 +7,7 @@ package main
 import (
 	"errors"
 
-	"github.com/raceless/raceless/sdk"
+	"github.com/raceless/raceless/wasm/sdk"
 )
 
 func init() {

@@ -5,7 +5,7 @@
 // typed arguments and results are tested with it.
 package main
 
-import "github.com/raceless/raceless/sdk"
+import "github.com/raceless/raceless/wasm/sdk"
 
 func init() {
 	sdk.OnInit(func() error {

@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/raceless/raceless/cmd/raceless/internal/defaults"
+	"github.com/raceless/raceless/cmd/raceless/internal/modindex"
+)
+
+var depmodFlags = []flagSpec{{short: "n", long: "dry-run"}}
+
+// runDepmod indexes a module directory. It runs without the daemon, as
+// kmod's depmod runs without the kernel.
+func runDepmod(e *env) error {
+	if len(e.args.pos) != 1 {
+		return usageErrorf("want exactly one directory")
+	}
+	dir := e.args.pos[0]
+	builtin := map[string]bool{}
+	for _, s := range defaults.Sources(nil) { // only Info is used: no host needed
+		builtin[s.Info().Name] = true
+	}
+	x, warns, err := modindex.Build(dir, readInfo, func(n string) bool { return builtin[n] })
+	for _, w := range warns {
+		fmt.Fprintf(e.stderr, "depmod: WARNING: %s\n", w)
+	}
+	if err != nil {
+		return e.fail(err, "%v", err)
+	}
+	switch {
+	case e.args.has("json"):
+		return e.printJSON(struct {
+			Dir     string           `json:"dir"`
+			Entries []modindex.Entry `json:"modules"`
+			Aliases []modindex.Alias `json:"aliases"`
+		}{x.Dir, x.Entries, x.Aliases})
+	case e.args.has("dry-run"):
+		dep, alias := x.Encode()
+		fmt.Fprintf(e.stdout, "# %s\n%s# %s\n%s", modindex.DepFile, dep, modindex.AliasFile, alias)
+		return nil
+	}
+	if err := x.Write(); err != nil {
+		return e.fail(err, "%v", err)
+	}
+	return nil
+}

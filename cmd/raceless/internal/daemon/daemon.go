@@ -1,0 +1,266 @@
+// Package daemon is `raceless serve`: a Host with the embedded default
+// modules, a module directory's index for demand loading, the control socket
+// (package control), optional FUSE exposure and Prometheus metrics, an
+// autoclean sweeper, and a graceful shutdown.
+//
+// Start-up order (each step undone in reverse by Close): host → boot
+// modules → mounts → metrics listener → control socket. The control socket
+// appears last, so a client that finds it finds a daemon ready to serve.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/cmd/raceless/internal/control"
+	"github.com/raceless/raceless/cmd/raceless/internal/modindex"
+)
+
+// Config configures a daemon.
+type Config struct {
+	Socket      string        // control socket path
+	ModulesDir  string        // module directory with its index; "" for none
+	FuseDir     string        // expose the namespace there through FUSE; "" for none
+	MetricsAddr string        // serve Prometheus metrics there; "" for none
+	Autoclean   time.Duration // autoclean sweep period; 0 disables the sweeper
+	NoAutoload  bool          // disable demand loading (Host.Request fails ErrNotFound)
+	// ShutdownTimeout bounds how long shutdown waits for references before
+	// forcing (default 10s).
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	// Builtins returns the built-in (native) modules of host h.
+	Builtins func(h *raceless.Host) []raceless.Source
+	Boot     []string          // built-in modules loaded at start
+	Open     modindex.OpenFunc // opens loadable module files; nil: not supported
+	ReadInfo func(path string) (raceless.Info, error)
+	// Signature reports the value types ("i32", "i64", "f32", "f64") of
+	// the parameters and results of symbol, a Func owner exports, where
+	// they are known (a wasm module's); nil: never known. raceless call
+	// parses its arguments and prints its results with them.
+	Signature func(owner *raceless.Instance, symbol string) (params, results []string, ok bool)
+	Mounts    []BootMount // mounted at start, in order
+}
+
+// BootMount is a mount made at start.
+type BootMount struct {
+	Source, Target, Type, Options string
+	Mkdir                         bool // create Target first
+}
+
+// Daemon is a running `raceless serve`.
+type Daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	host     *raceless.Host
+	resolver *modindex.Resolver
+	metrics  *metrics
+	ns       *namespace
+	srv      *control.Server
+	httpSrv  *http.Server
+	httpLn   net.Listener
+
+	wg sync.WaitGroup // the sweeper and the listeners' goroutines
+
+	// stopping is cancelled when shutdown begins: waiting unloads and
+	// loads in flight give up (and restore), while plain calls in flight
+	// keep their references until Host.Shutdown's deadline forces them.
+	stopping    context.Context
+	stopWaiters context.CancelFunc
+	unsubscribe func()
+}
+
+// New starts a daemon: it creates the host, loads the boot modules, mounts
+// the namespace, and listens on the metrics address and the control socket.
+// On error everything already started is undone.
+func New(cfg Config) (_ *Daemon, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
+	d.stopping, d.stopWaiters = context.WithCancel(context.Background())
+	d.resolver = modindex.NewResolver(cfg.ModulesDir, nil, cfg.Open)
+	opts := []raceless.Option{raceless.WithLogger(cfg.Logger)}
+	if !cfg.NoAutoload {
+		opts = append(opts, raceless.WithResolver(d.resolver))
+	}
+	d.host = raceless.New(opts...)
+	d.unsubscribe = d.host.Subscribe(d.metrics.observe)
+	if cfg.Builtins != nil {
+		d.resolver.AddBuiltins(cfg.Builtins(d.host)...)
+	}
+	defer func() {
+		if err != nil {
+			d.shutdownHost(context.Background())
+		}
+	}()
+	if cfg.ModulesDir != "" {
+		if _, ierr := d.resolver.Index(); ierr != nil {
+			d.log.Warn("module index unusable; loadable modules cannot be demand-loaded until depmod is run", "dir", cfg.ModulesDir, "err", ierr)
+		}
+	}
+	for _, name := range cfg.Boot {
+		src, ok := d.resolver.Builtin(name)
+		if !ok {
+			return nil, fmt.Errorf("boot module %s is not built in: %w", name, raceless.ErrNotFound)
+		}
+		if _, err := d.load(context.Background(), src, nil); err != nil {
+			return nil, err
+		}
+	}
+	if d.ns, err = newNamespace(d); err != nil {
+		return nil, err
+	}
+	if cfg.MetricsAddr != "" {
+		if d.httpLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/metrics", d.serveMetrics)
+		d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+	if d.srv, err = control.Listen(cfg.Socket, d.handle, d.log); err != nil {
+		if d.httpLn != nil {
+			d.httpLn.Close()
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+// Host returns the daemon's host.
+func (d *Daemon) Host() *raceless.Host { return d.host }
+
+// MetricsAddr returns the metrics listener's address ("" if none).
+func (d *Daemon) MetricsAddr() string {
+	if d.httpLn == nil {
+		return ""
+	}
+	return d.httpLn.Addr().String()
+}
+
+// Run serves until ctx is done, then shuts down: it stops accepting
+// requests (cancelling those in flight), unmounts, and unloads every module
+// with Host.Shutdown under the configured deadline, logging what it had to
+// force.
+func (d *Daemon) Run(ctx context.Context) error {
+	// Requests are not cancelled by ctx itself: shutdown cancels them in
+	// its own order (below).
+	sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	errc := make(chan error, 2)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.srv.Serve(sctx); err != nil {
+			errc <- fmt.Errorf("control socket: %w", err)
+		}
+	}()
+	if d.httpSrv != nil {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := d.httpSrv.Serve(d.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+	}
+	if d.cfg.Autoclean > 0 {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.sweep(d.stopping)
+		}()
+	}
+	d.log.Info("raceless daemon ready", "socket", d.srv.Path(), "modules", d.cfg.ModulesDir, "metrics", d.MetricsAddr(), "autoclean", d.cfg.Autoclean)
+	var runErr error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down", "cause", context.Cause(ctx))
+	case runErr = <-errc:
+		d.log.Error("shutting down", "err", runErr)
+	}
+	// Stop accepting; let waiting operations give up; unload everything
+	// (waiting for references held by calls in flight until the deadline,
+	// then forcing); only then close the connections left.
+	d.srv.StopAccepting()
+	d.stopWaiters()
+	if err := d.shutdownHost(context.Background()); err != nil && runErr == nil {
+		runErr = err
+	}
+	stop()
+	d.srv.Close()
+	if d.httpSrv != nil {
+		d.httpSrv.Close()
+	}
+	d.wg.Wait()
+	return runErr
+}
+
+func (d *Daemon) shutdownHost(parent context.Context) error {
+	if d.ns != nil {
+		d.ns.close()
+	}
+	ctx, cancel := context.WithTimeout(parent, d.cfg.ShutdownTimeout)
+	defer cancel()
+	forced, err := d.host.Shutdown(ctx)
+	if len(forced) > 0 {
+		d.log.Warn("shutdown forced modules that still had references", "forced", forced, "taints", d.host.Taints())
+	}
+	if err != nil {
+		d.log.Error("shutdown", "err", err)
+		return err
+	}
+	d.log.Info("shutdown complete", "forced", len(forced))
+	d.unsubscribe()
+	return nil
+}
+
+// sweep runs an autoclean pass every period until ctx is done.
+func (d *Daemon) sweep(ctx context.Context) {
+	t := time.NewTicker(d.cfg.Autoclean)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		removed, err := d.autoclean(ctx)
+		if len(removed) > 0 || err != nil {
+			d.log.Info("autoclean", "removed", removed, "err", err)
+		}
+	}
+}
+
+func (d *Daemon) autoclean(ctx context.Context) ([]string, error) {
+	return d.host.Autoclean(ctx)
+}
+
+// load loads src; a failure before Init (the metrics' notifier sees Init
+// failures) is counted.
+func (d *Daemon) load(ctx context.Context, src raceless.Source, params map[string]string) (*raceless.Instance, error) {
+	m, err := d.host.Load(ctx, src, params)
+	if err != nil && !errors.Is(err, raceless.ErrInit) && !errors.Is(err, raceless.ErrExists) {
+		d.metrics.failed(src.Info().Name, "load")
+	}
+	return m, err
+}
+
+// unload unloads name; a refusal is counted.
+func (d *Daemon) unload(ctx context.Context, name string, opts raceless.UnloadOptions) error {
+	err := d.host.Unload(ctx, name, opts)
+	if err != nil {
+		d.metrics.failed(name, "unload")
+	}
+	return err
+}

@@ -1,5 +1,0 @@
-package grace
-
-import "github.com/raceless/raceless/internal/percpu"
-
-func lightForTest() bool { return percpu.Light() }
