@@ -24,13 +24,15 @@
 // # Invariants
 //
 //   - No call runs in a module that has been torn down: calls through the
-//     host take the owner's reference (the counting interface: Acquire,
-//     Symbol, Binding, Handle, Caller) or run inside a read section of the host's
-//     grace-period domain (the non-counting interface: hooks). Unload
+//     host take the owner's reference (the counting interface: Acquire
+//     and its Binding, Handle, Caller) or run inside a read section of the
+//     host's grace-period domain (the non-counting interface: hooks). Unload
 //     refuses new references, unpublishes, waits a grace period, and only
 //     then checks the count and calls Exit.
 //   - The host takes and drops references around calls, never module code:
 //     the window of "MOD_DEC_USE_COUNT; return;" does not exist.
+//   - A Binding drops its reference at most once: a second Release does
+//     nothing, and go vet reports a copied Binding.
 //   - From outside, TryGet fails unless the module is live.
 //   - Registrations made during Init are staged: reserved (a clash fails
 //     Init) and published in one step when the module goes live. A failed

@@ -36,12 +36,12 @@ func Example() {
 	}
 	// A call through the counting interface: the host holds the module's
 	// reference for the duration of the call.
-	b, err := host.Symbol("greet")
+	b, err := host.Acquire(raceless.KindSymbol, "greet")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(b.Value.(func(string) string)("Rusty"))
+	fmt.Println(b.Value().(func(string) string)("Rusty"))
 
 	// While the binding is held, the module cannot be unloaded.
 	err = host.Unload(ctx, "greeter", raceless.UnloadOptions{})
@@ -53,6 +53,50 @@ func Example() {
 	// hi, Rusty
 	// true unload greeter: busy: in use (1 references)
 	// <nil>
+}
+
+// A Binding holds its owner's reference until it is released: defer the
+// Release next to the Acquire. Release drops the reference once; a second
+// call does nothing.
+func ExampleHost_Acquire() {
+	ctx := context.Background()
+	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	m, err := host.Load(ctx, greeterSource, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	greet := func(name string) (string, error) {
+		b, err := host.Acquire(raceless.KindSymbol, "greet")
+		if err != nil {
+			return "", err
+		}
+		defer b.Release()
+		return b.Value().(func(string) string)(name), nil
+	}
+	fmt.Println(greet("Rusty"))
+	fmt.Println(m.Refs()) // the deferred Release ran
+
+	b, err := host.Acquire(raceless.KindSymbol, "greet")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(m.Refs(), b.Owner() == m)
+	b.Release()
+	b.Release() // a no-op
+	fmt.Println(m.Refs(), b.Owner() == nil)
+
+	fmt.Println(host.Unload(ctx, "greeter", raceless.UnloadOptions{}))
+	_, err = greet("Rusty")
+	fmt.Println(errors.Is(err, raceless.ErrNotFound))
+	// Output:
+	// hello, Rusty <nil>
+	// 0
+	// 1 true
+	// 0 true
+	// <nil>
+	// true
 }
 
 func ExampleHost_CallHooks() {

@@ -155,7 +155,7 @@ func visible(ctx context.Context, h *raceless.Host, m *fmod) []string {
 		}
 	}
 	for _, sym := range []string{m.symA(), m.symB()} {
-		if b, err := h.Symbol(sym); err == nil {
+		if b, err := h.Acquire(raceless.KindSymbol, sym); err == nil {
 			out = append(out, "acquired "+sym)
 			b.Release()
 		}
@@ -172,12 +172,12 @@ func visible(ctx context.Context, h *raceless.Host, m *fmod) []string {
 // callSym acquires and calls a symbol of m.
 func callSym(t *testing.T, h *raceless.Host, sym string) {
 	t.Helper()
-	b, err := h.Symbol(sym)
+	b, err := h.Acquire(raceless.KindSymbol, sym)
 	if err != nil {
 		t.Fatalf("Symbol(%s): %v", sym, err)
 	}
 	defer b.Release()
-	b.Value.(func() int64)()
+	b.Value().(func() int64)()
 }
 
 // TestFaultInitFailsAtEveryStep fails Init before each registration and
@@ -364,7 +364,7 @@ func TestFaultExitBlocks(t *testing.T) {
 	cancel()
 	// Other goroutines keep working while Exit blocks: the name is going,
 	// nothing is reachable, and nothing waits on a lock.
-	if _, err := h.Symbol(m.symA()); err == nil {
+	if _, err := h.Acquire(raceless.KindSymbol, m.symA()); err == nil {
 		t.Errorf("Symbol reachable while Exit runs")
 	}
 	if err := h.CallHooks(ctx, "ev", nil); err != nil {
@@ -443,12 +443,12 @@ func TestFaultPanics(t *testing.T) {
 		}
 		func() {
 			defer func() { _ = recover() }()
-			b, err := h.Symbol(m.symA())
+			b, err := h.Acquire(raceless.KindSymbol, m.symA())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer b.Release()
-			b.Value.(func() int64)()
+			b.Value().(func() int64)()
 			panic("boom in the caller, after the module's code returned")
 		}()
 		if inst.Refs() != 0 {
@@ -510,7 +510,7 @@ func TestFaultCancelWaitUnload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := h.Symbol(m.symA())
+	b, err := h.Acquire(raceless.KindSymbol, m.symA())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +547,7 @@ func TestFaultCancelSameNameWait(t *testing.T) {
 		if err != nil {
 			t.Fatalf("iteration %d: load: %v", i, err)
 		}
-		b, err := h.Symbol(m.symA())
+		b, err := h.Acquire(raceless.KindSymbol, m.symA())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -656,7 +656,7 @@ func TestFaultMergedRequestKeepsOwnContext(t *testing.T) {
 	if _, err := h.Request(ctx, "q"); err != nil {
 		t.Fatal(err)
 	}
-	b, err := h.Symbol("q.a")
+	b, err := h.Acquire(raceless.KindSymbol, "q.a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -709,7 +709,7 @@ func TestFaultSameNameLoadWokenWhenUnloadRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := h.Symbol(m.symA())
+	b, err := h.Acquire(raceless.KindSymbol, m.symA())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -814,7 +814,7 @@ func TestFaultReplaceUndoAfterNewInstanceUnloaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := h.Symbol(old.symA()) // keeps the swap waiting
+	b, err := h.Acquire(raceless.KindSymbol, old.symA()) // keeps the swap waiting
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -876,7 +876,7 @@ func TestFaultReplaceUndoHonoursContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bOld, err := h.Symbol(old.symA()) // keeps the swap waiting
+	bOld, err := h.Acquire(raceless.KindSymbol, old.symA()) // keeps the swap waiting
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func (hd *Handle) Acquire() (Binding, error) {
 	if err != nil {
 		return Binding{}, err
 	}
-	return Binding{Value: reg.value, Owner: reg.owner}, nil
+	return Binding{value: reg.value, owner: reg.owner}, nil
 }
 
 // get returns the registration with a reference taken on its owner: on the
@@ -58,7 +58,7 @@ func (hd *Handle) get() (*registration, error) {
 }
 
 func (hd *Handle) resolve() (*registration, error) {
-	_, reg, err := hd.h.acquire(hd.kind, hd.name)
+	reg, err := hd.h.acquire(hd.kind, hd.name)
 	hd.reg.Store(reg) // nil when not found: forget a gone owner
 	return reg, err
 }

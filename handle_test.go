@@ -64,7 +64,7 @@ func TestHandleFollowsReplace(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer b.Release()
-		return b.Value.(func() int)()
+		return b.Value().(func() int)()
 	}
 	if v := call(); v != 1 {
 		t.Fatalf("version %d, want 1", v)
@@ -224,11 +224,11 @@ func TestExportStack(t *testing.T) {
 	}
 	r, err := h.Handle(KindSymbol, "three").Call(context.Background(), args...)
 	check("handle", r, err)
-	b, err := h.Symbol("three")
+	b, err := h.Acquire(KindSymbol, "three")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err = b.Value.(Func)(context.Background(), args...)
+	r, err = b.Value().(Func)(context.Background(), args...)
 	b.Release()
 	check("by name", r, err)
 

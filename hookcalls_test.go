@@ -133,7 +133,7 @@ func TestLifecycleCallsFromHook(t *testing.T) {
 				t.Fatalf("failing load from a hook: %v, want ErrInit", err)
 			}
 			goneLater(t, failed)
-			if _, err := r.h.Symbol(name + ".sym"); !errors.Is(err, ErrNotFound) {
+			if _, err := r.h.Acquire(KindSymbol, name+".sym"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("symbol of the failed module: %v", err)
 			}
 			// The name is free again, and unloads, replaces and grace

@@ -179,20 +179,24 @@ func (h *Host) Modules() []*Instance {
 // looks again: if a hot swap (Replace) published a new owner meanwhile, it
 // gets that one, so no call fails during a swap.
 func (h *Host) Acquire(kind Kind, name string) (Binding, error) {
-	b, _, err := h.acquire(kind, name)
-	return b, err
+	reg, err := h.acquire(kind, name)
+	if err != nil {
+		return Binding{}, err
+	}
+	return Binding{value: reg.value, owner: reg.owner}, nil
 }
 
-// acquire is Acquire, also returning the registration it found (nil if
-// none) for Handle's cache.
-func (h *Host) acquire(kind Kind, name string) (Binding, *registration, error) {
+// acquire is Acquire, returning the registration it found (nil if none)
+// for Handle's cache and Kernel.Import. On success a reference was taken on
+// its owner; on an error, none was.
+func (h *Host) acquire(kind Kind, name string) (*registration, error) {
 	reg := h.reg.snap.Load().lookup(kind, name)
 	for {
 		if reg == nil {
-			return Binding{}, nil, modErr("acquire", name, fmt.Errorf("%s: %w", kind, ErrNotFound))
+			return nil, modErr("acquire", name, fmt.Errorf("%s: %w", kind, ErrNotFound))
 		}
 		if reg.owner.TryGet() {
-			return Binding{Value: reg.value, Owner: reg.owner}, reg, nil
+			return reg, nil
 		}
 		// The owner's Kill is ordered after the swap's snapshot store
 		// (both under Host.mu in that order), so a TryGet that failed
@@ -204,14 +208,11 @@ func (h *Host) acquire(kind Kind, name string) (Binding, *registration, error) {
 			// was going then (killed, being unloaded). It may be gone by
 			// now, but a lookup by name reports what held at the lookup;
 			// ErrGone is for a stale *Instance.
-			return Binding{}, reg, modErr("acquire", name, fmt.Errorf("%s is %s: %w", reg.owner.name, StateGoing, ErrNotLive))
+			return reg, modErr("acquire", name, fmt.Errorf("%s is %s: %w", reg.owner.name, StateGoing, ErrNotLive))
 		}
 		reg = next
 	}
 }
-
-// Symbol is Acquire(KindSymbol, name).
-func (h *Host) Symbol(name string) (Binding, error) { return h.Acquire(KindSymbol, name) }
 
 // Lookup lists the published registrations of a kind, sorted by name.
 func (h *Host) Lookup(kind Kind) []Registration { return h.reg.list(kind) }

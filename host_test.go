@@ -180,25 +180,61 @@ func TestSymbolCallsCountOutsideModuleCode(t *testing.T) {
 		})
 	}
 	mustLoad(t, h, src("math", mod))
-	b, err := h.Symbol("add")
+	b, err := h.Acquire(KindSymbol, "add")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := b.Value.(func(int, int) int)(2, 3); got != 5 {
+	if got := b.Value().(func(int, int) int)(2, 3); got != 5 {
 		t.Fatalf("add = %d", got)
 	}
 	b.Release()
 	if inside.Load() != 1 {
 		t.Fatalf("refs inside the call = %d, want 1 (taken by the host before the call)", inside.Load())
 	}
-	if _, err := h.Symbol("nope"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "nope") {
+	if _, err := h.Acquire(KindSymbol, "nope"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("unknown symbol: %v", err)
 	}
 	if err := h.Unload(deadline(t), "math", UnloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.Symbol("add"); !errors.Is(err, ErrNotFound) {
+	if _, err := h.Acquire(KindSymbol, "add"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("symbol of unloaded module: %v", err)
+	}
+}
+
+func TestBindingReleaseTwiceIsNoop(t *testing.T) {
+	h := quietHost(t)
+	mod := &testModule{init: func(k *Kernel) error { return k.Export("f", 7) }}
+	m := mustLoad(t, h, src("twice", mod))
+	var zero Binding
+	zero.Release() // the zero Binding holds nothing
+	hd := h.Handle(KindSymbol, "f")
+	for _, via := range []struct {
+		name    string
+		acquire func() (Binding, error)
+	}{
+		{"Host.Acquire", func() (Binding, error) { return h.Acquire(KindSymbol, "f") }},
+		{"Instance.Acquire", func() (Binding, error) { return m.Acquire(KindSymbol, "f") }},
+		{"Handle.Acquire", hd.Acquire},
+	} {
+		b, err := via.acquire()
+		if err != nil {
+			t.Fatalf("%s: %v", via.name, err)
+		}
+		if b.Owner() != m || b.Value() != 7 || m.Refs() != 1 {
+			t.Fatalf("%s: owner %p value %v refs %d, want %p 7 1", via.name, b.Owner(), b.Value(), m.Refs(), m)
+		}
+		b.Release()
+		b.Release()
+		if m.Refs() != 0 || b.Owner() != nil || h.Underflows() != 0 {
+			t.Fatalf("%s: after two Releases refs %d owner %p underflows %d, want 0 nil 0", via.name, m.Refs(), b.Owner(), h.Underflows())
+		}
+	}
+	if err := h.Unload(deadline(t), "twice", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if mod.exits.Load() != 1 || h.Underflows() != 0 {
+		t.Fatalf("exits %d underflows %d, want 1 0", mod.exits.Load(), h.Underflows())
 	}
 }
 
@@ -216,7 +252,7 @@ func TestUnloadBusyLeavesModuleAsItWas(t *testing.T) {
 	if m.State() != StateLive || m.Refs() != 2 || mod.exits.Load() != 0 {
 		t.Fatalf("after refused unload: state %s refs %d exits %d", m.State(), m.Refs(), mod.exits.Load())
 	}
-	if b, err := h.Symbol("f"); err != nil {
+	if b, err := h.Acquire(KindSymbol, "f"); err != nil {
 		t.Fatalf("symbol after refused unload: %v", err)
 	} else {
 		b.Release()
@@ -288,7 +324,7 @@ func TestUnloadWaitCancelRestores(t *testing.T) {
 	if m.State() != StateLive || m.Refs() != 1 || mod.exits.Load() != 0 {
 		t.Fatalf("after cancel: state %s refs %d exits %d", m.State(), m.Refs(), mod.exits.Load())
 	}
-	if b, err := h.Symbol("g"); err != nil {
+	if b, err := h.Acquire(KindSymbol, "g"); err != nil {
 		t.Fatalf("symbol after cancelled unload: %v", err)
 	} else {
 		b.Release()
@@ -582,7 +618,7 @@ func TestFailedInitWaitsForGraceAndOwnReferences(t *testing.T) {
 	if _, ok := h.Module("halfmod"); ok {
 		t.Fatal("name not released")
 	}
-	if _, err := h.Symbol("half"); !errors.Is(err, ErrNotFound) {
+	if _, err := h.Acquire(KindSymbol, "half"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("symbol of failed module: %v", err)
 	}
 	// The name and the symbol are free for a new module.
@@ -802,7 +838,7 @@ func TestExitContext(t *testing.T) {
 	if inst.State() != StateLive || len(inst.Taints()) != 0 {
 		t.Fatalf("after the refusal: %s, taints %v", inst.State(), inst.Taints())
 	}
-	if b, err := h.Symbol("s"); err != nil {
+	if b, err := h.Acquire(KindSymbol, "s"); err != nil {
 		t.Fatalf("symbol after the refusal: %v", err)
 	} else {
 		b.Release()

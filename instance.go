@@ -245,7 +245,7 @@ func (m *Instance) Acquire(kind Kind, name string) (Binding, error) {
 	if !m.TryGet() {
 		return Binding{}, modErr("acquire", name, stateErr(m))
 	}
-	return Binding{Value: reg.value, Owner: m}, nil
+	return Binding{value: reg.value, owner: m}, nil
 }
 
 // stateErr is the error for a failed TryGet on m.
@@ -259,17 +259,44 @@ func stateErr(m *Instance) error {
 // Binding is a registration's value together with a reference on its owner
 // (the counting interface): while the Binding is held, the owner cannot
 // finish unloading. Release drops the reference, outside module code.
+//
+// A Binding must not be copied once it holds a reference (go vet's
+// copylocks check reports a copy): keep it in the variable it was returned
+// to, and pass or store a *Binding. It is not safe for concurrent use.
 type Binding struct {
-	Value any
-	Owner *Instance
+	noCopy noCopy
+	value  any
+	owner  *Instance
 }
 
-// Release drops the reference taken by Acquire. Call it exactly once.
-func (b Binding) Release() {
-	if b.Owner != nil {
-		b.Owner.Put()
+// Value returns the registered value. It stays valid to read after
+// Release, but a call into it is then no longer protected.
+func (b *Binding) Value() any { return b.value }
+
+// Owner returns the instance whose reference the Binding holds: nil for
+// the zero Binding and after Release.
+func (b *Binding) Owner() *Instance { return b.owner }
+
+// Release drops the reference taken by Acquire and clears the owner. It is
+// a no-op on the zero Binding and the second time: a Binding drops its
+// reference at most once, so "defer b.Release()" is safe next to an
+// earlier explicit Release.
+func (b *Binding) Release() {
+	if o := b.owner; o != nil {
+		b.owner = nil
+		o.Put()
 	}
 }
+
+// noCopy marks a struct that must not be copied after first use: go vet's
+// copylocks check reports a copy of a struct holding one (sync.noCopy).
+type noCopy struct{}
+
+// Lock is a no-op used by go vet's copylocks check.
+func (*noCopy) Lock() {}
+
+// Unlock is a no-op used by go vet's copylocks check.
+func (*noCopy) Unlock() {}
 
 // hasReserved reports whether m already staged a registration of key.
 // The caller holds m.regMu (Kernel.stage does).

@@ -32,7 +32,7 @@ func (k *Kernel) Params() map[string]string { return k.inst.params }
 func (k *Kernel) Logger() *slog.Logger { return k.log }
 
 // Export stages a symbol: reserved now (a name another module holds fails
-// with ErrExists), visible to Host.Symbol and Kernel.Import once the module
+// with ErrExists), visible to Host.Acquire and Kernel.Import once the module
 // is live.
 func (k *Kernel) Export(name string, value any) error {
 	return k.Register(KindSymbol, name, value)
@@ -40,7 +40,7 @@ func (k *Kernel) Export(name string, value any) error {
 
 // ExportStack stages the Func symbol name implemented by f, which needs a
 // stack of size values (at least its argument and its result count).
-// Lookups (Host.Symbol, Kernel.Import) get a Func that passes f a copy of
+// Lookups (Host.Acquire, Kernel.Import) get a Func that passes f a copy of
 // its arguments with that room; Handle.Call passes f the copy of the
 // caller's arguments it makes anyway, so that a call through a Handle
 // allocates once (the wasm loader exports its symbols so).
@@ -127,29 +127,31 @@ func (k *Kernel) ImportStack(ctx context.Context, name string) (f StackFunc, siz
 // symbol that is not a Func fails (before the dependency is recorded).
 func (k *Kernel) importReg(ctx context.Context, name string, funcOnly bool) (*registration, error) {
 	h := k.inst.host
-	b, reg, err := h.acquire(KindSymbol, name)
+	reg, err := h.acquire(KindSymbol, name)
 	if err != nil && isNotFound(err) && h.resolver != nil {
 		if _, rerr := h.request(ctx, "symbol:"+name, k.inst); rerr == nil {
-			b, reg, err = h.acquire(KindSymbol, name)
+			reg, err = h.acquire(KindSymbol, name)
 		}
 	}
 	if err != nil {
 		return nil, modErr("import", k.inst.name, err)
 	}
+	// acquire took a reference on owner: dropped on every path below.
+	owner := reg.owner
 	if funcOnly && reg.stack == nil && reg.fn == nil {
-		b.Release()
+		owner.Put()
 		return nil, modErr("import", k.inst.name, fmt.Errorf("symbol %s is a %T, not a Func: %w", name, reg.value, ErrInvalid))
 	}
-	if b.Owner == k.inst {
-		b.Release()
+	if owner == k.inst {
+		owner.Put()
 		return reg, nil
 	}
-	if err := h.addDep(k.inst, b.Owner); err != nil {
-		b.Release()
+	if err := h.addDep(k.inst, owner); err != nil {
+		owner.Put()
 		return nil, modErr("import", k.inst.name, err)
 	}
 	// addDep took its own reference for the dependency edge.
-	b.Release()
+	owner.Put()
 	return reg, nil
 }
 

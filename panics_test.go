@@ -115,7 +115,7 @@ func TestPanicInEveryEntryPoint(t *testing.T) {
 			if p.self.State() != StateGone || p.exits.Load() != 1 || p.stops.Load() != 0 {
 				t.Fatalf("after a panicking Start: %s, %d exits, %d stops; want gone, 1, 0", p.self.State(), p.exits.Load(), p.stops.Load())
 			}
-			if _, err := h.Symbol("p.f"); !errors.Is(err, ErrNotFound) {
+			if _, err := h.Acquire(KindSymbol, "p.f"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("symbol of a module whose Start panicked: %v", err)
 			}
 			return p.self

@@ -39,12 +39,12 @@ func TestRaceDecrementThenReturn(t *testing.T) {
 	callDone := make(chan struct{})
 	go func() {
 		defer close(callDone)
-		b, err := h.Symbol("work")
+		b, err := h.Acquire(KindSymbol, "work")
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		b.Value.(func())()
+		b.Value().(func())()
 		b.Release() // outside module code
 	}()
 	inWindow.reached(t)
@@ -135,7 +135,7 @@ func TestRaceHalfInitIsNeverVisible(t *testing.T) {
 	var seen, lookups atomic.Int64
 	stop := hammer(4, func() {
 		lookups.Add(1)
-		if b, err := h.Symbol("A"); err == nil {
+		if b, err := h.Acquire(KindSymbol, "A"); err == nil {
 			seen.Add(1)
 			b.Release()
 		}
@@ -262,7 +262,7 @@ func TestRaceExitRefuses(t *testing.T) {
 	if m.State() != StateLive || starts.Load() != 2 {
 		t.Fatalf("after refusal: state %s starts %d", m.State(), starts.Load())
 	}
-	b, err := h.Symbol("svc")
+	b, err := h.Acquire(KindSymbol, "svc")
 	if err != nil {
 		t.Fatalf("symbol not republished: %v", err)
 	}
@@ -303,7 +303,7 @@ func TestRaceReferenceSlipsInAfterUnpublish(t *testing.T) {
 	if mod.exits.Load() != 0 || m.State() != StateLive || m.Refs() != 1 {
 		t.Fatalf("exits %d state %s refs %d", mod.exits.Load(), m.State(), m.Refs())
 	}
-	b, err := h.Symbol("late")
+	b, err := h.Acquire(KindSymbol, "late")
 	if err != nil {
 		t.Fatalf("not republished: %v", err)
 	}

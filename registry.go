@@ -82,7 +82,7 @@ type registration struct {
 //
 // named is keyed by kind, then name: two string-keyed lookups (the runtime's
 // fast path for string keys) cost less than one of a two-string struct key,
-// and Host.Symbol is on the protected call path.
+// and Host.Acquire is on the protected call path.
 type snapshot struct {
 	named map[Kind]map[string]*registration
 	hooks map[string][]*registration

@@ -26,12 +26,12 @@ func versioned(v int, mod *testModule) Source {
 }
 
 func callVersion(h *Host) (int, error) {
-	b, err := h.Symbol("version")
+	b, err := h.Acquire(KindSymbol, "version")
 	if err != nil {
 		return 0, err
 	}
 	defer b.Release()
-	return b.Value.(func() int)(), nil
+	return b.Value().(func() int)(), nil
 }
 
 func TestReplaceSwapsAndUnloadsOld(t *testing.T) {
@@ -112,7 +112,7 @@ func TestReplaceWaitsForOldBindings(t *testing.T) {
 	h := quietHost(t)
 	v1 := &testModule{}
 	mustLoad(t, h, versioned(1, v1))
-	held, err := h.Symbol("version")
+	held, err := h.Acquire(KindSymbol, "version")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestReplaceWaitsForOldBindings(t *testing.T) {
 	if got, err := callVersion(h); err != nil || got != 2 {
 		t.Fatalf("during replace: %d %v", got, err)
 	}
-	if got := held.Value.(func() int)(); got != 1 || v1.exits.Load() != 0 {
+	if got := held.Value().(func() int)(); got != 1 || v1.exits.Load() != 0 {
 		t.Fatalf("held binding: %d, exits %d", got, v1.exits.Load())
 	}
 	held.Release()

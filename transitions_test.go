@@ -186,7 +186,7 @@ func TestSubscribersSeeEveryTransition(t *testing.T) {
 		var l eventLog
 		defer h.Subscribe(l.record)()
 		m := mustLoad(t, h, src("a", newMod(&l)))
-		b, err := h.Symbol("a.s")
+		b, err := h.Acquire(KindSymbol, "a.s")
 		if err != nil {
 			t.Fatal(err)
 		}

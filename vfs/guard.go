@@ -40,8 +40,8 @@ func guard[T any](sb *superblock, op string, fn func() (T, error)) (v T, err err
 	defer func() {
 		if p := recover(); p != nil {
 			pe := &PanicError{FSType: sb.fstype, Op: op, Value: p}
-			if sb.binding.Owner != nil {
-				sb.binding.Owner.Taint(pe.Error())
+			if sb.binding.Owner() != nil {
+				sb.binding.Owner().Taint(pe.Error())
 			}
 			var zero T
 			v, err = zero, pe

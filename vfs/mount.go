@@ -280,42 +280,45 @@ func (ns *Namespace) FormatMounts() string {
 }
 
 // acquireType finds a filesystem type, demand-loading "fs-<name>" once when
-// it is unknown. The Binding holds the owner module's reference.
-func acquireType(ctx context.Context, h Host, name string) (raceless.Binding, FileSystemType, error) {
+// it is unknown, and stores the Binding holding the owner module's
+// reference in *b, a zero Binding (which holds no reference after an
+// error).
+func acquireType(ctx context.Context, h Host, name string, b *raceless.Binding) (FileSystemType, error) {
 	if h == nil {
-		return raceless.Binding{}, nil, fmt.Errorf("filesystem type %q: %w", name, ENODEV)
+		return nil, fmt.Errorf("filesystem type %q: %w", name, ENODEV)
 	}
-	b, err := h.Acquire(raceless.KindFilesystem, name)
+	var err error
+	*b, err = h.Acquire(raceless.KindFilesystem, name)
 	if errors.Is(err, raceless.ErrNotFound) {
 		if _, rerr := h.Request(ctx, "fs-"+name); rerr == nil {
-			b, err = h.Acquire(raceless.KindFilesystem, name)
+			*b, err = h.Acquire(raceless.KindFilesystem, name)
 		}
 	}
 	if err != nil {
 		if errors.Is(err, raceless.ErrNotFound) {
-			return raceless.Binding{}, nil, fmt.Errorf("unknown filesystem type %q: %w: %w", name, ENODEV, err)
+			return nil, fmt.Errorf("unknown filesystem type %q: %w: %w", name, ENODEV, err)
 		}
-		return raceless.Binding{}, nil, fmt.Errorf("filesystem type %q: %w: %w", name, ENODEV, err)
+		return nil, fmt.Errorf("filesystem type %q: %w: %w", name, ENODEV, err)
 	}
-	t, ok := b.Value.(FileSystemType)
+	t, ok := b.Value().(FileSystemType)
 	if !ok {
 		b.Release()
-		return raceless.Binding{}, nil, fmt.Errorf("filesystem type %q registered a %T, not a vfs.FileSystemType: %w", name, b.Value, ENODEV)
+		return nil, fmt.Errorf("filesystem type %q registered a %T, not a vfs.FileSystemType: %w", name, b.Value(), ENODEV)
 	}
-	return b, t, nil
+	return t, nil
 }
 
 // newSuperblock mounts a new instance of fstype. On success the returned
 // mount holds one reference (its creator's) and is not attached.
 func newMount(ctx context.Context, h Host, ns *Namespace, source, fstype, options string, state mountState) (*Mount, error) {
-	b, t, err := acquireType(ctx, h, fstype)
+	sb := &superblock{fstype: fstype}
+	t, err := acquireType(ctx, h, fstype, &sb.binding)
 	if err != nil {
 		return nil, err
 	}
 	if source == "" {
 		source = "none"
 	}
-	sb := &superblock{fstype: fstype, binding: b}
 	sbi, err := guard(sb, "mount", func() (Superblock, error) {
 		return t.Mount(ctx, MountRequest{Source: source, Options: options, NS: ns})
 	})
@@ -323,7 +326,7 @@ func newMount(ctx context.Context, h Host, ns *Namespace, source, fstype, option
 		err = fmt.Errorf("%s mount returned no superblock: %w", fstype, EIO)
 	}
 	if err != nil {
-		b.Release()
+		sb.binding.Release()
 		return nil, err
 	}
 	sb.id, sb.sb = sbSeq.Add(1), sbi

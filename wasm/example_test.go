@@ -34,11 +34,11 @@ func Example() {
 	if _, err := h.Load(ctx, src, nil); err != nil {
 		panic(err)
 	}
-	b, err := h.Symbol("add")
+	b, err := h.Acquire(raceless.KindSymbol, "add")
 	if err != nil {
 		panic(err)
 	}
-	r, err := b.Value.(raceless.Func)(ctx, 2, 40)
+	r, err := b.Value().(raceless.Func)(ctx, 2, 40)
 	b.Release()
 	fmt.Println(r[0], err)
 	fmt.Println(h.Unload(ctx, "provider", raceless.UnloadOptions{}))

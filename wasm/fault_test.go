@@ -100,18 +100,18 @@ func TestCallDeadlineDuringGC(t *testing.T) {
 func TestCallerContext(t *testing.T) {
 	e := newEnv(t, wasmConfig())
 	e.mustLoad(wasmtest.Provider, nil)
-	b, err := e.h.Symbol("add")
+	b, err := e.h.Acquire(raceless.KindSymbol, "add")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Release()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if r, err := b.Value.(raceless.Func)(ctx, 2, 3); err != nil || r[0] != 5 {
+	if r, err := b.Value().(raceless.Func)(ctx, 2, 3); err != nil || r[0] != 5 {
 		t.Fatalf("add with a deadline: %v %v", r, err)
 	}
 	cancel()
-	if r, err := b.Value.(raceless.Func)(ctx, 2, 3); err != nil || r[0] != 5 {
+	if r, err := b.Value().(raceless.Func)(ctx, 2, 3); err != nil || r[0] != 5 {
 		t.Fatalf("add with a cancelled context: %v %v", r, err)
 	}
 }
@@ -159,7 +159,7 @@ func TestForcedUnload(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for range n {
-		b, err := e.h.Symbol("spin")
+		b, err := e.h.Acquire(raceless.KindSymbol, "spin")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ func TestForcedUnload(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer b.Release()
-			_, err := b.Value.(raceless.Func)(context.Background())
+			_, err := b.Value().(raceless.Func)(context.Background())
 			errs <- err
 		}()
 	}

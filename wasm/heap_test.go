@@ -74,11 +74,11 @@ func TestStaleHandleFreesInstance(t *testing.T) {
 	if r, err := add.Call(ctx, 1, 2); err != nil || r[0] != 3 {
 		t.Fatalf("add: %v %v", r, err)
 	}
-	b, err := e.h.Symbol("mul")
+	b, err := e.h.Acquire(raceless.KindSymbol, "mul")
 	if err != nil {
 		t.Fatal(err)
 	}
-	mul := b.Value.(raceless.Func)
+	mul := b.Value().(raceless.Func)
 	b.Release()
 	unload()
 	growth := int64(heapInUse()) - int64(before)

@@ -497,9 +497,9 @@ func (l *Loader) releaseCompiled(c *compiled) {
 
 // Signature reports the WebAssembly types of the parameters and results of
 // symbol, a symbol that owner, an instance of a module this Loader loaded,
-// exported (Host.Symbol's Binding.Owner). ok is false for anything else:
-// another loader's or a native module, a symbol it did not export, an
-// instance not yet live or gone. Values cross the raceless.Func API as
+// exported (the Owner of its Binding from Host.Acquire). ok is false for
+// anything else: another loader's or a native module, a symbol it did not
+// export, an instance not yet live or gone. Values cross the raceless.Func API as
 // uint64: an i32 or f32 in the low 32 bits (zero-extended results; see
 // the package doc), an i64 or f64 in all 64.
 func (l *Loader) Signature(owner *raceless.Instance, symbol string) (params, results []api.ValueType, ok bool) {

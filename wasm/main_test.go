@@ -101,10 +101,10 @@ func (e *env) mustLoad(dir string, params map[string]string) *raceless.Instance 
 
 // call calls a symbol through the counting path.
 func (e *env) call(name string, args ...uint64) ([]uint64, error) {
-	b, err := e.h.Symbol(name)
+	b, err := e.h.Acquire(raceless.KindSymbol, name)
 	if err != nil {
 		return nil, err
 	}
 	defer b.Release()
-	return b.Value.(raceless.Func)(context.Background(), args...)
+	return b.Value().(raceless.Func)(context.Background(), args...)
 }

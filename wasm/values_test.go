@@ -382,14 +382,14 @@ func testForcedUnloadInImport(t *testing.T, honour bool) {
 	e.loadBytes("caller", asmModule([]string{"park"}, asmFunc{
 		export: "callpark", symbol: true, result: []byte{tI64}, code: code,
 	}))
-	b, err := e.h.Symbol("callpark")
+	b, err := e.h.Acquire(raceless.KindSymbol, "callpark")
 	if err != nil {
 		t.Fatal(err)
 	}
 	res := make(chan error, 1)
 	go func() {
 		defer b.Release()
-		r, err := b.Value.(raceless.Func)(context.Background())
+		r, err := b.Value().(raceless.Func)(context.Background())
 		if err == nil {
 			err = fmt.Errorf("the guest returned %v", r)
 		}

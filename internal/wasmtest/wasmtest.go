@@ -128,7 +128,7 @@ func buildCached(ctx context.Context, dir string) (string, error) {
 	}
 	h := sha256.New()
 	fmt.Fprintln(h, runtime.Version(), dir)
-	for _, d := range []string{dir, filepath.Join(root, "sdk")} {
+	for _, d := range []string{dir, filepath.Join(root, "wasm", "sdk")} {
 		if err := hashDir(h, d); err != nil {
 			return "", err
 		}

@@ -96,11 +96,11 @@ func Measure(ctx context.Context, opts Options) (Result, error) {
 					default:
 					}
 					t0 := time.Now()
-					b, err := h.Symbol("version")
+					b, err := h.Acquire(raceless.KindSymbol, "version")
 					if err != nil {
 						failed.Add(1)
 					} else {
-						_ = b.Value.(func() int)()
+						_ = b.Value().(func() int)()
 						b.Release()
 					}
 					samples = append(samples, time.Since(t0))

@@ -1,5 +1,5 @@
 // Package wasmcalls measures the wasm loader: a protected call into a wasm
-// export (through a raceless.Handle, and by name through Host.Symbol)
+// export (through a raceless.Handle, and by name through Host.Acquire)
 // against a raw wazero call of the same export, load latency with a cold and a warm compilation
 // cache, unload latency, and the host's heap after many load/unload cycles.
 // It is run by `raceless bench wasm [--json]`.
@@ -57,7 +57,7 @@ type Result struct {
 // calls interruptible), protected_call (Caller.Call: the owner's
 // reference held in the goroutine's Caller for the call),
 // protected_call_handle (Handle.Call: the reference on the owner's shared
-// counter), protected_call_by_name (Host.Symbol, the Func,
+// counter), protected_call_by_name (Host.Acquire, the Func,
 // Binding.Release); the breakdown of protected_call over the floor:
 // raw_call_with_stack_fresh_stack (CallWithStack on a new stack per call,
 // cut from 64-value blocks as a Caller does), raw_call_with_stack_locked
@@ -203,11 +203,11 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 		return checkAdd(r, err)
 	}
 	byName := func() error { // a lookup by name and a Binding per call
-		b, err := h.Symbol("add")
+		b, err := h.Acquire(raceless.KindSymbol, "add")
 		if err != nil {
 			return err
 		}
-		r, err := b.Value.(raceless.Func)(bg, 1, 2)
+		r, err := b.Value().(raceless.Func)(bg, 1, 2)
 		b.Release()
 		return checkAdd(r, err)
 	}

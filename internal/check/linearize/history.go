@@ -346,7 +346,7 @@ func Generate(ctx context.Context, cfg Config) ([]porcupine.Operation, error) {
 
 type held struct {
 	name string
-	b    raceless.Binding
+	b    *raceless.Binding
 }
 
 func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recorder, ids *instIDs, c int, rng *rand.Rand, cfg Config, sources map[string][]raceless.Source) error {
@@ -354,9 +354,10 @@ func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recor
 	put := func(i int) {
 		x := hold[i]
 		hold = slices.Delete(hold, i, i+1)
+		owner := x.b.Owner() // Release clears it
 		call := rec.Now()
 		x.b.Release()
-		rec.Put(c, x.name, ids.of(x.b.Owner), call, rec.Now())
+		rec.Put(c, x.name, ids.of(owner), call, rec.Now())
 	}
 	defer func() {
 		for len(hold) > 0 {
@@ -425,11 +426,11 @@ func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recor
 			call := rec.Now()
 			b, err := h.Acquire(raceless.KindSymbol, SymbolOf(name))
 			ret := rec.Now()
-			if err := rec.Acquire(c, name, ids.of(b.Owner), call, ret, err); err != nil {
+			if err := rec.Acquire(c, name, ids.of(b.Owner()), call, ret, err); err != nil {
 				return err
 			}
 			if err == nil {
-				hold = append(hold, held{name, b})
+				hold = append(hold, held{name, &b})
 			}
 		case p < 84:
 			call := rec.Now()

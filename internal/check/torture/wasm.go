@@ -69,7 +69,7 @@ var wasmOpTable = []opEntry{
 
 // wasmHeld is a Binding on a wasm symbol kept across operations.
 type wasmHeld struct {
-	b    raceless.Binding
+	b    *raceless.Binding
 	call WasmCall
 }
 
@@ -118,14 +118,14 @@ func (w *worker) opWasmCall(ctx context.Context) {
 		return
 	}
 	c := m.Calls[w.rng.IntN(len(m.Calls))]
-	b, err := w.r.host.Symbol(c.Symbol)
+	b, err := w.r.host.Acquire(raceless.KindSymbol, c.Symbol)
 	w.outcome("wasm-call", err)
 	if err != nil {
 		return
 	}
-	w.wasmCall(ctx, b, c)
+	w.wasmCall(ctx, &b, c)
 	if len(w.wheld) < maxHeld && w.rng.IntN(4) == 0 {
-		w.wheld = append(w.wheld, wasmHeld{b, c})
+		w.wheld = append(w.wheld, wasmHeld{&b, c})
 		return
 	}
 	b.Release()
@@ -134,10 +134,10 @@ func (w *worker) opWasmCall(ctx context.Context) {
 // wasmCall calls c through b: a result must be the expected one; an error
 // is acceptable only once the instance is no longer live (a forced unload:
 // the call must fail cleanly, never run in freed memory or panic).
-func (w *worker) wasmCall(ctx context.Context, b raceless.Binding, c WasmCall) {
-	f, ok := b.Value.(raceless.Func)
+func (w *worker) wasmCall(ctx context.Context, b *raceless.Binding, c WasmCall) {
+	f, ok := b.Value().(raceless.Func)
 	if !ok {
-		w.r.violate("api", "wasm symbol %s is a %T, not a raceless.Func", c.Symbol, b.Value)
+		w.r.violate("api", "wasm symbol %s is a %T, not a raceless.Func", c.Symbol, b.Value())
 		return
 	}
 	octx, cancel := w.r.opContext(ctx)
@@ -149,7 +149,7 @@ func (w *worker) wasmCall(ctx context.Context, b raceless.Binding, c WasmCall) {
 	case err != nil:
 		w.outcomes["wasm-call-result/"+errClass(err)]++
 		w.hung(octx, "call "+c.Symbol, err)
-		if b.Owner.State() == raceless.StateLive && !errors.Is(err, context.Canceled) && !tainted(b.Owner) {
+		if b.Owner().State() == raceless.StateLive && !errors.Is(err, context.Canceled) && !tainted(b.Owner()) {
 			w.r.violate("wasm", "%s%v failed on a live, untainted instance: %v", c.Symbol, c.Args, err)
 		}
 	default:

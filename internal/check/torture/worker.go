@@ -20,7 +20,7 @@ type worker struct {
 	r      *runner
 	id     int
 	rng    *rand.Rand
-	held   []raceless.Binding
+	held   []*raceless.Binding
 	files  []*vfs.File
 	wheld  []wasmHeld
 	reader *raceless.Reader
@@ -201,34 +201,35 @@ func (w *worker) checkVisible(sv *symVal, how string) {
 	}
 }
 
-func (w *worker) take(b raceless.Binding, how string) *symVal {
-	sv, ok := b.Value.(*symVal)
+func (w *worker) take(b *raceless.Binding, how string) *symVal {
+	sv, ok := b.Value().(*symVal)
 	if !ok {
-		w.r.violate("api", "%s returned a value of type %T", how, b.Value)
+		w.r.violate("api", "%s returned a value of type %T", how, b.Value())
 		b.Release()
 		return nil
 	}
 	sv.m.held.Add(1)
-	if b.Owner != sv.m.inst.Load() {
-		w.r.violate("api", "%s: binding owner %p is not the exporting instance of %s", how, b.Owner, sv.m)
+	if b.Owner() != sv.m.inst.Load() {
+		w.r.violate("api", "%s: binding owner %p is not the exporting instance of %s", how, b.Owner(), sv.m)
 	}
 	w.checkVisible(sv, how)
 	return sv
 }
 
-func (w *worker) drop(b raceless.Binding) {
-	b.Value.(*symVal).m.held.Add(-1)
+func (w *worker) drop(b *raceless.Binding) {
+	b.Value().(*symVal).m.held.Add(-1)
 	b.Release()
 }
 
 func (w *worker) release(i int) {
 	b := w.held[i]
 	w.held[i] = w.held[len(w.held)-1]
+	w.held[len(w.held)-1] = nil
 	w.held = w.held[:len(w.held)-1]
 	// A held binding may be called again before release: after a forced
 	// unload that is the legitimate stale call.
 	if w.rng.IntN(2) == 0 {
-		b.Value.(*symVal).call()
+		b.Value().(*symVal).call()
 	}
 	w.drop(b)
 }
@@ -248,21 +249,21 @@ func (w *worker) opCall(ctx context.Context) {
 	if w.rng.IntN(2) == 0 {
 		name = s.symB()
 	}
-	b, err := w.r.host.Symbol(name)
+	b, err := w.r.host.Acquire(raceless.KindSymbol, name)
 	w.outcome("call", err)
 	if err != nil {
 		return
 	}
-	sv := w.take(b, "Symbol")
+	sv := w.take(&b, "Host.Acquire")
 	if sv == nil {
 		return
 	}
 	sv.call()
 	if len(w.held) < maxHeld && w.rng.IntN(4) == 0 {
-		w.held = append(w.held, b)
+		w.held = append(w.held, &b)
 		return
 	}
-	w.drop(b)
+	w.drop(&b)
 }
 
 func (w *worker) opInstanceAcquire(ctx context.Context) {
@@ -281,9 +282,9 @@ func (w *worker) opInstanceAcquire(ctx context.Context) {
 	if wasGone {
 		w.r.violate("api", "Instance.Acquire succeeded on gone %s", s.name)
 	}
-	if sv := w.take(b, "Instance.Acquire"); sv != nil {
+	if sv := w.take(&b, "Instance.Acquire"); sv != nil {
 		sv.call()
-		w.drop(b)
+		w.drop(&b)
 	}
 }
 

@@ -447,18 +447,18 @@ type Signature struct {
 // opSignature answers the types of the Func symbol req.Name, or null when
 // they are not known (a native module's Func takes and returns uint64).
 func (d *Daemon) opSignature(req *control.Request) (any, error) {
-	b, err := d.host.Symbol(req.Name)
+	b, err := d.host.Acquire(raceless.KindSymbol, req.Name)
 	if err != nil {
 		return nil, err
 	}
 	defer b.Release()
-	if _, ok := b.Value.(raceless.Func); !ok {
-		return nil, fmt.Errorf("symbol %s of %s is a %T, not a function: %w", req.Name, b.Owner.Name(), b.Value, raceless.ErrInvalid)
+	if _, ok := b.Value().(raceless.Func); !ok {
+		return nil, fmt.Errorf("symbol %s of %s is a %T, not a function: %w", req.Name, b.Owner().Name(), b.Value(), raceless.ErrInvalid)
 	}
 	if d.cfg.Signature == nil {
 		return nil, nil
 	}
-	p, r, ok := d.cfg.Signature(b.Owner, req.Name)
+	p, r, ok := d.cfg.Signature(b.Owner(), req.Name)
 	if !ok {
 		return nil, nil
 	}
@@ -466,17 +466,17 @@ func (d *Daemon) opSignature(req *control.Request) (any, error) {
 }
 
 func (d *Daemon) opCall(ctx context.Context, req *control.Request) (any, error) {
-	b, err := d.host.Symbol(req.Name)
+	b, err := d.host.Acquire(raceless.KindSymbol, req.Name)
 	if err != nil {
 		return nil, err
 	}
 	defer b.Release()
-	f, ok := b.Value.(raceless.Func)
+	f, ok := b.Value().(raceless.Func)
 	if !ok {
-		return nil, fmt.Errorf("symbol %s of %s is a %T, not a function: %w", req.Name, b.Owner.Name(), b.Value, raceless.ErrInvalid)
+		return nil, fmt.Errorf("symbol %s of %s is a %T, not a function: %w", req.Name, b.Owner().Name(), b.Value(), raceless.ErrInvalid)
 	}
 	res, err := f(ctx, req.Args...)
-	d.metrics.called(b.Owner.Name(), err)
+	d.metrics.called(b.Owner().Name(), err)
 	if res == nil {
 		res = []uint64{}
 	}
