@@ -7,9 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/testdeadline"
 	ramfsmod "github.com/raceless/raceless/modules/ramfs"
 	"github.com/raceless/raceless/vfs"
 	"go.uber.org/goleak"
@@ -42,28 +42,13 @@ func setup(t *testing.T) (*raceless.Host, *vfs.Namespace) {
 				t.Errorf("module %s: %d references left", m.Name(), r)
 			}
 		}
-		sctx, cancel := testContext(t)
+		sctx, cancel := testdeadline.Context(t)
 		defer cancel()
 		if _, err := h.Shutdown(sctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
 	return h, ns
-}
-
-// testContext ends shortly before the test binary's -timeout (never under
-// -timeout 0): the test's waits fail with their own message, never because
-// a loaded machine was slower than a fixed limit.
-func testContext(t *testing.T) (context.Context, context.CancelFunc) {
-	d, ok := t.Deadline()
-	if !ok {
-		return context.WithCancel(context.Background())
-	}
-	margin := time.Until(d) / 20
-	if margin > 30*time.Second {
-		margin = 30 * time.Second
-	}
-	return context.WithDeadline(context.Background(), d.Add(-margin))
 }
 
 func mustErr(t *testing.T, err error, want error) {

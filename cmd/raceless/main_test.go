@@ -5,7 +5,6 @@ package main_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/raceless/raceless/internal/testdeadline"
 	"go.uber.org/goleak"
 )
 
@@ -136,7 +136,7 @@ func (d *daemon) stop() {
 	default:
 	}
 	d.cmd.Process.Signal(syscall.SIGTERM)
-	ctx, cancel := testContext(d.t)
+	ctx, cancel := testdeadline.Context(d.t)
 	defer cancel()
 	select {
 	case <-d.done:
@@ -155,13 +155,13 @@ func (d *daemon) stop() {
 }
 
 // waitFor polls cond every 10ms until it holds, failing the test at the
-// test's deadline (see testDeadline): how long something takes on a loaded
+// test's deadline (see testdeadline.Deadline): how long something takes on a loaded
 // machine is not the test's business, only that it happens.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	ctx, cancel := testContext(t)
+	ctx, cancel := testdeadline.Context(t)
 	defer cancel()
 	start := time.Now()
 	for !cond() {
@@ -171,32 +171,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("gave up at the test's deadline, after %s, waiting for %s", time.Since(start).Round(time.Millisecond), what)
 		}
 	}
-}
-
-// testDeadline is when the test's own waits give up: shortly before the
-// test binary's -timeout, so that a hang fails the test with its own
-// message (and the daemon's log) rather than the timeout's panic. There
-// is no fixed per-command limit: any such limit fails a healthy run on a
-// loaded 2-core machine sooner or later. ok is false under -timeout 0
-// (wait as long as it takes).
-func testDeadline(t *testing.T) (time.Time, bool) {
-	d, ok := t.Deadline()
-	if !ok {
-		return time.Time{}, false
-	}
-	margin := time.Until(d) / 20
-	if margin > 30*time.Second {
-		margin = 30 * time.Second
-	}
-	return d.Add(-margin), true
-}
-
-// testContext ends at testDeadline.
-func testContext(t *testing.T) (context.Context, context.CancelFunc) {
-	if d, ok := testDeadline(t); ok {
-		return context.WithDeadline(context.Background(), d)
-	}
-	return context.WithCancel(context.Background())
 }
 
 type result struct {
@@ -218,7 +192,7 @@ func (d *daemon) run(args ...string) result {
 
 func runCmd(t *testing.T, sock string, attr *syscall.SysProcAttr, prog string, args ...string) result {
 	t.Helper()
-	ctx, cancel := testContext(t)
+	ctx, cancel := testdeadline.Context(t)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, prog), args...)
 	cmd.Env = append(os.Environ(), "RACELESS_SOCKET="+sock)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/testdeadline"
 	ramfsmod "github.com/raceless/raceless/modules/ramfs"
 	"github.com/raceless/raceless/vfs"
 	"github.com/raceless/raceless/vfs/fusefs"
@@ -73,7 +74,7 @@ func setup(t *testing.T) (*raceless.Host, *vfs.Namespace, *fusefs.Server, string
 		for i := len(ms) - 1; i > 0; i-- {
 			_ = ns.Unmount(ms[i].Target, vfs.MNT_DETACH)
 		}
-		sctx, cancel := testContext(t)
+		sctx, cancel := testdeadline.Context(t)
 		defer cancel()
 		if _, err := h.Shutdown(sctx); err != nil {
 			t.Error(err)
@@ -93,7 +94,7 @@ func must(t *testing.T, err error) {
 // with our own actions) until it holds or the test's deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	wctx, cancel := testContext(t)
+	wctx, cancel := testdeadline.Context(t)
 	defer cancel()
 	for !cond() {
 		if wctx.Err() != nil {
@@ -101,21 +102,6 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-}
-
-// testContext ends shortly before the test binary's -timeout (never under
-// -timeout 0): the test's waits fail with their own message, never because
-// a loaded machine was slower than a fixed limit.
-func testContext(t *testing.T) (context.Context, context.CancelFunc) {
-	d, ok := t.Deadline()
-	if !ok {
-		return context.WithCancel(context.Background())
-	}
-	margin := time.Until(d) / 20
-	if margin > 30*time.Second {
-		margin = 30 * time.Second
-	}
-	return context.WithDeadline(context.Background(), d.Add(-margin))
 }
 
 func refs(h *raceless.Host, name string) int64 {

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
-	"time"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/testdeadline"
 	procmod "github.com/raceless/raceless/modules/procfs"
 	ramfsmod "github.com/raceless/raceless/modules/ramfs"
 	"github.com/raceless/raceless/vfs"
@@ -36,7 +36,7 @@ func TestProcfs(t *testing.T) {
 	ctx := context.Background()
 	h := raceless.New()
 	defer func() {
-		sctx, cancel := testContext(t)
+		sctx, cancel := testdeadline.Context(t)
 		defer cancel()
 		if _, err := h.Shutdown(sctx); err != nil {
 			t.Error(err)
@@ -128,19 +128,4 @@ func ExampleFormatModules() {
 	fmt.Println(regexp.MustCompile(`^ramfs \d+ 0 - Live 0xffffffffa[0-9a-f]{7}\n$`).MatchString(line))
 	_, _ = h.Shutdown(ctx)
 	// Output: true
-}
-
-// testContext ends shortly before the test binary's -timeout (never under
-// -timeout 0): the test's waits fail with their own message, never because
-// a loaded machine was slower than a fixed limit.
-func testContext(t *testing.T) (context.Context, context.CancelFunc) {
-	d, ok := t.Deadline()
-	if !ok {
-		return context.WithCancel(context.Background())
-	}
-	margin := time.Until(d) / 20
-	if margin > 30*time.Second {
-		margin = 30 * time.Second
-	}
-	return context.WithDeadline(context.Background(), d.Add(-margin))
 }
