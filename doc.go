@@ -33,7 +33,8 @@
 //     the window of "MOD_DEC_USE_COUNT; return;" does not exist.
 //   - A Binding drops its reference at most once: a second Release does
 //     nothing, and go vet reports a copied Binding.
-//   - From outside, TryGet fails unless the module is live.
+//   - From outside, a reference is taken only on a live module: a lookup,
+//     a Handle or a Caller finds nothing in a module coming, going or gone.
 //   - Registrations made during Init are staged: reserved (a clash fails
 //     Init) and published in one step when the module goes live. A failed
 //     Init leaves nothing that was ever visible.
@@ -46,6 +47,56 @@
 //     are merged.
 //   - A hot swap (Replace) publishes the new instance's registrations in
 //     place of the old one's in one step; no lookup finds nothing.
+//
+// # Calling into modules
+//
+// There are three ways in, one per idea, and the non-counting path of hooks
+// beside them. All of them take a reference on (or enter a read section
+// against) the module before its code runs and drop it after, so no call
+// runs in a module that has been torn down; what differs is how often the
+// name is looked up and what a call writes to memory shared with other
+// goroutines.
+//
+//	Host.Acquire(kind, name) → Binding   a one-shot lookup holding a reference
+//	Host.Handle(name) → Handle.Call      a name resolved once, followed across reloads
+//	Host.NewCaller() → Caller.Call       the per-goroutine fast path (of a Handle)
+//	Host.CallHooks, Caller.CallHooks      hooks: a read section, no reference
+//
+// Their costs and contracts:
+//
+//   - Host.Acquire looks the name up (one atomic load of the published
+//     snapshot and a map lookup) and takes a reference on the owner (one
+//     atomic add on a slot of the owner's counter, striped so that
+//     goroutines rarely share one); Binding.Release drops it. Hold a
+//     Binding across many calls, or for a value that is not a function (a
+//     filesystem type, a route). Safe for concurrent use; a Binding itself
+//     belongs to one goroutine at a time and must not be copied.
+//   - A Handle caches what its name resolved to: a call costs one atomic
+//     add and one atomic subtract on a slot of the owner's counter, no map
+//     lookup, and holds no reference between calls, so it never keeps a
+//     module loaded. When the owner is no longer live (unloaded, replaced)
+//     the next call resolves the name again. Safe for concurrent use.
+//   - A Caller is one goroutine's: a call through it takes the owner's
+//     reference with plain stores to the Caller's own word, no atomic
+//     read-modify-write and no write shared with other goroutines; unloads
+//     pay instead (a membarrier and a scan of the registered Callers per
+//     unload). Not safe for concurrent use.
+//   - Hooks (Kernel.Hook) are called without a reference, inside a read
+//     section of the host's grace-period domain that unload waits out:
+//     Host.CallHooks enters it with an atomic operation, Caller.CallHooks
+//     with a store to the Caller's own slot.
+//
+// Functions have one calling convention, Func, wazero's: the stack holds
+// the arguments on entry, and the function may overwrite it and return
+// its results in it. A caller that reuses one stack with room for the
+// results calls without allocating, native or wasm. `raceless bench calls`
+// and `raceless bench wasm` measure each path against its floor; see
+// docs/fastpaths.md for the protocols and the figures.
+//
+// A module reaches other modules through its Kernel: Kernel.Import resolves
+// a symbol once and records a dependency (the exporter cannot be unloaded
+// before the importer), Kernel.Get and Kernel.Put pin the module itself
+// (for work it hands to a goroutine of its own).
 //
 // # Module code that panics
 //

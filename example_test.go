@@ -132,7 +132,7 @@ func ExampleHost_Unload_wait() {
 	ctx := context.Background()
 	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	m, _ := host.Load(ctx, greeterSource, nil)
-	m.TryGet()
+	b, _ := host.Acquire(raceless.KindSymbol, "greet") // a reference on greeter
 	progress := make(chan raceless.Progress, 1)
 	done := make(chan error)
 	go func() {
@@ -145,7 +145,7 @@ func ExampleHost_Unload_wait() {
 	}()
 	p := <-progress
 	fmt.Printf("waiting for %d reference(s) on %s\n", p.Refs, p.Module)
-	m.Put()
+	b.Release()
 	fmt.Println(<-done, m.State())
 	// Output:
 	// waiting for 1 reference(s) on greeter
@@ -153,12 +153,14 @@ func ExampleHost_Unload_wait() {
 }
 
 // adder is a native module exporting a Func, the language-neutral symbol
-// type that wasm modules export too.
+// type that wasm modules export too. Like a wasm function it computes in
+// the stack it is given: the arguments come in it, the result goes back in
+// it.
 type adder struct{}
 
 func (adder) Init(k *raceless.Kernel) error {
-	return k.Export("add", raceless.Func(func(_ context.Context, args ...uint64) ([]uint64, error) {
-		return []uint64{args[0] + args[1]}, nil
+	return k.Export("add", raceless.Func(func(_ context.Context, stack []uint64) ([]uint64, error) {
+		return append(stack[:0], stack[0]+stack[1]), nil
 	}))
 }
 
@@ -172,15 +174,15 @@ func ExampleHandle() {
 	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	adderSource := raceless.Native(raceless.Info{Name: "adder"}, func() raceless.Module { return adder{} })
 
-	add := host.Handle(raceless.KindSymbol, "add")
-	_, err := add.Call(ctx, 1, 2)
+	add := host.Handle("add")
+	_, err := add.Call(ctx, []uint64{1, 2})
 	fmt.Println(errors.Is(err, raceless.ErrNotFound)) // not loaded yet
 
 	if _, err := host.Load(ctx, adderSource, nil); err != nil {
 		fmt.Println(err)
 		return
 	}
-	r, err := add.Call(ctx, 1, 2)
+	r, err := add.Call(ctx, []uint64{1, 2})
 	fmt.Println(r, err)
 
 	// No reference is held between calls: the module unloads, and loads
@@ -190,7 +192,7 @@ func ExampleHandle() {
 		fmt.Println(err)
 		return
 	}
-	r, err = add.Call(ctx, 20, 22)
+	r, err = add.Call(ctx, []uint64{20, 22})
 	fmt.Println(r, err)
 	// Output:
 	// true
@@ -202,7 +204,8 @@ func ExampleHandle() {
 // A worker goroutine that calls a symbol many times holds the owner's
 // reference in its own Caller for each call: plain stores rather than two
 // atomic operations on the module's counter. Between calls it holds
-// nothing, so the module unloads as usual.
+// nothing, so the module unloads as usual. Reusing one stack with room for
+// the results, its calls allocate nothing.
 func ExampleCaller() {
 	ctx := context.Background()
 	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
@@ -211,7 +214,7 @@ func ExampleCaller() {
 		fmt.Println(err)
 		return
 	}
-	add := host.Handle(raceless.KindSymbol, "add")
+	add := host.Handle("add")
 
 	jobs := make(chan uint64)
 	sums := make(chan uint64)
@@ -219,8 +222,10 @@ func ExampleCaller() {
 		c := host.NewCaller() // one per goroutine
 		defer c.Close()
 		var total uint64
+		stack := make([]uint64, 2) // the arguments, then the result
 		for n := range jobs {
-			r, err := c.Call(ctx, add, total, n)
+			stack[0], stack[1] = total, n
+			r, err := c.Call(ctx, add, stack)
 			if err != nil {
 				fmt.Println(err) // and go on draining jobs
 				continue
@@ -237,5 +242,31 @@ func ExampleCaller() {
 	fmt.Println(host.Unload(ctx, "adder", raceless.UnloadOptions{}))
 	// Output:
 	// 5050
+	// <nil>
+}
+
+// A goroutine that calls hooks many times enters the read section through
+// its own Caller: a store to its own slot rather than atomic operations on
+// the host's shared counters. As with Host.CallHooks, the unload of a
+// hooking module waits a grace period for such calls in flight.
+func ExampleCaller_CallHooks() {
+	ctx := context.Background()
+	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	audit := raceless.Native(raceless.Info{Name: "audit"}, func() raceless.Module { return &auditor{} })
+	if _, err := host.Load(ctx, audit, nil); err != nil {
+		fmt.Println(err)
+		return
+	}
+	c := host.NewCaller() // one per goroutine
+	for _, user := range []string{"alice", "bob"} {
+		if err := c.CallHooks(ctx, "login", user); err != nil {
+			fmt.Println(err)
+		}
+	}
+	c.Close()
+	fmt.Println(host.Unload(ctx, "audit", raceless.UnloadOptions{}))
+	// Output:
+	// audit: login alice
+	// audit: login bob
 	// <nil>
 }

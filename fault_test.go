@@ -234,9 +234,14 @@ func TestFaultInitFailsAtEveryStep(t *testing.T) {
 				if inst.State() != raceless.StateGone {
 					t.Errorf("failed instance is %s, want gone", inst.State())
 				}
-				if inst.TryGet() {
-					t.Errorf("TryGet succeeded on a failed instance")
-					inst.Put()
+				// No reference can be taken on it, not even by its own
+				// Kernel (Get fails on a gone module), and none is left.
+				if m.k.Get() {
+					t.Errorf("Kernel.Get succeeded on a failed instance")
+					m.k.Put()
+				}
+				if n := inst.Refs(); n != 0 {
+					t.Errorf("failed instance has %d references, want 0", n)
 				}
 				if panics && len(inst.Taints()) == 0 {
 					t.Errorf("a panicking Init did not taint the instance")
@@ -421,11 +426,11 @@ func TestFaultPanics(t *testing.T) {
 		if len(inst.Taints()) == 0 {
 			t.Errorf("panicking hook did not taint its module")
 		}
-		r := h.NewReader()
-		if err := r.CallHooks(ctx, "ev.hp", nil); err == nil {
-			t.Errorf("Reader.CallHooks: no error from a panicking hook")
+		c := h.NewCaller()
+		if err := c.CallHooks(ctx, "ev.hp", nil); err == nil {
+			t.Errorf("Caller.CallHooks: no error from a panicking hook")
 		}
-		r.Close()
+		c.Close()
 		if err := h.Unload(ctx, "hp", raceless.UnloadOptions{}); err != nil {
 			t.Fatalf("unload after hook panic: %v", err)
 		}
@@ -897,9 +902,13 @@ func TestFaultReplaceUndoHonoursContext(t *testing.T) {
 		done <- err
 	}()
 	newInst := faultRecv(t, live, "the new instance going live")
-	bNew, err := newInst.Acquire(raceless.KindSymbol, old.symA())
+	bNew, err := h.Acquire(raceless.KindSymbol, old.symA())
 	if err != nil {
 		t.Fatalf("acquire on the new instance: %v", err)
+	}
+	if bNew.Owner() != newInst {
+		bNew.Release()
+		t.Fatalf("acquire after the new instance went live: owner %v, want the new instance %v", bNew.Owner(), newInst)
 	}
 	cancel()
 	timer := time.NewTimer(2 * time.Second)

@@ -6,90 +6,84 @@ import (
 	"sync/atomic"
 )
 
-// A Handle names a registration and resolves it lazily: the name is looked
-// up once, and each Acquire then costs one reference on the owner (a
-// TryGet, no map lookup) for as long as that owner stays live. When it is
+// A Handle names a symbol and resolves it lazily: the name is looked up
+// once, and each Call then costs one reference on the owner (a counter
+// increment, no map lookup) for as long as that owner stays live. When it is
 // not (unloaded, replaced by Host.Replace, being unloaded) the handle looks
 // the name up again, so it follows a module across reloads and hot swaps.
 //
-// This is symbol_get once and try_module_get per use. Unlike a Binding
+// This is symbol_get once and try_module_get per call. Unlike a Binding
 // held across calls, a Handle holds no reference between uses and never
 // keeps its module loaded. It does remember the registration it last used:
 // until it is used again after its owner is gone, it keeps that owner's Go
 // objects reachable (for a wasm module, its closed instance).
 //
-// A Handle is safe for concurrent use. Acquire through a Handle is as
-// linearizable as through Host.Acquire: a successful TryGet on the cached
+// A Handle is safe for concurrent use. A call through a Handle is as
+// linearizable as a Host.Acquire: a successful reference on the cached
 // owner is one on a registration the name resolved to, whose owner is live.
 type Handle struct {
 	h    *Host
-	kind Kind
 	name string
 	// reg is the registration last resolved (nil: none yet, or not found).
 	reg atomic.Pointer[registration]
 }
 
-// Handle returns a handle on the registration kind/name. The name need not
-// be registered yet: Acquire resolves it.
-func (h *Host) Handle(kind Kind, name string) *Handle {
-	return &Handle{h: h, kind: kind, name: name}
+// Handle returns a handle on the symbol name. The name need not be
+// exported yet: each call resolves it until it is.
+func (h *Host) Handle(name string) *Handle {
+	return &Handle{h: h, name: name}
 }
 
-// Name returns the registration's name.
+// Name returns the symbol's name.
 func (hd *Handle) Name() string { return hd.name }
 
-// Acquire returns the registration's value with a reference on its owner,
-// as Host.Acquire does; Release it.
-func (hd *Handle) Acquire() (Binding, error) {
-	reg, err := hd.get()
-	if err != nil {
-		return Binding{}, err
-	}
-	return Binding{value: reg.value, owner: reg.owner}, nil
-}
-
-// get returns the registration with a reference taken on its owner: on the
-// cached one if its owner is live, else on what the name resolves to now.
-func (hd *Handle) get() (*registration, error) {
-	if reg := hd.reg.Load(); reg != nil && reg.owner.TryGet() {
-		return reg, nil
-	}
-	return hd.resolve()
-}
-
 func (hd *Handle) resolve() (*registration, error) {
-	reg, err := hd.h.acquire(hd.kind, hd.name)
+	reg, err := hd.h.acquire(KindSymbol, hd.name)
 	hd.reg.Store(reg) // nil when not found: forget a gone owner
 	return reg, err
 }
 
-// Call calls the Func registered under the handle's name (a symbol), under
-// a reference on its owner taken for the length of the call. It passes the
-// Func a copy of args, which therefore stay the caller's (and, given
-// literally, on the caller's stack); a symbol exported with ExportStack
-// computes in that copy, so the call allocates once. A goroutine that
-// makes many calls does better with a Caller (Caller.Call).
+// Call calls the Func registered under the handle's name in the calling
+// convention of Func (stack holds the arguments, and the Func may
+// overwrite it and return its results in it), under a reference on its
+// owner taken for the length of the call: two atomic operations on a slot
+// of the owner's counter. A goroutine that makes many calls does better
+// with a Caller (Caller.Call), which takes the reference with plain
+// stores. Safe for concurrent use, each goroutine with its own stack.
 //
 // A panic in the Func is recovered: the owner is tainted and the call
 // returns an error naming it.
 //
-// It is the protected call's path, so get is written out here with the
-// owner's reference taken on its Ref directly: each call saved is ~1 ns of
-// a ~50 ns call into wasm (Instance.TryGet and Put do not inline).
-func (hd *Handle) Call(ctx context.Context, args ...uint64) (res []uint64, err error) {
+// It is the protected call's path, so the reference is taken on the
+// owner's Ref directly: each call saved is ~1 ns of a ~50 ns call into
+// wasm (Instance.tryGet and put do not inline).
+func (hd *Handle) Call(ctx context.Context, stack []uint64) (res []uint64, err error) {
 	reg := hd.reg.Load()
 	if reg == nil || !reg.refs.TryGet() {
 		if reg, err = hd.resolve(); err != nil {
 			return nil, err
 		}
 	} else {
-		reg.owner.noteUse()
+		reg.noteUse()
 	}
-	// One deferred call (see Caller.Call): it recovers only when the
-	// Func did not return, then drops the reference.
+	if reg.recovering { // never panics: see Caller.Call
+		res, err = reg.fn(ctx, stack)
+		reg.owner.put()
+		return res, err
+	}
+	return hd.callRecovering(ctx, reg, stack)
+}
+
+// callRecovering is Call for a Func that may panic, as
+// Caller.callRecovering: one deferred call recovers only when the Func
+// did not return, then drops the reference.
+func (hd *Handle) callRecovering(ctx context.Context, reg *registration, stack []uint64) (res []uint64, err error) {
 	ok := false
 	defer hd.done(reg, &ok, &err)
-	res, err = hd.invoke(ctx, reg, args)
+	if reg.fn == nil {
+		return nil, hd.notFunc(reg)
+	}
+	res, err = reg.fn(ctx, stack)
 	ok = true
 	return res, err
 }
@@ -102,24 +96,11 @@ func (hd *Handle) done(reg *registration, ok *bool, err *error) {
 			reg.owner.caught("call", hd.name, nil, err, p)
 		}
 	}
-	reg.owner.Put()
-}
-
-// invoke calls reg's Func (or StackFunc) with a copy of args, the caller
-// holding a reference on its owner.
-func (hd *Handle) invoke(ctx context.Context, reg *registration, args []uint64) ([]uint64, error) {
-	own := append(make([]uint64, 0, max(len(args), reg.size)), args...)
-	switch {
-	case reg.stack != nil:
-		return reg.stack(ctx, own)
-	case reg.fn != nil:
-		return reg.fn(ctx, own...)
-	}
-	return nil, hd.notFunc(reg)
+	reg.owner.put()
 }
 
 // notFunc is Call's error for a registration that is not a Func (out of
 // line: building it inline would enlarge Call's frame).
 func (hd *Handle) notFunc(reg *registration) error {
-	return modErr("call", hd.name, fmt.Errorf("%s is a %T, not a Func: %w", hd.kind, reg.value, ErrInvalid))
+	return modErr("call", hd.name, fmt.Errorf("%s is a %T, not a Func: %w", KindSymbol, reg.value, ErrInvalid))
 }

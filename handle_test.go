@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 )
 
 // funcModule exports "f" as a Func returning its id (and the arguments'
-// sum), calling during (if set) inside the call.
+// sum) in a new slice, calling during (if set) inside the call.
 func funcModule(name string, id uint64, during func()) Source {
 	return src(name, &testModule{init: func(k *Kernel) error {
-		return k.Export("f", Func(func(_ context.Context, args ...uint64) ([]uint64, error) {
+		return k.Export("f", Func(func(_ context.Context, args []uint64) ([]uint64, error) {
 			if during != nil {
 				during()
 			}
@@ -28,25 +27,28 @@ func funcModule(name string, id uint64, during func()) Source {
 
 func TestHandleResolvesLazilyAndFollowsReloads(t *testing.T) {
 	h := quietHost(t)
-	hd := h.Handle(KindSymbol, "f")
-	if _, err := hd.Call(context.Background(), 1); !errors.Is(err, ErrNotFound) {
+	hd := h.Handle("f")
+	if hd.Name() != "f" {
+		t.Fatalf("Name = %q, want f", hd.Name())
+	}
+	if _, err := hd.Call(context.Background(), []uint64{1}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("before any load: %v, want ErrNotFound", err)
 	}
 	mustLoad(t, h, funcModule("one", 1, nil))
-	if r, err := hd.Call(context.Background(), 2, 3); err != nil || r[0] != 1 || r[1] != 5 {
+	if r, err := hd.Call(context.Background(), []uint64{2, 3}); err != nil || r[0] != 1 || r[1] != 5 {
 		t.Fatalf("first owner: %v %v", r, err)
 	}
 	if err := h.Unload(deadline(t), "one", UnloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := hd.Call(context.Background()); !errors.Is(err, ErrNotFound) {
+	if _, err := hd.Call(context.Background(), nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after unload: %v, want ErrNotFound", err)
 	}
 	if hd.reg.Load() != nil {
 		t.Fatal("handle still remembers the unloaded owner")
 	}
 	mustLoad(t, h, funcModule("two", 2, nil)) // another module, same symbol
-	if r, err := hd.Call(context.Background()); err != nil || r[0] != 2 {
+	if r, err := hd.Call(context.Background(), nil); err != nil || r[0] != 2 {
 		t.Fatalf("second owner: %v %v", r, err)
 	}
 	if err := h.Unload(deadline(t), "two", UnloadOptions{}); err != nil {
@@ -54,27 +56,50 @@ func TestHandleResolvesLazilyAndFollowsReloads(t *testing.T) {
 	}
 }
 
+// versionedFunc is versioned with the Func symbol "vf" too: it returns
+// the version in its stack, and panics if called after its module's Exit.
+func versionedFunc(v int, mod *testModule) Source {
+	s := versioned(v, mod)
+	init := mod.init
+	mod.init = func(k *Kernel) error {
+		if err := init(k); err != nil {
+			return err
+		}
+		return k.Export("vf", Func(func(_ context.Context, stack []uint64) ([]uint64, error) {
+			if mod.exited.Load() {
+				panic(fmt.Sprintf("v%d called after its Exit", v))
+			}
+			return append(stack[:0], uint64(v)), nil
+		}))
+	}
+	return s
+}
+
+// TestHandleFollowsReplace: a Handle (and a Caller through it) follows a
+// hot swap: once Replace returns, calls reach the new instance.
 func TestHandleFollowsReplace(t *testing.T) {
 	h := quietHost(t)
-	mustLoad(t, h, versioned(1, &testModule{}))
-	hd := h.Handle(KindSymbol, "version")
-	call := func() int {
-		b, err := hd.Acquire()
-		if err != nil {
-			t.Fatal(err)
+	mustLoad(t, h, versionedFunc(1, &testModule{}))
+	hd := h.Handle("vf")
+	c := h.NewCaller()
+	defer c.Close()
+	call := func(how string, want uint64) {
+		t.Helper()
+		stack := make([]uint64, 1)
+		r, err := hd.Call(context.Background(), stack)
+		if err != nil || len(r) != 1 || r[0] != want {
+			t.Fatalf("%s: Handle.Call = %v %v, want [%d]", how, r, err, want)
 		}
-		defer b.Release()
-		return b.Value().(func() int)()
+		r, err = c.Call(context.Background(), hd, stack)
+		if err != nil || len(r) != 1 || r[0] != want {
+			t.Fatalf("%s: Caller.Call = %v %v, want [%d]", how, r, err, want)
+		}
 	}
-	if v := call(); v != 1 {
-		t.Fatalf("version %d, want 1", v)
-	}
-	if _, err := h.Replace(deadline(t), "svc", versioned(2, &testModule{}), nil); err != nil {
+	call("first", 1)
+	if _, err := h.Replace(deadline(t), "svc", versionedFunc(2, &testModule{}), nil); err != nil {
 		t.Fatal(err)
 	}
-	if v := call(); v != 2 {
-		t.Fatalf("after replace: version %d, want 2", v)
-	}
+	call("after replace", 2)
 	if err := h.Unload(deadline(t), "svc", UnloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -83,9 +108,20 @@ func TestHandleFollowsReplace(t *testing.T) {
 func TestHandleCallNotAFunc(t *testing.T) {
 	h := quietHost(t)
 	m := mustLoad(t, h, versioned(1, &testModule{}))
-	_, err := h.Handle(KindSymbol, "version").Call(context.Background())
+	hd := h.Handle("version")
+	_, err := hd.Call(context.Background(), nil)
 	if !errors.Is(err, ErrInvalid) || m.Refs() != 0 {
 		t.Fatalf("call of a func() int: %v (refs %d), want ErrInvalid and no reference left", err, m.Refs())
+	}
+	// Through a Caller too: resolved now, so the call takes the Caller's
+	// own path, which must drop the reference it took.
+	c := h.NewCaller()
+	defer c.Close()
+	for range 2 {
+		_, err = c.Call(context.Background(), hd, nil)
+		if !errors.Is(err, ErrInvalid) || m.Refs() != 0 || c.regs.hold.Holding() {
+			t.Fatalf("Caller call of a func() int: %v (refs %d, holding %v), want ErrInvalid and no reference left", err, m.Refs(), c.regs.hold.Holding())
+		}
 	}
 	if err := h.Unload(deadline(t), "svc", UnloadOptions{}); err != nil {
 		t.Fatal(err)
@@ -105,8 +141,8 @@ func TestHandleCallHoldsOwner(t *testing.T) {
 		}
 		g.park()
 	}))
-	hd := h.Handle(KindSymbol, "f")
-	done := parkedCall(t, g, func() ([]uint64, error) { return hd.Call(context.Background()) })
+	hd := h.Handle("f")
+	done := parkedCall(t, g, func() ([]uint64, error) { return hd.Call(context.Background(), nil) })
 	if err := h.Unload(deadline(t), "one", UnloadOptions{}); !errors.Is(err, ErrBusy) {
 		t.Fatalf("unload during a call: %v, want ErrBusy", err)
 	}
@@ -117,7 +153,7 @@ func TestHandleCallHoldsOwner(t *testing.T) {
 	panics.Store(true)
 	func() {
 		defer func() { _ = recover() }()
-		_, _ = hd.Call(context.Background())
+		_, _ = hd.Call(context.Background(), nil)
 	}()
 	if err := h.Unload(deadline(t), "one", UnloadOptions{}); err != nil {
 		t.Fatalf("unload after the calls: %v", err)
@@ -131,10 +167,10 @@ func TestHandleConcurrentReloads(t *testing.T) {
 	h := quietHost(t)
 	mod := exitChecked(t)
 	mustLoad(t, h, mod())
-	hd := h.Handle(KindSymbol, "f")
+	hd := h.Handle("f")
 	var ok atomic.Int64
 	stop := hammer(4, func() {
-		_, err := hd.Call(context.Background())
+		_, err := hd.Call(context.Background(), nil)
 		countCall(t, &ok, err)
 	})
 	// Each round waits for a call to get through to the new owner, so that
@@ -159,7 +195,7 @@ func exitChecked(t *testing.T) func() Source {
 		exited.Store(false)
 		return src("one", &testModule{
 			init: func(k *Kernel) error {
-				return k.Export("f", Func(func(context.Context, ...uint64) ([]uint64, error) {
+				return k.Export("f", Func(func(context.Context, []uint64) ([]uint64, error) {
 					if exited.Load() {
 						t.Error("called after Exit")
 					}
@@ -196,74 +232,112 @@ func waitCalls(t *testing.T, ok *atomic.Int64) {
 	}
 }
 
-// TestExportStack: a StackFunc symbol gets a private stack with room for
-// its results, whether called through a Handle or through the Func that
-// lookups see, and the caller's arguments stay as they were.
-func TestExportStack(t *testing.T) {
+// TestFuncStackConvention: a Func computes in the stack it is given (the
+// CallWithStack convention): called through a Handle, through a Caller,
+// as the value Host.Acquire and Kernel.Import return, the results come
+// back in the caller's stack when it has room, and in a new slice when it
+// has not; a plain func of Func's signature is called the same way. Each
+// import makes the importer a holder of the exporter, whatever the value.
+func TestFuncStackConvention(t *testing.T) {
 	h := quietHost(t)
-	swap3 := StackFunc(func(_ context.Context, stack []uint64) ([]uint64, error) {
-		if len(stack) != 1 || cap(stack) < 3 {
-			return nil, fmt.Errorf("stack len %d cap %d: %w", len(stack), cap(stack), ErrInvalid)
+	// three computes three results from its one argument, in its stack
+	// when that has room (append reallocates when it has not).
+	three := func(_ context.Context, stack []uint64) ([]uint64, error) {
+		if len(stack) != 1 {
+			return nil, fmt.Errorf("stack len %d: %w", len(stack), ErrInvalid)
 		}
-		stack = stack[:3]
-		stack[0], stack[1], stack[2] = stack[0]+1, stack[0]+2, stack[0]+3
-		return stack, nil
-	})
+		a := stack[0]
+		return append(stack[:0], a+1, a+2, a+3), nil
+	}
 	mustLoad(t, h, src("stacky", &testModule{init: func(k *Kernel) error {
-		if err := k.ExportStack("bad", -1, swap3); !errors.Is(err, ErrInvalid) {
-			return fmt.Errorf("negative size: %v", err)
+		if err := k.Export("", Func(three)); !errors.Is(err, ErrInvalid) {
+			return fmt.Errorf("empty name: %v", err)
 		}
-		return k.ExportStack("three", 3, swap3)
+		if err := k.Export("three", Func(three)); err != nil {
+			return err
+		}
+		return k.Export("plain", three) // a plain func of Func's signature
 	}}))
-	args := []uint64{10}
-	check := func(how string, r []uint64, err error) {
+	// check calls f with a stack holding 10, of capacity room, and checks
+	// the results, and where they are: in the stack when it has room.
+	check := func(how string, room int, f func(stack []uint64) ([]uint64, error)) {
 		t.Helper()
-		if err != nil || len(r) != 3 || r[0] != 11 || r[2] != 13 || args[0] != 10 {
-			t.Fatalf("%s: %v %v, arguments now %v", how, r, err, args)
-		}
-	}
-	r, err := h.Handle(KindSymbol, "three").Call(context.Background(), args...)
-	check("handle", r, err)
-	b, err := h.Acquire(KindSymbol, "three")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err = b.Value().(Func)(context.Background(), args...)
-	b.Release()
-	check("by name", r, err)
-
-	// ImportStack hands an importer the StackFunc itself (and its size); a
-	// plain Func comes wrapped, with size 0; anything else is ErrInvalid.
-	// Each import makes the importer a holder of the exporter.
-	mustLoad(t, h, funcModule("plain", 7, nil))
-	mustLoad(t, h, src("valued", &testModule{init: func(k *Kernel) error { return k.Export("v", 42) }}))
-	mustLoad(t, h, src("importer", &testModule{init: func(k *Kernel) error {
-		f, size, err := k.ImportStack(context.Background(), "three")
-		if err != nil || size != 3 {
-			return fmt.Errorf("three: size %d, %v", size, err)
-		}
-		stack := make([]uint64, 1, size)
+		stack := make([]uint64, 1, room)
 		stack[0] = 10
-		if r, err := f(context.Background(), stack); err != nil || len(r) != 3 || r[0] != 11 || r[2] != 13 {
-			return fmt.Errorf("three: %v %v", r, err)
+		r, err := f(stack)
+		if err != nil || len(r) != 3 || r[0] != 11 || r[1] != 12 || r[2] != 13 {
+			t.Fatalf("%s (room %d): %v %v, want [11 12 13]", how, room, r, err)
 		}
-		f, size, err = k.ImportStack(context.Background(), "f")
-		if err != nil || size != 0 {
-			return fmt.Errorf("f: size %d, %v", size, err)
+		if inPlace := &r[0] == &stack[:1][0]; inPlace != (room >= 3) {
+			t.Fatalf("%s (room %d): results in the caller's stack %v, want %v", how, room, inPlace, room >= 3)
+		}
+		if room < 3 && stack[0] != 10 {
+			t.Fatalf("%s (room %d): the stack, too small for the results, is now %v", how, room, stack)
+		}
+	}
+	ctx := context.Background()
+	c := h.NewCaller()
+	defer c.Close()
+	for _, name := range []string{"three", "plain"} {
+		hd := h.Handle(name)
+		b, err := h.Acquire(KindSymbol, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, _ := asFunc(b.Value())
+		if f == nil {
+			t.Fatalf("%s: the value of a symbol exported as a %T is no Func", name, b.Value())
+		}
+		for _, room := range []int{1, 3, 8} {
+			check(name+" by Handle", room, func(s []uint64) ([]uint64, error) { return hd.Call(ctx, s) })
+			check(name+" by Caller", room, func(s []uint64) ([]uint64, error) { return c.Call(ctx, hd, s) })
+			check(name+" by name", room, func(s []uint64) ([]uint64, error) { return f(ctx, s) })
+		}
+		b.Release()
+	}
+
+	// Import returns the Func itself (a plain func of its signature as
+	// exported) and any other value as it is, and records the dependency
+	// in every case.
+	mustLoad(t, h, funcModule("fmod", 7, nil))
+	mustLoad(t, h, src("valued", &testModule{init: func(k *Kernel) error { return k.Export("v", 42) }}))
+	importer := mustLoad(t, h, src("importer", &testModule{init: func(k *Kernel) error {
+		v, err := k.Import(context.Background(), "three")
+		if err != nil {
+			return fmt.Errorf("three: %v", err)
+		}
+		f, ok := v.(Func)
+		if !ok {
+			return fmt.Errorf("three: imported a %T, want a Func", v)
+		}
+		stack := make([]uint64, 1, 3)
+		stack[0] = 10
+		if r, err := f(context.Background(), stack); err != nil || len(r) != 3 || r[0] != 11 || r[2] != 13 || &r[0] != &stack[0] {
+			return fmt.Errorf("three: %v %v, want [11 12 13] in the stack", r, err)
+		}
+		if v, err = k.Import(context.Background(), "f"); err != nil {
+			return fmt.Errorf("f: %v", err)
+		}
+		if f, ok = v.(Func); !ok {
+			return fmt.Errorf("f: imported a %T, want a Func", v)
 		}
 		if r, err := f(context.Background(), []uint64{2, 3}); err != nil || len(r) != 2 || r[0] != 7 || r[1] != 5 {
 			return fmt.Errorf("f: %v %v", r, err)
 		}
-		if _, _, err := k.ImportStack(context.Background(), "v"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "importer") {
-			return fmt.Errorf("v (an int): %v, want ErrInvalid naming the importer", err)
+		if v, err = k.Import(context.Background(), "v"); err != nil || v != 42 {
+			return fmt.Errorf("v (an int): %v %v, want 42", v, err)
 		}
 		return nil
 	}}))
-	if err := h.Unload(deadline(t), "stacky", UnloadOptions{}); !errors.Is(err, ErrBusy) {
-		t.Fatalf("unload of an imported exporter: %v, want ErrBusy", err)
+	for _, name := range []string{"stacky", "fmod", "valued"} {
+		if err := h.Unload(deadline(t), name, UnloadOptions{}); !errors.Is(err, ErrBusy) {
+			t.Fatalf("unload of imported exporter %s: %v, want ErrBusy", name, err)
+		}
 	}
-	// The failed import of v left no dependency on valued.
-	for _, name := range []string{"valued", "importer", "stacky", "plain"} {
+	if deps := importer.Deps(); len(deps) != 3 {
+		t.Fatalf("importer depends on %v, want stacky, fmod and valued", deps)
+	}
+	for _, name := range []string{"importer", "stacky", "fmod", "valued"} {
 		if err := h.Unload(deadline(t), name, UnloadOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ package raceless
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -43,11 +44,12 @@ func newHookRig(t *testing.T, opts ...Option) *hookRig {
 	return r
 }
 
-// run calls body from inside the hook (through a Reader when viaReader)
+// run calls body from inside the hook (through a Caller's CallHooks when
+// viaCaller)
 // and returns its error. The hook call has no deadline of its own: a
 // lifecycle call that waits for the grace period of its own read section
 // hangs, and the test fails here, loudly, after 10 s.
-func (r *hookRig) run(t *testing.T, viaReader bool, body func(ctx context.Context) error) error {
+func (r *hookRig) run(t *testing.T, viaCaller bool, body func(ctx context.Context) error) error {
 	t.Helper()
 	r.mu.Lock()
 	r.body, r.err = body, nil
@@ -56,10 +58,10 @@ func (r *hookRig) run(t *testing.T, viaReader bool, body func(ctx context.Contex
 	t.Cleanup(cancel) // unblocks a hung call once the test has failed
 	done := make(chan error, 1)
 	go func() {
-		if viaReader {
-			rd := r.h.NewReader()
-			defer rd.Close()
-			done <- rd.CallHooks(ctx, "ev", nil)
+		if viaCaller {
+			c := r.h.NewCaller()
+			defer c.Close()
+			done <- c.CallHooks(ctx, "ev", nil)
 			return
 		}
 		done <- r.h.CallHooks(ctx, "ev", nil)
@@ -240,7 +242,7 @@ func TestLifecycleCallsFromHook(t *testing.T) {
 				t.Fatalf("after refused unloads: %s with %d references", m.State(), m.Refs())
 			}
 		}},
-		{"Reader/Host.Unload", func(t *testing.T, r *hookRig) {
+		{"Caller/Host.Unload", func(t *testing.T, r *hookRig) {
 			mustLoad(t, r.h, src("target", &testModule{}))
 			inSection(t, r.run(t, true, func(ctx context.Context) error { return r.h.Unload(ctx, "target", UnloadOptions{}) }))
 		}},
@@ -279,15 +281,19 @@ func TestLifecycleCallsFromHook(t *testing.T) {
 				_ = k.Name()
 				_ = k.Params()
 				_ = k.Instance().Holders()
-				if !other.TryGet() {
-					return errors.New("TryGet failed")
+				if !other.tryGet() {
+					return errors.New("tryGet failed")
 				}
-				other.Put()
-				b, err := other.Acquire(KindSymbol, "o")
+				other.put()
+				b, err := r.h.Acquire(KindSymbol, "o")
 				if err != nil {
 					return err
 				}
+				owner := b.Owner()
 				b.Release()
+				if owner != other {
+					return fmt.Errorf("o is owned by %v, want %v", owner, other)
+				}
 				_ = other.Size()
 				_ = other.Deps()
 				_ = other.Refs()
@@ -360,15 +366,15 @@ func TestHookCallWithoutContextAllocatesNothing(t *testing.T) {
 			return nil
 		})
 	}}))
-	rd := h.NewReader()
-	defer rd.Close()
+	c := h.NewCaller()
+	defer c.Close()
 	allocs := testing.AllocsPerRun(100, func() {
-		if err := rd.CallHooks(context.Background(), "ev", nil); err != nil {
+		if err := c.CallHooks(context.Background(), "ev", nil); err != nil {
 			t.Fatal(err)
 		}
 	})
 	if allocs != 0 {
-		t.Errorf("Reader.CallHooks(context.Background()) allocates %.1f times a call, want 0", allocs)
+		t.Errorf("Caller.CallHooks(context.Background()) allocates %.1f times a call, want 0", allocs)
 	}
 	if !marked {
 		t.Error("the hook's context is not marked as the host's read section")

@@ -195,7 +195,7 @@ func (h *Host) acquire(kind Kind, name string) (*registration, error) {
 		if reg == nil {
 			return nil, modErr("acquire", name, fmt.Errorf("%s: %w", kind, ErrNotFound))
 		}
-		if reg.owner.TryGet() {
+		if reg.owner.tryGet() {
 			return reg, nil
 		}
 		// The owner's Kill is ordered after the swap's snapshot store
@@ -232,26 +232,6 @@ func (h *Host) CallHooks(ctx context.Context, event string, arg any) error {
 	defer h.grace.Unlock(tok)
 	return h.callHooks(ctx, h.reg.snap.Load().hooks[event], event, arg)
 }
-
-// Reader is a per-goroutine handle for calling hooks on the read-side fast
-// path. It must not be used by two goroutines at once.
-type Reader struct {
-	h *Host
-	r *grace.Reader
-}
-
-// NewReader returns a Reader; Close it when the goroutine is done.
-func (h *Host) NewReader() *Reader { return &Reader{h: h, r: h.grace.Register()} }
-
-// CallHooks is Host.CallHooks through the per-goroutine handle.
-func (r *Reader) CallHooks(ctx context.Context, event string, arg any) error {
-	r.r.Lock()
-	defer r.r.Unlock()
-	return r.h.callHooks(ctx, r.h.reg.snap.Load().hooks[event], event, arg)
-}
-
-// Close releases the handle.
-func (r *Reader) Close() { r.r.Close() }
 
 // sectionKey is the context key marking a read section of the host h
 // (CallHooks gives each hook a context carrying it).
@@ -456,7 +436,7 @@ func (h *Host) addDep(user, owner *Instance) error {
 		// the old instance, and the swap, waiting for ever.
 		return fmt.Errorf("%s is being replaced: %w", owner.name, ErrNotLive)
 	}
-	if !owner.TryGet() {
+	if !owner.tryGet() {
 		return stateErr(owner)
 	}
 	if user.deps == nil {
@@ -480,7 +460,7 @@ func (h *Host) releaseDeps(m *Instance) {
 	}
 	h.mu.Unlock()
 	for d := range deps {
-		d.Put()
+		d.put()
 	}
 }
 

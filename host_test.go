@@ -36,7 +36,10 @@ func TestLifecycleStatesAndEvents(t *testing.T) {
 	defer cancel()
 	var order []string
 	mod := &testModule{
-		init:  func(k *Kernel) error { order = append(order, "init:"+k.Instance().State().String()); return nil },
+		init: func(k *Kernel) error {
+			order = append(order, "init:"+k.Instance().State().String())
+			return k.Export("x", 1)
+		},
 		start: func() { order = append(order, "start") },
 		stop:  func() { order = append(order, "stop") },
 		exit:  func() (int, error) { order = append(order, "exit"); return 0, nil },
@@ -44,6 +47,11 @@ func TestLifecycleStatesAndEvents(t *testing.T) {
 	m := mustLoad(t, h, src("life", mod))
 	if m.State() != StateLive {
 		t.Fatalf("state after load = %s, want live", m.State())
+	}
+	if b, err := h.Acquire(KindSymbol, "x"); err != nil || b.Owner() != m {
+		t.Fatalf("Acquire of the live module's symbol: owner %p, %v, want %p", b.Owner(), err, m)
+	} else {
+		b.Release()
 	}
 	if err := h.Unload(deadline(t), "life", UnloadOptions{}); err != nil {
 		t.Fatal(err)
@@ -60,11 +68,11 @@ func TestLifecycleStatesAndEvents(t *testing.T) {
 	if _, ok := h.Module("life"); ok {
 		t.Error("gone module still listed")
 	}
-	if m.TryGet() {
-		t.Error("TryGet on a gone instance succeeded")
+	if m.tryGet() {
+		t.Error("tryGet on a gone instance succeeded")
 	}
-	if _, err := m.Acquire(KindSymbol, "x"); !errors.Is(err, ErrGone) {
-		t.Errorf("Acquire on gone instance: %v, want ErrGone", err)
+	if b, err := h.Acquire(KindSymbol, "x"); !errors.Is(err, ErrNotFound) || b.Owner() != nil {
+		t.Errorf("Acquire of a gone instance's symbol: owner %p, %v, want ErrNotFound", b.Owner(), err)
 	}
 }
 
@@ -89,7 +97,7 @@ func TestLegacyCleanupWaitsForReferences(t *testing.T) {
 	m := mustLoad(t, h, Native(Info{Name: "old"}, func() Module {
 		return Legacy(legacyMod{cleanup: func() { cleanups.Add(1) }})
 	}))
-	if !m.TryGet() {
+	if !m.tryGet() {
 		t.Fatal("TryGet on live module failed")
 	}
 	err := h.Unload(deadline(t), "old", UnloadOptions{})
@@ -100,7 +108,7 @@ func TestLegacyCleanupWaitsForReferences(t *testing.T) {
 	if cleanups.Load() != 0 {
 		t.Fatal("legacy cleanup ran while a reference was held")
 	}
-	m.Put()
+	m.put()
 	if err := h.Unload(deadline(t), "old", UnloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +140,7 @@ func TestTryGetFailsWhileComing(t *testing.T) {
 	if self.State() != StateComing {
 		t.Fatalf("state during init = %s", self.State())
 	}
-	if self.TryGet() {
+	if self.tryGet() {
 		t.Fatal("outside TryGet succeeded while coming")
 	}
 	if err := h.Unload(deadline(t), "slow", UnloadOptions{}); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "not live") {
@@ -142,10 +150,10 @@ func TestTryGetFailsWhileComing(t *testing.T) {
 	if err := waitFor(t, done, "load"); err != nil {
 		t.Fatal(err)
 	}
-	if !self.TryGet() {
+	if !self.tryGet() {
 		t.Fatal("TryGet on live module failed")
 	}
-	self.Put()
+	self.put()
 	if err := h.Unload(deadline(t), "slow", UnloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +162,7 @@ func TestTryGetFailsWhileComing(t *testing.T) {
 func TestPutWithoutGetIsReportedNeverNegative(t *testing.T) {
 	h := quietHost(t)
 	m := mustLoad(t, h, src("p", &testModule{}))
-	m.Put()
+	m.put()
 	if n := m.Refs(); n < 0 {
 		t.Fatalf("refs = %d after a stray Put", n)
 	}
@@ -204,18 +212,23 @@ func TestSymbolCallsCountOutsideModuleCode(t *testing.T) {
 
 func TestBindingReleaseTwiceIsNoop(t *testing.T) {
 	h := quietHost(t)
-	mod := &testModule{init: func(k *Kernel) error { return k.Export("f", 7) }}
+	mod := &testModule{init: func(k *Kernel) error {
+		if err := k.Export("f", 7); err != nil {
+			return err
+		}
+		return k.Register(KindRoute, "f", 7)
+	}}
 	m := mustLoad(t, h, src("twice", mod))
 	var zero Binding
 	zero.Release() // the zero Binding holds nothing
-	hd := h.Handle(KindSymbol, "f")
+	// Host.Acquire is the one way to a Binding (Instance.Acquire and
+	// Handle.Acquire are gone): a symbol and a registration of another kind.
 	for _, via := range []struct {
 		name    string
 		acquire func() (Binding, error)
 	}{
-		{"Host.Acquire", func() (Binding, error) { return h.Acquire(KindSymbol, "f") }},
-		{"Instance.Acquire", func() (Binding, error) { return m.Acquire(KindSymbol, "f") }},
-		{"Handle.Acquire", hd.Acquire},
+		{"Host.Acquire/symbol", func() (Binding, error) { return h.Acquire(KindSymbol, "f") }},
+		{"Host.Acquire/route", func() (Binding, error) { return h.Acquire(KindRoute, "f") }},
 	} {
 		b, err := via.acquire()
 		if err != nil {
@@ -242,8 +255,8 @@ func TestUnloadBusyLeavesModuleAsItWas(t *testing.T) {
 	h := quietHost(t)
 	mod := &testModule{init: func(k *Kernel) error { return k.Export("f", func() {}) }}
 	m := mustLoad(t, h, src("busy", mod))
-	m.TryGet()
-	m.TryGet()
+	m.tryGet()
+	m.tryGet()
 	err := h.Unload(deadline(t), "busy", UnloadOptions{})
 	var be *BusyError
 	if !errors.As(err, &be) || !errors.Is(err, ErrBusy) || be.Refs != 2 || be.Module != "busy" {
@@ -257,8 +270,8 @@ func TestUnloadBusyLeavesModuleAsItWas(t *testing.T) {
 	} else {
 		b.Release()
 	}
-	m.Put()
-	m.Put()
+	m.put()
+	m.put()
 	if err := h.Unload(deadline(t), "busy", UnloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +286,7 @@ func TestUnloadBusyLeavesModuleAsItWas(t *testing.T) {
 func TestUnloadWaitReportsProgressAndDrains(t *testing.T) {
 	h := quietHost(t)
 	m := mustLoad(t, h, src("w", &testModule{}))
-	m.TryGet()
+	m.tryGet()
 	progress := make(chan Progress, 100)
 	done := make(chan error, 1)
 	go func() {
@@ -288,10 +301,10 @@ func TestUnloadWaitReportsProgressAndDrains(t *testing.T) {
 	if p.Refs != 1 || p.Module != "w" {
 		t.Fatalf("progress = %+v, want 1 ref", p)
 	}
-	if m.TryGet() {
+	if m.tryGet() {
 		t.Fatal("TryGet succeeded while an unload waits")
 	}
-	m.Put()
+	m.put()
 	if err := waitFor(t, done, "unload"); err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +317,7 @@ func TestUnloadWaitCancelRestores(t *testing.T) {
 	h := quietHost(t)
 	mod := &testModule{init: func(k *Kernel) error { return k.Export("g", 1) }}
 	m := mustLoad(t, h, src("wc", mod))
-	m.TryGet()
+	m.tryGet()
 	ctx, cancel := context.WithCancel(context.Background())
 	waiting := make(chan struct{}, 1)
 	done := make(chan error, 1)
@@ -329,7 +342,7 @@ func TestUnloadWaitCancelRestores(t *testing.T) {
 	} else {
 		b.Release()
 	}
-	m.Put()
+	m.put()
 	if err := h.Unload(deadline(t), "wc", UnloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +352,7 @@ func TestForceTaintsAndStaleHandleIsGone(t *testing.T) {
 	h := quietHost(t)
 	mod := &testModule{init: func(k *Kernel) error { return k.Export("s", func() {}) }}
 	m := mustLoad(t, h, src("f", mod))
-	m.TryGet()
+	m.tryGet()
 	if err := h.Unload(deadline(t), "f", UnloadOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -349,13 +362,16 @@ func TestForceTaintsAndStaleHandleIsGone(t *testing.T) {
 	if len(m.Taints()) == 0 {
 		t.Fatal("module not tainted")
 	}
-	if m.TryGet() {
-		t.Fatal("stale handle TryGet succeeded")
+	if m.tryGet() {
+		t.Fatal("stale handle tryGet succeeded")
 	}
-	if _, err := m.Acquire(KindSymbol, "s"); !errors.Is(err, ErrGone) {
-		t.Fatalf("stale handle Acquire: %v, want ErrGone", err)
+	if m.State() != StateGone {
+		t.Fatalf("stale handle's state = %s, want gone", m.State())
 	}
-	m.Put() // the holder drops its reference late: no underflow, no panic
+	if b, err := h.Acquire(KindSymbol, "s"); !errors.Is(err, ErrNotFound) || b.Owner() != nil {
+		t.Fatalf("Acquire of the forced module's symbol: owner %p, %v, want ErrNotFound", b.Owner(), err)
+	}
+	m.put() // the holder drops its reference late: no underflow, no panic
 	if h.Underflows() != 0 {
 		t.Fatalf("underflows = %d", h.Underflows())
 	}
@@ -699,9 +715,9 @@ func TestHooksAndPanickingHook(t *testing.T) {
 	mustLoad(t, h, src("h2", &testModule{init: func(k *Kernel) error {
 		return k.Hook("net", func(context.Context, any) error { panic("bad hook") })
 	}}))
-	r := h.NewReader()
-	defer r.Close()
-	err := r.CallHooks(context.Background(), "net", "up")
+	c := h.NewCaller()
+	defer c.Close()
+	err := c.CallHooks(context.Background(), "net", "up")
 	if err == nil || !strings.Contains(err.Error(), "h2") {
 		t.Fatalf("hook errors: %v, want the panic of h2", err)
 	}
@@ -738,8 +754,8 @@ func TestDemandLoadAndAutoclean(t *testing.T) {
 	if err != nil || !m.Autoclean() {
 		t.Fatalf("request: %v autoclean=%v", err, m != nil && m.Autoclean())
 	}
-	m.TryGet() // used
-	m.Put()
+	m.tryGet() // used
+	m.put()
 	if removed, _ := h.Autoclean(deadline(t)); len(removed) != 0 {
 		t.Fatalf("first sweep removed %v; a module used since the last sweep survives", removed)
 	}
@@ -785,7 +801,7 @@ func TestShutdownUnloadsDependentsFirst(t *testing.T) {
 		return err
 	}}, "base"))
 	held, _ := h.Module("mid")
-	held.TryGet()
+	held.tryGet()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // deadline already passed: what is held is forced
 	forced, err := h.Shutdown(ctx)
@@ -795,7 +811,7 @@ func TestShutdownUnloadsDependentsFirst(t *testing.T) {
 	if !slices.Equal(order, []string{"mid", "base"}) || !slices.Equal(forced, []string{"mid"}) {
 		t.Fatalf("exit order %v forced %v", order, forced)
 	}
-	held.Put()
+	held.put()
 }
 
 // ctxExiter's exit waits for its own worker until ctx is done, then refuses

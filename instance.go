@@ -29,7 +29,8 @@ type Instance struct {
 	state atomic.Int32 // State; written under Host.mu, read anywhere
 
 	// used is the autoclean "visited" flag: set by every successful
-	// outside reference, cleared by a sweep that finds it set.
+	// outside reference (by a call through a Handle or a Caller, on its
+	// registration instead), cleared by a sweep that finds it set.
 	used      atomic.Bool
 	autoclean atomic.Bool
 	// underflowsSeen is how many of refs.Underflows() the host has
@@ -103,10 +104,12 @@ func (m *Instance) Params() map[string]string {
 	return out
 }
 
-// TryGet takes a reference on the module. From outside it fails unless the
-// module is live: while coming, going or gone it returns false. A reference
-// taken must be dropped with exactly one Put.
-func (m *Instance) TryGet() bool {
+// tryGet takes a reference on the module (try_module_get): it fails unless
+// the module is live; while coming, going or gone it returns false. A
+// reference taken must be dropped with exactly one put. The public ways to
+// hold one are a Binding (Host.Acquire), a call (Handle.Call, Caller.Call)
+// and, for a module's own code, Kernel.Get.
+func (m *Instance) tryGet() bool {
 	if !m.refs.TryGet() {
 		return false
 	}
@@ -122,10 +125,33 @@ func (m *Instance) noteUse() {
 	}
 }
 
-// Put drops a reference taken by TryGet (or Kernel.Get). A Put without a Get
-// is reported (logged and counted in Host.Underflows) and never drives the
-// count below zero.
-func (m *Instance) Put() {
+// noteUse is Instance.noteUse for a call through a Handle or a Caller:
+// the mark is the registration's (takeUsed collects them).
+func (reg *registration) noteUse() {
+	if !reg.used.Load() {
+		reg.used.Store(true)
+	}
+}
+
+// takeUsed reports whether the module was used since the last call, and
+// clears the marks: its own and its registrations'.
+func (m *Instance) takeUsed() bool {
+	used := m.used.Swap(false)
+	m.regMu.Lock()
+	regs := m.regs
+	m.regMu.Unlock()
+	for _, reg := range regs {
+		if reg.used.Swap(false) {
+			used = true
+		}
+	}
+	return used
+}
+
+// put drops a reference taken by tryGet (or Kernel.Get). A put without a
+// get is reported (logged and counted in Host.Underflows) and never drives
+// the count below zero.
+func (m *Instance) put() {
 	if !m.refs.Put() {
 		m.host.collectUnderflows(m)
 	}
@@ -171,7 +197,7 @@ func (m *Instance) Size() (n int64) {
 	if !ok || !m.refs.TryGet() {
 		return 0
 	}
-	defer m.Put()
+	defer m.put()
 	defer m.catch("size", "", nil, nil)
 	return s.Size()
 }
@@ -220,35 +246,7 @@ func (m *Instance) Taint(reason string) {
 // Host.Taints, the first 32 are kept and a last line counts the rest.
 func (m *Instance) Taints() []string { return m.taints.list() }
 
-// Acquire looks up a registration published by this instance and takes a
-// reference on it. Unlike Host.Acquire it never finds another instance of
-// the same name: a stale *Instance gets ErrGone, one that is unloading
-// (its registrations unpublished) ErrNotLive, and ErrNotFound means a live
-// instance has no such registration.
-func (m *Instance) Acquire(kind Kind, name string) (Binding, error) {
-	if m.State() == StateGone {
-		return Binding{}, modErr("acquire", m.name, ErrGone)
-	}
-	reg := m.host.reg.snap.Load().lookup(kind, name)
-	if reg == nil || reg.owner != m {
-		// Unpublishing follows the state change, and republishing (a
-		// refused unload) precedes it: a lookup that missed because of
-		// either sees a state other than live here, or, if the module
-		// is live again, finds the registration on a second look.
-		if m.State() != StateLive {
-			return Binding{}, modErr("acquire", name, stateErr(m))
-		}
-		if reg = m.host.reg.snap.Load().lookup(kind, name); reg == nil || reg.owner != m {
-			return Binding{}, modErr("acquire", name, fmt.Errorf("%s of %s: %w", kind, m.name, ErrNotFound))
-		}
-	}
-	if !m.TryGet() {
-		return Binding{}, modErr("acquire", name, stateErr(m))
-	}
-	return Binding{value: reg.value, owner: m}, nil
-}
-
-// stateErr is the error for a failed TryGet on m.
+// stateErr is the error for a failed tryGet on m.
 func stateErr(m *Instance) error {
 	if m.State() == StateGone {
 		return ErrGone
@@ -284,7 +282,7 @@ func (b *Binding) Owner() *Instance { return b.owner }
 func (b *Binding) Release() {
 	if o := b.owner; o != nil {
 		b.owner = nil
-		o.Put()
+		o.put()
 	}
 }
 

@@ -33,25 +33,10 @@ func (k *Kernel) Logger() *slog.Logger { return k.log }
 
 // Export stages a symbol: reserved now (a name another module holds fails
 // with ErrExists), visible to Host.Acquire and Kernel.Import once the module
-// is live.
+// is live. A value that is a Func (or a plain func of its signature) is
+// callable through Handle.Call and Caller.Call, and from wasm modules.
 func (k *Kernel) Export(name string, value any) error {
 	return k.Register(KindSymbol, name, value)
-}
-
-// ExportStack stages the Func symbol name implemented by f, which needs a
-// stack of size values (at least its argument and its result count).
-// Lookups (Host.Acquire, Kernel.Import) get a Func that passes f a copy of
-// its arguments with that room; Handle.Call passes f the copy of the
-// caller's arguments it makes anyway, so that a call through a Handle
-// allocates once (the wasm loader exports its symbols so).
-func (k *Kernel) ExportStack(name string, size int, f StackFunc) error {
-	if name == "" || f == nil || size < 0 {
-		return modErr("register", k.inst.name, fmt.Errorf("symbol with empty name, nil function or negative size: %w", ErrInvalid))
-	}
-	fn := Func(func(ctx context.Context, args ...uint64) ([]uint64, error) {
-		return f(ctx, append(make([]uint64, 0, max(len(args), size)), args...))
-	})
-	return k.stage(&registration{key: regKey{KindSymbol, name}, value: fn, fn: fn, stack: f, size: size, refs: k.inst.refs, owner: k.inst})
 }
 
 // Register stages a registration of any kind (symbols, filesystem types,
@@ -60,8 +45,11 @@ func (k *Kernel) Register(kind Kind, name string, value any) error {
 	if name == "" || value == nil {
 		return modErr("register", k.inst.name, fmt.Errorf("%s with empty name or nil value: %w", kind, ErrInvalid))
 	}
-	fn, _ := AsFunc(value)
-	return k.stage(&registration{key: regKey{kind, name}, value: value, fn: fn, refs: k.inst.refs, owner: k.inst})
+	fn, recovering := asFunc(value)
+	if recovering {
+		value = fn // published as what it is to its callers: a Func
+	}
+	return k.stage(&registration{key: regKey{kind, name}, value: value, fn: fn, recovering: recovering, refs: k.inst.refs, owner: k.inst})
 }
 
 // Hook stages a subscription of fn to the named event chain. Hooks are
@@ -94,38 +82,11 @@ func (k *Kernel) stage(reg *registration) error {
 // Import resolves a symbol exported by another live module and records a
 // dependency on it: the exporter then lists this module among its holders
 // and cannot be unloaded before it. The dependency (and its reference) is
-// released when this module is gone. An unknown symbol is demand-loaded
-// through the host's resolver as "symbol:NAME" when one is configured.
+// released when this module is gone, so the value (for a function symbol,
+// a Func) may be kept and called until then. An unknown symbol is
+// demand-loaded through the host's resolver as "symbol:NAME" when one is
+// configured.
 func (k *Kernel) Import(ctx context.Context, name string) (any, error) {
-	reg, err := k.importReg(ctx, name, false)
-	if err != nil {
-		return nil, err
-	}
-	return reg.value, nil
-}
-
-// ImportStack is Import for a Func symbol, in wazero's calling convention:
-// f computes in the stack it is given, which must hold the arguments and
-// have room for size values (the results come back in it where f was
-// exported with ExportStack). Calls through it make no copy of their
-// own, so an importer that reuses one stack calls without allocating (the
-// wasm loader's guests do). A symbol that is not a Func is ErrInvalid, and
-// no dependency is recorded.
-func (k *Kernel) ImportStack(ctx context.Context, name string) (f StackFunc, size int, err error) {
-	reg, err := k.importReg(ctx, name, true)
-	switch {
-	case err != nil:
-		return nil, 0, err
-	case reg.stack != nil:
-		return reg.stack, reg.size, nil
-	}
-	fn := reg.fn
-	return func(ctx context.Context, stack []uint64) ([]uint64, error) { return fn(ctx, stack...) }, 0, nil
-}
-
-// importReg is Import, returning the registration; with funcOnly, a
-// symbol that is not a Func fails (before the dependency is recorded).
-func (k *Kernel) importReg(ctx context.Context, name string, funcOnly bool) (*registration, error) {
 	h := k.inst.host
 	reg, err := h.acquire(KindSymbol, name)
 	if err != nil && isNotFound(err) && h.resolver != nil {
@@ -136,23 +97,16 @@ func (k *Kernel) importReg(ctx context.Context, name string, funcOnly bool) (*re
 	if err != nil {
 		return nil, modErr("import", k.inst.name, err)
 	}
-	// acquire took a reference on owner: dropped on every path below.
+	// acquire took a reference on owner, dropped once the dependency
+	// edge (which takes its own) is recorded, or on failure.
 	owner := reg.owner
-	if funcOnly && reg.stack == nil && reg.fn == nil {
-		owner.Put()
-		return nil, modErr("import", k.inst.name, fmt.Errorf("symbol %s is a %T, not a Func: %w", name, reg.value, ErrInvalid))
+	defer owner.put()
+	if owner != k.inst {
+		if err := h.addDep(k.inst, owner); err != nil {
+			return nil, modErr("import", k.inst.name, err)
+		}
 	}
-	if owner == k.inst {
-		owner.Put()
-		return reg, nil
-	}
-	if err := h.addDep(k.inst, owner); err != nil {
-		owner.Put()
-		return nil, modErr("import", k.inst.name, err)
-	}
-	// addDep took its own reference for the dependency edge.
-	owner.Put()
-	return reg, nil
+	return reg.value, nil
 }
 
 // Load loads another module from this module's Init (or later). Loading a
@@ -169,8 +123,9 @@ func (k *Kernel) Request(ctx context.Context, nameOrAlias string) (*Instance, er
 }
 
 // Get takes a reference on the module itself and reports whether it did.
-// Unlike Instance.TryGet it succeeds while the module is coming or going
-// too; on a gone module it fails, taking nothing. Such references count
+// (__module_get: a module that hands work to a goroutine of its own pins
+// itself for it.) Unlike a lookup it succeeds while the module is coming or
+// going too; on a gone module it fails, taking nothing. Such references count
 // like any other: one taken before an unload's final count (or before a
 // failed Init's teardown waits for the module's own references) holds it
 // until dropped with Put.
@@ -182,14 +137,14 @@ func (k *Kernel) Get() bool {
 	m.refs.Get()
 	if m.State() == StateGone {
 		// It went gone meanwhile: take nothing.
-		m.Put()
+		m.put()
 		return false
 	}
 	return true
 }
 
 // Put drops a reference taken by Get.
-func (k *Kernel) Put() { k.inst.Put() }
+func (k *Kernel) Put() { k.inst.put() }
 
 // Taint marks the module as tainted.
 func (k *Kernel) Taint(reason string) { k.inst.Taint(reason) }

@@ -31,7 +31,7 @@ func (p *panicMod) Init(k *Kernel) error {
 	p.boom("init")
 	err := errors.Join(
 		k.Hook("ev", func(context.Context, any) error { p.boom("hook"); return nil }),
-		k.Export(k.Name()+".f", Func(func(context.Context, ...uint64) ([]uint64, error) { p.boom("symbol"); return nil, nil })),
+		k.Export(k.Name()+".f", Func(func(context.Context, []uint64) ([]uint64, error) { p.boom("symbol"); return nil, nil })),
 	)
 	return err
 }
@@ -170,19 +170,24 @@ func TestPanicInEveryEntryPoint(t *testing.T) {
 			if err := h.CallHooks(ctx, "ev", nil); err == nil || !strings.Contains(err.Error(), "boom in hook") || !strings.Contains(err.Error(), "p") {
 				t.Fatalf("CallHooks: %v", err)
 			}
-			r := h.NewReader()
-			if err := r.CallHooks(ctx, "ev", nil); err == nil {
-				t.Fatal("Reader.CallHooks: no error from a panicking hook")
+			c := h.NewCaller()
+			for range 2 { // registering its reader, then registered
+				if err := c.CallHooks(ctx, "ev", nil); err == nil || !strings.Contains(err.Error(), "boom in hook") {
+					t.Fatalf("Caller.CallHooks: %v, want the hook's panic", err)
+				}
 			}
-			r.Close()
+			if c.inHooks {
+				t.Fatal("Caller still marked in CallHooks after a panicking hook")
+			}
+			c.Close()
 			unloadOK(t, h, m)
 			return m
 		},
 		"symbol-handle": func(t *testing.T, h *Host, ctx context.Context) *Instance {
 			m := loadOK(t, h, &panicMod{where: "symbol", always: true})
-			hd := h.Handle(KindSymbol, "p.f")
+			hd := h.Handle("p.f")
 			for range 2 { // resolving, then cached
-				if _, err := hd.Call(ctx); err == nil || !strings.Contains(err.Error(), "boom in symbol") || !strings.Contains(err.Error(), "p") {
+				if _, err := hd.Call(ctx, nil); err == nil || !strings.Contains(err.Error(), "boom in symbol") || !strings.Contains(err.Error(), "p") {
 					t.Fatalf("Handle.Call: %v", err)
 				}
 			}
@@ -194,16 +199,16 @@ func TestPanicInEveryEntryPoint(t *testing.T) {
 		},
 		"symbol-caller": func(t *testing.T, h *Host, ctx context.Context) *Instance {
 			m := loadOK(t, h, &panicMod{where: "symbol", always: true})
-			hd := h.Handle(KindSymbol, "p.f")
+			hd := h.Handle("p.f")
 			c := h.NewCaller()
 			defer c.Close()
 			for range 2 { // shared path resolving, then the Word's
-				if _, err := c.Call(ctx, hd); err == nil || !strings.Contains(err.Error(), "boom in symbol") {
+				if _, err := c.Call(ctx, hd, nil); err == nil || !strings.Contains(err.Error(), "boom in symbol") {
 					t.Fatalf("Caller.Call: %v", err)
 				}
 			}
-			if m.Refs() != 0 || c.hold.Holding() {
-				t.Fatalf("%d references after panicking calls (holding %v)", m.Refs(), c.hold.Holding())
+			if m.Refs() != 0 || c.regs.hold.Holding() {
+				t.Fatalf("%d references after panicking calls (holding %v)", m.Refs(), c.regs.hold.Holding())
 			}
 			unloadOK(t, h, m)
 			return m

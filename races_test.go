@@ -80,10 +80,10 @@ func TestRaceTryGetVersusUnload(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			if m.TryGet() {
+			if m.tryGet() {
 				got.Store(true)
 				<-release // hold the reference until the unload has answered
-				m.Put()
+				m.put()
 			}
 		}()
 		go func() {
@@ -114,7 +114,7 @@ func TestRaceTryGetVersusUnload(t *testing.T) {
 	// And at the exact window: a TryGet after the kill always loses.
 	m := mustLoad(t, h, src("tg", &testModule{}))
 	h.hooks.afterKill = func(*Instance) {
-		if m.TryGet() {
+		if m.tryGet() {
 			t.Error("TryGet succeeded after the unload refused new references")
 		}
 	}

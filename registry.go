@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/raceless/raceless/internal/callconv"
 	"github.com/raceless/raceless/internal/primitives/ref"
 )
 
@@ -27,25 +28,29 @@ const (
 // domain, without a reference on their module.
 type HookFunc func(ctx context.Context, arg any) error
 
-// Func is the language-neutral symbol type: wasm modules export and import
-// symbols of this type, and native modules may export it to be callable
-// from wasm. A Func neither modifies nor keeps its args.
-type Func func(ctx context.Context, args ...uint64) ([]uint64, error)
+// Func is the one calling convention of symbols, wazero's
+// (api.Function.CallWithStack): stack holds the arguments on entry, and
+// the function may overwrite it and return its results in it (resliced),
+// or in a new slice when they do not fit in its capacity. A caller that
+// gives a stack with room for the results, and reuses it, calls without
+// allocating; one that needs its arguments afterwards passes a copy.
+//
+// Wasm modules export and import symbols of this type, and a native module
+// exports one (Kernel.Export) to be callable from wasm, through a Handle
+// or a Caller.
+type Func func(ctx context.Context, stack []uint64) ([]uint64, error)
 
-// StackFunc is a Func in wazero's calling convention: stack holds the
-// arguments on entry, has room for the results, and the function may
-// overwrite it and return its results in it. It saves the allocation of a
-// result slice; Kernel.ExportStack publishes one.
-type StackFunc func(ctx context.Context, stack []uint64) ([]uint64, error)
-
-// AsFunc returns v as a Func if it is one (a Func, or a plain func of the
-// same signature).
-func AsFunc(v any) (Func, bool) {
+// asFunc returns v as a Func if it is one (a Func, a plain func of the
+// same signature, or a callconv.Recovering), else nil, and whether it is a
+// callconv.Recovering, which never panics.
+func asFunc(v any) (f Func, recovering bool) {
 	switch f := v.(type) {
 	case Func:
-		return f, true
-	case func(context.Context, ...uint64) ([]uint64, error):
-		return f, true
+		return f, false
+	case func(context.Context, []uint64) ([]uint64, error):
+		return f, false
+	case callconv.Recovering:
+		return Func(f), true
 	}
 	return nil, false
 }
@@ -66,13 +71,16 @@ type regKey struct {
 type registration struct {
 	key   regKey
 	value any
-	// For Handle.Call: the value as a Func, if it is one; the StackFunc
-	// behind it and the stack size it needs (ExportStack); owner.refs,
-	// one load nearer.
-	fn    Func
-	stack StackFunc
-	size  int
-	refs  *ref.Ref
+	// For Handle.Call and Caller.Call: the value as a Func, if it is
+	// one; whether it never panics (a callconv.Recovering: called
+	// without a deferred recover); owner.refs, one load nearer.
+	fn         Func
+	recovering bool
+	refs       *ref.Ref
+	// used is the autoclean mark of calls through a Handle or a Caller
+	// (see Instance.used), kept here, beside what a call reads anyway,
+	// rather than on the owner's line.
+	used  atomic.Bool
 	hook  HookFunc // set for hooks; key.name is the event
 	owner *Instance
 }

@@ -70,8 +70,8 @@ func TestReplaceUnderLoadHasNoFailedCalls(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := h.NewReader()
-			defer r.Close()
+			c := h.NewCaller()
+			defer c.Close()
 			for {
 				select {
 				case <-stop:
@@ -82,7 +82,7 @@ func TestReplaceUnderLoadHasNoFailedCalls(t *testing.T) {
 					failures.Add(1)
 					t.Error(err)
 				}
-				if err := r.CallHooks(context.Background(), "tick", nil); err != nil {
+				if err := c.CallHooks(context.Background(), "tick", nil); err != nil {
 					t.Error(err)
 				}
 				calls.Add(1)

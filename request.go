@@ -203,7 +203,7 @@ func (h *Host) Autoclean(ctx context.Context) ([]string, error) {
 		if !m.Autoclean() || m.State() != StateLive {
 			continue
 		}
-		if m.used.Swap(false) {
+		if m.takeUsed() {
 			continue
 		}
 		if m.Refs() > 0 || len(m.Holders()) > 0 {

@@ -279,9 +279,9 @@ func TestTryGetFailsUnlessLiveOnRestore(t *testing.T) {
 		h.hooks.revived = func(m *Instance) {
 			// Host.mu is held: only lock-free calls here.
 			n++
-			if m.TryGet() {
+			if m.tryGet() {
 				s := m.State()
-				m.Put()
+				m.put()
 				if s != StateLive {
 					t.Errorf("TryGet on %s succeeded while it is %s", m.Name(), s)
 				}

@@ -2,6 +2,7 @@ package vfs
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/raceless/raceless"
@@ -18,29 +19,23 @@ import (
 // then drops the module reference), never in module code.
 //
 // A module typically creates one AnonMount in Init (it cannot open files
-// before it is live) and calls NewFile from its own code.
+// before it is live) and calls NewFile from its own code. The internal
+// mount pins the module as kern_mount does, with a reference the module
+// takes on itself (Kernel.Get): the type need not be registered.
 type AnonMount struct {
-	owner  *raceless.Instance
+	k      *raceless.Kernel
 	fstype string
+	t      FileSystemType
 
 	mu    sync.Mutex // guards count and mnt (Jamie's semaphore); held across the internal mount's creation (package doc, "Concurrency")
 	count int        // open anonymous files
 	mnt   *Mount     // the internal mount while count > 0
 }
 
-// NewAnonMount returns an AnonMount for the filesystem type fstype
-// registered by owner (k.Instance() in Init).
-func NewAnonMount(owner *raceless.Instance, fstype string) *AnonMount {
-	return &AnonMount{owner: owner, fstype: fstype}
-}
-
-type instanceHost struct{ m *raceless.Instance }
-
-func (h instanceHost) Acquire(kind raceless.Kind, name string) (raceless.Binding, error) {
-	return h.m.Acquire(kind, name)
-}
-func (h instanceHost) Request(context.Context, string) (*raceless.Instance, error) {
-	return nil, raceless.ErrNotFound
+// NewAnonMount returns an AnonMount whose files live on an internal mount
+// of t, named fstype, owned by the module of k (the Kernel its Init got).
+func NewAnonMount(k *raceless.Kernel, fstype string, t FileSystemType) *AnonMount {
+	return &AnonMount{k: k, fstype: fstype, t: t}
 }
 
 // NewFile opens an anonymous file whose I/O goes to h; its node is the
@@ -49,7 +44,15 @@ func (h instanceHost) Request(context.Context, string) (*raceless.Instance, erro
 func (a *AnonMount) NewFile(ctx context.Context, name string, h Handle, flag int) (*File, error) {
 	a.mu.Lock()
 	if a.count == 0 {
-		m, err := newMount(ctx, instanceHost{a.owner}, nil, a.fstype, a.fstype, "", mountInternal)
+		sb := &superblock{fstype: a.fstype, self: a.k}
+		var err error
+		if err = a.pin(); err != nil {
+			err = fmt.Errorf("filesystem type %q: %w: %w", a.fstype, ENODEV, err)
+		}
+		var m *Mount
+		if err == nil {
+			m, err = newMount(ctx, sb, a.t, nil, a.fstype, "", mountInternal)
+		}
 		if err != nil {
 			a.mu.Unlock()
 			return nil, pathErr("open", name, err)
@@ -62,6 +65,24 @@ func (a *AnonMount) NewFile(ctx context.Context, name string, h Handle, flag int
 	m := a.mnt
 	a.mu.Unlock()
 	return &File{m: m, n: m.root, h: h, name: name, flag: flag, onClose: a.closed}, nil
+}
+
+// pin takes the internal mount's reference on the module, as
+// try_module_get does: only while the module is live. Kernel.Get alone
+// also succeeds while it is going, even after an unload's final count,
+// when a new file would run module code after Exit. The reference is
+// taken before the state is read: a live state read after it means an
+// unload (which leaves live before its final count) has not counted yet,
+// and will count this reference (Unload then fails with ErrBusy).
+func (a *AnonMount) pin() error {
+	if !a.k.Get() {
+		return fmt.Errorf("%s: %w", a.k.Name(), raceless.ErrGone)
+	}
+	if st := a.k.Instance().State(); st != raceless.StateLive {
+		a.k.Put()
+		return fmt.Errorf("%s is %s: %w", a.k.Name(), st, raceless.ErrNotLive)
+	}
+	return nil
 }
 
 // closed runs at each anonymous file's close, after its Release and before

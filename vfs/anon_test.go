@@ -26,12 +26,12 @@ type pipeMod struct {
 }
 
 func (m *pipeMod) Init(k *raceless.Kernel) error {
-	m.anon = vfs.NewAnonMount(k.Instance(), "pipefs")
-	return k.Register(raceless.KindFilesystem, "pipefs", vfs.FileSystemTypeFunc(
+	m.anon = vfs.NewAnonMount(k, "pipefs", vfs.FileSystemTypeFunc(
 		func(context.Context, vfs.MountRequest) (vfs.Superblock, error) {
 			m.mounts.Add(1)
 			return &pipeSB{m: m}, nil
 		}))
+	return nil
 }
 
 func (m *pipeMod) Exit() (int, error) {
@@ -126,6 +126,15 @@ func TestAnonFilesPinModule(t *testing.T) {
 	}
 	if f1.Mount() != f2.Mount() || f1.Node() != f2.Node() {
 		t.Fatal("anonymous files do not share the internal mount's root")
+	}
+	// The internal mount is of the module's own filesystem type, which it
+	// never registered: the AnonMount pins the module itself.
+	if f1.Mount().FSType() != "pipefs" {
+		t.Fatalf("internal mount of type %q, want pipefs", f1.Mount().FSType())
+	}
+	if b, err := h.Acquire(raceless.KindFilesystem, "pipefs"); !errors.Is(err, raceless.ErrNotFound) {
+		b.Release()
+		t.Fatalf("acquire of the unregistered type pipefs: %v, want ErrNotFound", err)
 	}
 	_, err = f1.Write([]byte("x"))
 	must(t, err)

@@ -34,14 +34,14 @@ func (e *PanicError) Error() string {
 func (e *PanicError) Unwrap() error { return EIO }
 
 // guard calls fn, module code of sb's filesystem doing op, recovering a
-// panic (see above). sb needs only fstype and binding set: Mount is guarded
+// panic (see above). sb needs only fstype and its module reference set: Mount is guarded
 // before the superblock exists.
 func guard[T any](sb *superblock, op string, fn func() (T, error)) (v T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			pe := &PanicError{FSType: sb.fstype, Op: op, Value: p}
-			if sb.binding.Owner() != nil {
-				sb.binding.Owner().Taint(pe.Error())
+			if o := sb.owner(); o != nil {
+				o.Taint(pe.Error())
 			}
 			var zero T
 			v, err = zero, pe

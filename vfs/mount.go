@@ -52,14 +52,35 @@ func (s mountState) String() string {
 	return [...]string{"attached", "internal", "detached", "dead"}[s]
 }
 
-// superblock is one filesystem instance. It holds the Binding (the module
-// reference) until the last mount of it dies.
+// superblock is one filesystem instance. It holds the module reference
+// until the last mount of it dies: the Binding of its filesystem type, or,
+// for an AnonMount's internal mount, the reference its module took on
+// itself (self).
 type superblock struct {
 	id      uint64
 	fstype  string
 	sb      Superblock
 	binding raceless.Binding
-	mounts  atomic.Int64 // mounts (attached, detached or internal) not yet dead
+	self    *raceless.Kernel // set instead of binding: Kernel.Get taken
+	mounts  atomic.Int64     // mounts (attached, detached or internal) not yet dead
+}
+
+// owner is the module the superblock's reference is on (nil for none).
+func (s *superblock) owner() *raceless.Instance {
+	if s.self != nil {
+		return s.self.Instance()
+	}
+	return s.binding.Owner()
+}
+
+// unpin drops the module reference, once.
+func (s *superblock) unpin() {
+	if k := s.self; k != nil {
+		s.self = nil
+		k.Put()
+		return
+	}
+	s.binding.Release()
 }
 
 // put drops one mount's reference; the last one shuts the superblock down:
@@ -77,7 +98,7 @@ func (s *superblock) put() {
 	if hookBeforeModulePut != nil {
 		hookBeforeModulePut(s.fstype)
 	}
-	s.binding.Release()
+	s.unpin()
 }
 
 // hookBeforeModulePut, set only by tests, runs after the filesystem's
@@ -308,14 +329,24 @@ func acquireType(ctx context.Context, h Host, name string, b *raceless.Binding) 
 	return t, nil
 }
 
-// newSuperblock mounts a new instance of fstype. On success the returned
-// mount holds one reference (its creator's) and is not attached.
-func newMount(ctx context.Context, h Host, ns *Namespace, source, fstype, options string, state mountState) (*Mount, error) {
+// mountType mounts a new instance of the filesystem type fstype, found
+// through h (acquireType). On success the returned mount holds one
+// reference (its creator's) and is not attached.
+func mountType(ctx context.Context, h Host, ns *Namespace, source, fstype, options string, state mountState) (*Mount, error) {
 	sb := &superblock{fstype: fstype}
 	t, err := acquireType(ctx, h, fstype, &sb.binding)
 	if err != nil {
 		return nil, err
 	}
+	return newMount(ctx, sb, t, ns, source, options, state)
+}
+
+// newMount mounts a new instance of t as sb, which holds a module
+// reference (its binding or self) that passes to the superblock, or is
+// dropped on an error. On success the returned mount holds one reference
+// (its creator's) and is not attached.
+func newMount(ctx context.Context, sb *superblock, t FileSystemType, ns *Namespace, source, options string, state mountState) (*Mount, error) {
+	fstype := sb.fstype
 	if source == "" {
 		source = "none"
 	}
@@ -326,7 +357,7 @@ func newMount(ctx context.Context, h Host, ns *Namespace, source, fstype, option
 		err = fmt.Errorf("%s mount returned no superblock: %w", fstype, EIO)
 	}
 	if err != nil {
-		sb.binding.Release()
+		sb.unpin()
 		return nil, err
 	}
 	sb.id, sb.sb = sbSeq.Add(1), sbi

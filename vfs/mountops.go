@@ -27,7 +27,7 @@ func (p *Proc) Mount(ctx context.Context, source, target, fstype, options string
 	if !t.isDir() {
 		return pathErr("mount", target, ENOTDIR)
 	}
-	m, err := newMount(ctx, p.ns.host, p.ns, source, fstype, options, mountDetached)
+	m, err := mountType(ctx, p.ns.host, p.ns, source, fstype, options, mountDetached)
 	if err != nil {
 		return pathErr("mount", target, err)
 	}

@@ -75,12 +75,13 @@
 // compare-and-swap) and retracts it by releasing it (one store), and the
 // watchdog claims the word only while it still holds an expired deadline,
 // so it never kills a later call. A protected call thus costs a plain
-// wazero call (api.Function.CallWithStack, in the copy of the arguments
-// raceless.Handle makes: one allocation fewer than api.Function.Call)
-// plus the owner's reference (two atomic adds, or two plain stores through
-// a raceless.Caller) and those two operations. A caller's context does not cancel a call (it only
-// identifies the call chain): cancelling a guest call kills its instance,
-// so only deadlines and unloads do.
+// wazero call (api.Function.CallWithStack, in the caller's own stack, as
+// raceless.Func's convention has it: no allocation when the stack has
+// room for the results) plus the owner's reference (two atomic adds, or
+// two plain stores through a raceless.Caller) and those two operations.
+// A caller's context does not cancel a call (it only identifies the call
+// chain): cancelling a guest call kills its instance, so only deadlines
+// and unloads do.
 // Config.CallTimeout < 0 turns deadlines off; forced unloads still
 // interrupt.
 //

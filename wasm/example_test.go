@@ -38,7 +38,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	r, err := b.Value().(raceless.Func)(ctx, 2, 40)
+	r, err := b.Value().(raceless.Func)(ctx, []uint64{2, 40})
 	b.Release()
 	fmt.Println(r[0], err)
 	fmt.Println(h.Unload(ctx, "provider", raceless.UnloadOptions{}))

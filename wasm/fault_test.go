@@ -107,11 +107,11 @@ func TestCallerContext(t *testing.T) {
 	defer b.Release()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if r, err := b.Value().(raceless.Func)(ctx, 2, 3); err != nil || r[0] != 5 {
+	if r, err := b.Value().(raceless.Func)(ctx, []uint64{2, 3}); err != nil || r[0] != 5 {
 		t.Fatalf("add with a deadline: %v %v", r, err)
 	}
 	cancel()
-	if r, err := b.Value().(raceless.Func)(ctx, 2, 3); err != nil || r[0] != 5 {
+	if r, err := b.Value().(raceless.Func)(ctx, []uint64{2, 3}); err != nil || r[0] != 5 {
 		t.Fatalf("add with a cancelled context: %v %v", r, err)
 	}
 }
@@ -167,7 +167,7 @@ func TestForcedUnload(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer b.Release()
-			_, err := b.Value().(raceless.Func)(context.Background())
+			_, err := b.Value().(raceless.Func)(context.Background(), nil)
 			errs <- err
 		}()
 	}

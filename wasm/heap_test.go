@@ -70,8 +70,8 @@ func TestStaleHandleFreesInstance(t *testing.T) {
 	load()
 	m, _ := e.h.Module("provider")
 	memory := m.Size()
-	add := e.h.Handle(raceless.KindSymbol, "add")
-	if r, err := add.Call(ctx, 1, 2); err != nil || r[0] != 3 {
+	add := e.h.Handle("add")
+	if r, err := add.Call(ctx, []uint64{1, 2}); err != nil || r[0] != 3 {
 		t.Fatalf("add: %v %v", r, err)
 	}
 	b, err := e.h.Acquire(raceless.KindSymbol, "mul")
@@ -86,7 +86,7 @@ func TestStaleHandleFreesInstance(t *testing.T) {
 	if growth > memory/4 {
 		t.Fatalf("heap grew by %d bytes after unload (guest memory was %d): the stale Handle pins the instance", growth, memory)
 	}
-	if _, err := mul(ctx, 2, 3); !errors.Is(err, raceless.ErrGone) {
+	if _, err := mul(ctx, []uint64{2, 3}); !errors.Is(err, raceless.ErrGone) {
 		t.Fatalf("stale Func: %v, want ErrGone", err)
 	}
 	runtime.KeepAlive(add)

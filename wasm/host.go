@@ -10,6 +10,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/raceless/raceless"
 )
 
 // HostModule is the name of the wasm import module of the host's kernel
@@ -222,8 +224,7 @@ func hostExport(_ context.Context, in *instance, m api.Module, s []uint64) int32
 			return codeInval
 		}
 	}
-	f, size := in.symbol(name, fn)
-	if err := in.k.ExportStack(name, size, f); err != nil {
+	if err := in.k.Export(name, in.symbol(name, fn)); err != nil {
 		in.logger().Debug("export failed", "symbol", name, "err", err)
 		return codeOf(err)
 	}
@@ -239,12 +240,17 @@ func hostImport(ctx context.Context, in *instance, m api.Module, s []uint64) int
 	if !ok || !in.initing {
 		return codeInval
 	}
-	f, size, err := in.k.ImportStack(ctx, name)
+	v, err := in.k.Import(ctx, name)
 	if err != nil {
 		in.logger().Debug("import failed", "symbol", name, "err", err)
-		return codeOf(err) // ErrInvalid: not a function symbol
+		return codeOf(err)
 	}
-	in.imports = append(in.imports, imported{f, size})
+	f, ok := v.(raceless.Func)
+	if !ok { // the dependency stays recorded, as for a native importer that does not call
+		in.logger().Debug("import failed: not a function symbol", "symbol", name, "type", fmt.Sprintf("%T", v))
+		return codeInval
+	}
+	in.imports = append(in.imports, f)
 	return int32(len(in.imports) - 1)
 }
 
@@ -263,15 +269,16 @@ func hostCall(ctx context.Context, in *instance, m api.Module, s []uint64) int32
 	// computes in: no allocation. Only this instance's guest, holding its
 	// call lock, uses it, and it cannot be re-entered meanwhile (a call
 	// chain that comes back to it fails: see chain).
-	imp := in.imports[h]
-	if n := max(int(nargs), imp.size); cap(in.callStack) < n {
+	// Room for as many results as the guest takes (maxRes), at most
+	// maxCallValues: a callee with more allocates them.
+	if n := max(nargs, min(maxRes, maxCallValues)); uint32(cap(in.callStack)) < n {
 		in.callStack = make([]uint64, n)
 	}
 	args := in.callStack[:nargs]
 	for i := range args {
 		args[i] = binary.LittleEndian.Uint64(raw[i*8:])
 	}
-	res, err := imp.f(ctx, args)
+	res, err := in.imports[h](ctx, args)
 	if err != nil {
 		in.logger().Debug("imported call failed", "err", err)
 		return codeOf(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 
@@ -99,12 +100,13 @@ func (e *env) mustLoad(dir string, params map[string]string) *raceless.Instance 
 	return m
 }
 
-// call calls a symbol through the counting path.
+// call calls a symbol through the counting path, with a copy of args as
+// the stack (the Func may overwrite it): args stay the caller's.
 func (e *env) call(name string, args ...uint64) ([]uint64, error) {
 	b, err := e.h.Acquire(raceless.KindSymbol, name)
 	if err != nil {
 		return nil, err
 	}
 	defer b.Release()
-	return b.Value().(raceless.Func)(context.Background(), args...)
+	return b.Value().(raceless.Func)(context.Background(), slices.Clone(args))
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/callconv"
 )
 
 // instance is one loaded wasm module: the raceless.Module the host drives.
@@ -81,7 +82,7 @@ type instance struct {
 	calls     callLock
 	k         *raceless.Kernel // set by Init before the guest's init runs
 	initing   bool             // registrations accepted (the guest's init runs)
-	imports   []imported       // by handle
+	imports   []raceless.Func  // by handle
 	callStack []uint64         // the stack of the instance's calls of its imports (hostCall)
 	errMsg    string           // set_error's message, taken by the next failure
 
@@ -390,13 +391,6 @@ func (in *instance) closeLocked() {
 // funcSig is the type of a symbol.
 type funcSig struct{ params, results []api.ValueType }
 
-// imported is a symbol the guest imported (hostImport), called by hostCall
-// in a stack with room for size values.
-type imported struct {
-	f    raceless.StackFunc
-	size int
-}
-
 // dropWazero clears every reference the instance holds into wazero (see
 // the fields), the call lock held and the module closed: what stays
 // reachable through a stale registration is this struct, not the guest's
@@ -414,19 +408,21 @@ func (in *instance) dropWazero() {
 // lock takes the call lock with a deadline ticks from now.
 func (in *instance) lock(ticks int64) { in.calls.lock(&in.l.tick, ticks) }
 
-// symbol returns the raceless.StackFunc of an exported function, and the
-// stack size it needs: a call of fn under the call lock, with a deadline
-// callTicks from when it gets the lock, computing in the stack it is
-// given (api.Function.CallWithStack). ctx identifies the call chain (for
-// reentrancy) but does not cancel the call: cancelling a guest call kills
-// its instance, so only deadlines and unloads do. Exported with
-// Kernel.ExportStack, a call through a raceless.Handle allocates once,
-// where api.Function.Call allocates twice.
+// symbol returns the raceless.Func of an exported function, as a
+// callconv.Recovering (it never panics: wazero recovers a panic in the
+// guest call, and the code around it has none; the host then calls it
+// without a deferred recover): a call of fn
+// under the call lock, with a deadline callTicks from when it gets the
+// lock, computing in the stack it is given (api.Function.CallWithStack),
+// which it grows (one allocation) only when its capacity is less than
+// max(params, results). ctx identifies the call chain (for reentrancy)
+// but does not cancel the call: cancelling a guest call kills its
+// instance, so only deadlines and unloads do.
 //
 // This is every symbol call's path, so chain, lock, callLocked and unlock
 // are written out flat in it, with their slow paths out of line: each
 // function call saved is ~1 ns of a ~50 ns call.
-func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, int) {
+func (in *instance) symbol(name string, fn api.Function) callconv.Recovering {
 	def := fn.Definition()
 	ptypes, rtypes := def.ParamTypes(), def.ResultTypes()
 	nparams, nresults := len(ptypes), len(rtypes)
@@ -453,13 +449,65 @@ func (in *instance) symbol(name string, fn api.Function) (raceless.StackFunc, in
 		narrowArgs: narrowArgs, narrowRes: narrowRes,
 		nparams: nparams, nresults: nresults, size: size}
 	in.syms = append(in.syms, &sym.fn)
-	return sym.call, size
+	return func(ctx context.Context, stack []uint64) ([]uint64, error) {
+		s := sym // the one captured variable
+		in := s.in
+		if len(stack) != s.nparams {
+			return nil, in.arityErr(s.what, len(stack), s.nparams)
+		}
+		if cap(stack) < s.size { // a caller that did not make the room
+			stack = append(make([]uint64, 0, s.size), stack...)
+		}
+		stack = stack[:s.size]
+		for _, i := range s.narrowArgs {
+			if v := stack[i]; v>>32 != 0 {
+				if err := in.checkArg(s.what, i, s.ptypes[i], v); err != nil {
+					return nil, err
+				}
+				stack[i] = uint64(uint32(v))
+			}
+		}
+		cctx := context.Context(in.root) // chain
+		if f, _ := ctx.Value(frameKey{}).(*frame); f != nil {
+			c, err := in.nested(f, s.what)
+			if err != nil {
+				return nil, err
+			}
+			cctx = c
+		}
+		l := in.l
+		if !in.calls.tryFast(uint64(l.tick.Load() + l.callTicks)) { // lock
+			in.calls.lockSlow(&l.tick, l.callTicks)
+		}
+		var err error // callLocked
+		if in.gone.Load() || in.aborted.Load() != nil || in.out.written.Load() {
+			err = in.beforeCall(s.what)
+		}
+		if err == nil { // not gone: s.fn is still the function
+			if err = s.fn.CallWithStack(cctx, stack); err != nil {
+				err = in.fault(s.what, err)
+			} else if in.gone.Load() { // killed by a forced unload as it returned
+				err = in.errf(s.what, raceless.ErrGone)
+			}
+		}
+		if in.calls.release() { // unlock
+			in.calls.wake()
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, i := range s.narrowRes {
+			stack[i] = uint64(uint32(stack[i]))
+		}
+		return stack[:s.nresults:s.nresults], nil
+	}
 }
 
-// symbolCall is an exported function's call (instance.symbol): a method
-// on a struct rather than a closure, so that a call loads the fields it
-// uses when it uses them (a closure loads every captured variable on
-// entry, and spills them around the calls it makes).
+// symbolCall is what an exported function's call (instance.symbol) needs.
+// The call is a closure that captures only a pointer to it, so that it
+// loads each field when it uses it (a closure loads every captured
+// variable on entry, and spills them around the calls it makes), and is
+// called directly (a method value goes through a wrapper: one call more).
 type symbolCall struct {
 	in *instance
 	// fn is the function; teardown clears it (in.syms), under the call
@@ -471,58 +519,6 @@ type symbolCall struct {
 	narrowRes         []int // the 32-bit results, to zero-extend
 	nparams, nresults int
 	size              int
-}
-
-func (s *symbolCall) call(ctx context.Context, stack []uint64) ([]uint64, error) {
-	in := s.in
-	if len(stack) != s.nparams {
-		return nil, in.arityErr(s.what, len(stack), s.nparams)
-	}
-	if cap(stack) < s.size { // a caller that did not make the room
-		stack = append(make([]uint64, 0, s.size), stack...)
-	}
-	stack = stack[:s.size]
-	for _, i := range s.narrowArgs {
-		if v := stack[i]; v>>32 != 0 {
-			if err := in.checkArg(s.what, i, s.ptypes[i], v); err != nil {
-				return nil, err
-			}
-			stack[i] = uint64(uint32(v))
-		}
-	}
-	cctx := context.Context(in.root) // chain
-	if f, _ := ctx.Value(frameKey{}).(*frame); f != nil {
-		c, err := in.nested(f, s.what)
-		if err != nil {
-			return nil, err
-		}
-		cctx = c
-	}
-	l := in.l
-	if !in.calls.tryFast(uint64(l.tick.Load() + l.callTicks)) { // lock
-		in.calls.lockSlow(&l.tick, l.callTicks)
-	}
-	var err error // callLocked
-	if in.gone.Load() || in.aborted.Load() != nil || in.out.written.Load() {
-		err = in.beforeCall(s.what)
-	}
-	if err == nil { // not gone: s.fn is still the function
-		if err = s.fn.CallWithStack(cctx, stack); err != nil {
-			err = in.fault(s.what, err)
-		} else if in.gone.Load() { // killed by a forced unload as it returned
-			err = in.errf(s.what, raceless.ErrGone)
-		}
-	}
-	if in.calls.release() { // unlock
-		in.calls.wake()
-	}
-	if err != nil {
-		return nil, err
-	}
-	for _, i := range s.narrowRes {
-		stack[i] = uint64(uint32(stack[i]))
-	}
-	return stack[:s.nresults:s.nresults], nil
 }
 
 // checkArg checks v, an argument of type t (i32 or f32) whose upper 32

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -216,11 +217,23 @@ func TestValueResults(t *testing.T) {
 		if err != nil || !equal(got, tc.want) {
 			t.Errorf("%s(%#x) = %#x, %v; want %#x", tc.sym, tc.args, got, err, tc.want)
 		}
-		// The same through a Handle, whose copy of the arguments is the
-		// stack the guest computes in.
-		got, err = e.h.Handle(raceless.KindSymbol, tc.sym).Call(context.Background(), tc.args...)
+		// The same through a Handle, whose stack is the one the guest
+		// computes in: one with no room beyond the arguments (the symbol
+		// grows it where it has more results than parameters: neg32,
+		// pair), and one with room for every result, where they come
+		// back (in place, with the argument's high bits cleared).
+		hd := e.h.Handle(tc.sym)
+		got, err = hd.Call(context.Background(), slices.Clone(tc.args))
 		if err != nil || !equal(got, tc.want) {
 			t.Errorf("handle %s(%#x) = %#x, %v; want %#x", tc.sym, tc.args, got, err, tc.want)
+		}
+		stack := make([]uint64, len(tc.args), max(len(tc.args), len(tc.want)))
+		copy(stack, tc.args)
+		got, err = hd.Call(context.Background(), stack)
+		if err != nil || !equal(got, tc.want) {
+			t.Errorf("handle %s(%#x) with room for the results = %#x, %v; want %#x", tc.sym, tc.args, got, err, tc.want)
+		} else if len(got) > 0 && &got[0] != &stack[:1][0] {
+			t.Errorf("handle %s(%#x) with room for the results: results not in the caller's stack", tc.sym, tc.args)
 		}
 	}
 }
@@ -275,6 +288,123 @@ func TestValueArguments(t *testing.T) {
 	}
 }
 
+// TestImportedCallResults calls, from a guest, symbols of another wasm
+// module whose results outnumber their arguments (pair: 1 -> 2, neg32:
+// 0 -> 1) through the host's "call" import: the callee computes in the
+// caller instance's call stack, which has room for as many results as the
+// guest takes (its maxResults), and grows it when it has not; more results
+// than the guest takes fail with ERANGE, writing none. A caller reusing
+// its stack, and a guest its call stack, call without allocating.
+func TestImportedCallResults(t *testing.T) {
+	e := newEnv(t, wasmConfig())
+	vals := e.loadBytes("vals", valuesModule())
+	// callsym(handle global g, nargs n)(args..., max i32) -> (code i32,
+	// r0 i64, r1 i64): the arguments stored at 64, call(handle, 64, n,
+	// 128, max), then the code and the two result slots at 128.
+	callsym := func(name string, g uint32, nargs int) asmFunc {
+		var code, params []byte
+		for i := range nargs {
+			code = append(code, i32const(int32(64+8*i))...)
+			code = append(code, 0x20, byte(i)) // local.get i
+			code = append(code, 0x37, 3, 0)    // i64.store align=8
+			params = append(params, tI64)
+		}
+		code = append(code, 0x23, byte(g)) // global.get g: the handle
+		code = append(code, i32const(64)...)
+		code = append(code, i32const(int32(nargs))...)
+		code = append(code, i32const(128)...)
+		code = append(code, 0x20, byte(nargs)) // local.get: max
+		code = append(code, callFn(2)...)
+		code = append(code, i32const(128)...)
+		code = append(code, 0x29, 3, 0) // i64.load align=8
+		code = append(code, i32const(136)...)
+		code = append(code, 0x29, 3, 0)
+		return asmFunc{export: name, symbol: true, params: append(params, tI32),
+			result: []byte{tI32, tI64, tI64}, code: code}
+	}
+	e.loadBytes("caller", asmModule([]string{"pair", "neg32"},
+		callsym("callpair", 0, 1), callsym("callneg", 1, 0)))
+	if h := vals.Holders(); len(h) != 1 || h[0] != "caller" {
+		t.Fatalf("vals holders %v, want [caller]", h)
+	}
+	code := func(c int32) uint64 { return uint64(uint32(c)) }
+	const erange = -34
+	for _, tc := range []struct {
+		sym  string
+		args []uint64
+		want []uint64
+	}{
+		// Too few result slots: ERANGE, the results not written (the
+		// callee grew the call stack, which had room for one value).
+		{"callpair", []uint64{0xDEAD_BEEF_0000_0007, 1}, []uint64{code(erange), 0, 0}},
+		{"callneg", []uint64{0}, []uint64{code(erange), 0, 0}},
+		// Room for them: computed in the call stack, the i32 results
+		// zero-extended.
+		{"callpair", []uint64{0xDEAD_BEEF_0000_0007, 2}, []uint64{2, 7, 0xFFFF_FFFF}},
+		{"callneg", []uint64{1}, []uint64{1, 0xFFFF_FFFB, 0xFFFF_FFFF}},
+		{"callpair", []uint64{9, 64}, []uint64{2, 9, 0xFFFF_FFFF}},
+	} {
+		if got, err := e.call(tc.sym, tc.args...); err != nil || !equal(got, tc.want) {
+			t.Errorf("%s(%#x) = %#x, %v; want %#x", tc.sym, tc.args, got, err, tc.want)
+		}
+	}
+	// callpair has more results (3) than arguments (2): a Caller's stack
+	// with room for them gets them back in place, and, reused, the call
+	// and the guest's imported call allocate nothing.
+	c := e.h.NewCaller()
+	defer c.Close()
+	hd := e.h.Handle("callpair")
+	stack := make([]uint64, 2, 3)
+	if allocs := testing.AllocsPerRun(100, func() {
+		stack = stack[:2]
+		stack[0], stack[1] = 5, 2
+		got, err := c.Call(context.Background(), hd, stack)
+		if err != nil || !equal(got, []uint64{2, 5, 0xFFFF_FFFF}) || &got[0] != &stack[0] {
+			t.Fatalf("callpair(5, 2) through a caller = %#x, %v; want [2 5 0xffffffff] in the caller's stack", got, err)
+		}
+	}); allocs != 0 {
+		t.Fatalf("callpair through a caller in a reused stack allocates %v times, want 0", allocs)
+	}
+}
+
+// TestImportNotFunc: a guest's import of a symbol that is not a
+// raceless.Func fails (the guest gets EINVAL, here failing its init); the
+// failed module leaves the exporter with no holder.
+func TestImportNotFunc(t *testing.T) {
+	e := newEnv(t, wasmConfig())
+	exp, err := e.h.Load(context.Background(), raceless.Native(tinyInfo("exporter"), func() raceless.Module {
+		return nativeMod(func(k *raceless.Kernel) error { return k.Export("notfn", 42) })
+	}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := e.l.OpenBytes("/virtual/importer.wasm", appendInfo(asmModule([]string{"notfn"}), "importer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.Load(context.Background(), src, nil); !errors.Is(err, raceless.ErrInit) {
+		t.Fatalf("load of a module importing a non-function: %v, want ErrInit", err)
+	}
+	if !strings.Contains(e.logs.String(), "not a function symbol") {
+		t.Fatalf("the failed import is not logged:\n%s", e.logs)
+	}
+	if _, ok := e.h.Module("importer"); ok {
+		t.Fatal("importer loaded")
+	}
+	if h := exp.Holders(); len(h) != 0 || exp.Refs() != 0 {
+		t.Fatalf("exporter holders %v, refs %d after the importer failed", h, exp.Refs())
+	}
+	if err := e.h.Unload(context.Background(), "exporter", raceless.UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nativeMod is a native module whose Init is the function.
+type nativeMod func(k *raceless.Kernel) error
+
+func (f nativeMod) Init(k *raceless.Kernel) error { return f(k) }
+func (nativeMod) Exit() (int, error)              { return 0, nil }
+
 // TestSignature checks that the loader reports a symbol's types (the CLI
 // formats values with them) and nothing for what it did not export.
 func TestSignature(t *testing.T) {
@@ -328,7 +458,7 @@ type parker struct {
 }
 
 func (p *parker) Init(k *raceless.Kernel) error {
-	return k.Export("park", raceless.Func(func(ctx context.Context, _ ...uint64) ([]uint64, error) {
+	return k.Export("park", raceless.Func(func(ctx context.Context, _ []uint64) ([]uint64, error) {
 		p.entered <- struct{}{}
 		if p.honour {
 			select {
@@ -389,7 +519,7 @@ func testForcedUnloadInImport(t *testing.T, honour bool) {
 	res := make(chan error, 1)
 	go func() {
 		defer b.Release()
-		r, err := b.Value().(raceless.Func)(context.Background())
+		r, err := b.Value().(raceless.Func)(context.Background(), nil)
 		if err == nil {
 			err = fmt.Errorf("the guest returned %v", r)
 		}

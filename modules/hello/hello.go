@@ -53,7 +53,7 @@ type module struct {
 func (m *module) Init(k *raceless.Kernel) error {
 	m.k = k
 	greeting := k.Params()["greeting"]
-	var greet raceless.Func = func(ctx context.Context, args ...uint64) ([]uint64, error) {
+	var greet raceless.Func = func(ctx context.Context, args []uint64) ([]uint64, error) {
 		n := m.calls.Add(1)
 		var sum uint64
 		for _, a := range args {
@@ -68,7 +68,7 @@ func (m *module) Init(k *raceless.Kernel) error {
 	// hello_sleep(ms) holds the caller's reference on the module for ms
 	// milliseconds (or until the call is cancelled): a long call, for
 	// demonstrating rmmod --wait and --force.
-	var sleep raceless.Func = func(ctx context.Context, args ...uint64) ([]uint64, error) {
+	var sleep raceless.Func = func(ctx context.Context, args []uint64) ([]uint64, error) {
 		if len(args) != 1 {
 			return nil, fmt.Errorf("hello_sleep wants 1 argument (milliseconds): %w", raceless.ErrInvalid)
 		}

@@ -28,7 +28,7 @@ func (s *symMod) Init(k *raceless.Kernel) error {
 		_, err := k.Import(context.Background(), s.imp)
 		return err
 	}
-	return k.Export("base_fn", raceless.Func(func(context.Context, ...uint64) ([]uint64, error) { return nil, nil }))
+	return k.Export("base_fn", raceless.Func(func(context.Context, []uint64) ([]uint64, error) { return nil, nil }))
 }
 func (s *symMod) Exit() (int, error) { return 0, nil }
 

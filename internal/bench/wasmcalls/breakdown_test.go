@@ -4,9 +4,9 @@ package wasmcalls
 // in rounds (where a collection runs before each round, so that the
 // garbage a round makes is not paid in it): the floor (CallWithStack on
 // one stack, on the binary as built and as the loader instruments it), the
-// floor plus each part of a protected call's cost on its own (a
-// compare-and-swap lock, a stack per call allocated or cut from a block as
-// a Caller does), and the protected calls. With -benchmem.
+// floor plus a part of a protected call's cost on its own (a
+// compare-and-swap lock), and the protected calls, each reusing one stack
+// as the floor does. With -benchmem.
 //
 //	go test -run XXX -bench Breakdown -count 5 ./internal/bench/wasmcalls
 
@@ -59,7 +59,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := &benchEnv{raw: raw, rawI: rawI, h: h, l: l, hd: h.Handle(raceless.KindSymbol, "add"), caller: h.NewCaller()}
+	e := &benchEnv{raw: raw, rawI: rawI, h: h, l: l, hd: h.Handle("add"), caller: h.NewCaller()}
 	b.Cleanup(func() {
 		e.caller.Close()
 		h.Shutdown(ctx)
@@ -108,34 +108,6 @@ func BenchmarkBreakdown(b *testing.B) {
 			w = 0
 		}
 	})
-	b.Run("CallWithStack+alloc", func(b *testing.B) {
-		b.ReportAllocs()
-		var sink []uint64
-		for b.Loop() {
-			stack := make([]uint64, 2)
-			sink = stack
-			stack[0], stack[1] = 1, 2
-			if err := e.raw.f.CallWithStack(bg, stack); err != nil || stack[0] != 3 {
-				b.Fatal(err)
-			}
-		}
-		_ = sink
-	})
-	b.Run("CallWithStack+block", func(b *testing.B) {
-		b.ReportAllocs()
-		var free []uint64
-		for b.Loop() {
-			if len(free) < 2 {
-				free = make([]uint64, 64)
-			}
-			stack := free[:2:2]
-			free = free[2:]
-			stack[0], stack[1] = 1, 2
-			if err := e.raw.f.CallWithStack(bg, stack); err != nil || stack[0] != 3 {
-				b.Fatal(err)
-			}
-		}
-	})
 	b.Run("Call", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -147,8 +119,10 @@ func BenchmarkBreakdown(b *testing.B) {
 	})
 	b.Run("Caller", func(b *testing.B) {
 		b.ReportAllocs()
+		stack := make([]uint64, 2)
 		for b.Loop() {
-			r, err := e.caller.Call(bg, e.hd, 1, 2)
+			stack[0], stack[1] = 1, 2
+			r, err := e.caller.Call(bg, e.hd, stack)
 			if err != nil || r[0] != 3 {
 				b.Fatal(err)
 			}
@@ -156,8 +130,10 @@ func BenchmarkBreakdown(b *testing.B) {
 	})
 	b.Run("Handle", func(b *testing.B) {
 		b.ReportAllocs()
+		stack := make([]uint64, 2)
 		for b.Loop() {
-			r, err := e.hd.Call(bg, 1, 2)
+			stack[0], stack[1] = 1, 2
+			r, err := e.hd.Call(bg, stack)
 			if err != nil || r[0] != 3 {
 				b.Fatal(err)
 			}

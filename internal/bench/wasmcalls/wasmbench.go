@@ -191,23 +191,30 @@ func Measure(ctx context.Context, opts Options) ([]Result, error) {
 	// looks up the caller's context once (for the call chain), as wazero
 	// does, and a deeper context costs both the same.
 	bg := context.Background()
-	add3 := h.Handle(raceless.KindSymbol, "add")
+	// Each reuses one stack, as the raw CallWithStack does.
+	add3 := h.Handle("add")
 	caller := h.NewCaller()
 	defer caller.Close()
+	cst := make([]uint64, 2)
 	byCaller := func() error { // the reference in the goroutine's Caller
-		r, err := caller.Call(bg, add3, 1, 2)
+		cst[0], cst[1] = 1, 2
+		r, err := caller.Call(bg, add3, cst)
 		return checkAdd(r, err)
 	}
+	hst := make([]uint64, 2)
 	byHandle := func() error { // the owner's reference for the call only
-		r, err := add3.Call(bg, 1, 2)
+		hst[0], hst[1] = 1, 2
+		r, err := add3.Call(bg, hst)
 		return checkAdd(r, err)
 	}
+	nst := make([]uint64, 2)
 	byName := func() error { // a lookup by name and a Binding per call
 		b, err := h.Acquire(raceless.KindSymbol, "add")
 		if err != nil {
 			return err
 		}
-		r, err := b.Value().(raceless.Func)(bg, 1, 2)
+		nst[0], nst[1] = 1, 2
+		r, err := b.Value().(raceless.Func)(bg, nst)
 		b.Release()
 		return checkAdd(r, err)
 	}

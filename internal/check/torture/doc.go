@@ -78,7 +78,7 @@
 //     the end;
 //   - panic: any panic that reached the torture code;
 //   - api: an operation's result contradicts the API (Unload returned nil
-//     and the instance is not gone, a stale Instance.Acquire succeeded,
+//     and the instance is not gone, a stale instance's symbol was found,
 //     Load returned an instance whose Init did not succeed, ...).
 //
 // # Forced unloads

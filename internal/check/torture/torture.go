@@ -246,7 +246,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		r.handles = map[string]*raceless.Handle{}
 		for _, m := range opts.Wasm {
 			for _, c := range m.Calls {
-				r.handles[c.Symbol] = r.host.Handle(raceless.KindSymbol, c.Symbol)
+				r.handles[c.Symbol] = r.host.Handle(c.Symbol)
 			}
 		}
 	}

@@ -142,7 +142,7 @@ func (w *worker) wasmCall(ctx context.Context, b *raceless.Binding, c WasmCall) 
 	}
 	octx, cancel := w.r.opContext(ctx)
 	defer cancel()
-	got, err := f(octx, c.Args...)
+	got, err := f(octx, w.args(c))
 	switch {
 	case err == nil && !slices.Equal(got, c.Want):
 		w.r.violate("wasm", "%s%v = %v, want %v", c.Symbol, c.Args, got, c.Want)
@@ -172,9 +172,9 @@ func (w *worker) opWasmHandleCall(ctx context.Context) {
 	var got []uint64
 	var err error
 	if w.rng.IntN(2) == 0 {
-		got, err = w.caller.Call(ctx, hd, c.Args...)
+		got, err = w.caller.Call(ctx, hd, w.args(c))
 	} else {
-		got, err = hd.Call(ctx, c.Args...)
+		got, err = hd.Call(ctx, w.args(c))
 	}
 	w.outcome("wasm-handle-call", err)
 	switch {
@@ -196,4 +196,14 @@ func (w *worker) releaseWasm() {
 		h.b.Release()
 	}
 	w.wheld = w.wheld[:0]
+}
+
+// args returns c's arguments in the worker's own stack, with room for the
+// results: the callee computes in it, and c.Args is shared by the workers.
+func (w *worker) args(c WasmCall) []uint64 {
+	n := max(len(c.Args), len(c.Want))
+	if cap(w.stack) < n {
+		w.stack = make([]uint64, n)
+	}
+	return append(w.stack[:0], c.Args...)
 }

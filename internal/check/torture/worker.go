@@ -23,8 +23,8 @@ type worker struct {
 	held   []*raceless.Binding
 	files  []*vfs.File
 	wheld  []wasmHeld
-	reader *raceless.Reader
-	caller *raceless.Caller // wasm-handle-call's way into the runner's Handles
+	caller *raceless.Caller // the worker's per-goroutine way in: wasm-handle-call, hooks
+	stack  []uint64         // the stack of its wasm calls (the callee may overwrite it)
 
 	opName  atomic.Pointer[string] // operation in progress, for the watchdog
 	opSince atomic.Int64           // its start, unix nanoseconds
@@ -86,11 +86,9 @@ func (w *worker) current() (string, time.Time) {
 }
 
 func (w *worker) run(ctx context.Context) {
-	w.reader = w.r.host.NewReader()
 	w.caller = w.r.host.NewCaller()
 	defer func() {
 		w.releaseAll()
-		w.reader.Close()
 		w.caller.Close()
 		w.r.mu.Lock()
 		for k, v := range w.opCounts {
@@ -273,16 +271,22 @@ func (w *worker) opInstanceAcquire(ctx context.Context) {
 		w.outcome("instance-acquire", raceless.ErrNotFound)
 		return
 	}
+	// The lookup of one instance's registration: Host.Acquire, then the
+	// owner compared. A gone instance's symbol must never be found.
 	wasGone := inst.State() == raceless.StateGone
-	b, err := inst.Acquire(raceless.KindSymbol, s.symA())
+	b, err := w.r.host.Acquire(raceless.KindSymbol, s.symA())
+	if err == nil && b.Owner() != inst {
+		b.Release()
+		err = raceless.ErrNotFound // another instance of the name
+	}
 	w.outcome("instance-acquire", err)
 	if err != nil {
 		return
 	}
 	if wasGone {
-		w.r.violate("api", "Instance.Acquire succeeded on gone %s", s.name)
+		w.r.violate("api", "Host.Acquire found a symbol of gone %s", s.name)
 	}
-	if sv := w.take(&b, "Instance.Acquire"); sv != nil {
+	if sv := w.take(&b, "Host.Acquire (of an instance)"); sv != nil {
 		sv.call()
 		w.drop(&b)
 	}
@@ -295,7 +299,7 @@ func (w *worker) opHooks(ctx context.Context) {
 	}
 	var err error
 	if w.rng.IntN(2) == 0 {
-		err = w.reader.CallHooks(ctx, ev, nil)
+		err = w.caller.CallHooks(ctx, ev, nil)
 	} else {
 		err = w.r.host.CallHooks(ctx, ev, nil)
 	}

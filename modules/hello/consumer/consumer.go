@@ -35,7 +35,7 @@ func (*module) Init(k *raceless.Kernel) error {
 		return err
 	}
 	if f, ok := v.(raceless.Func); ok {
-		_, err = f(context.Background(), 1)
+		_, err = f(context.Background(), []uint64{1})
 	}
 	return err
 }

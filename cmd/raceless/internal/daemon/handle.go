@@ -475,7 +475,7 @@ func (d *Daemon) opCall(ctx context.Context, req *control.Request) (any, error) 
 	if !ok {
 		return nil, fmt.Errorf("symbol %s of %s is a %T, not a function: %w", req.Name, b.Owner().Name(), b.Value(), raceless.ErrInvalid)
 	}
-	res, err := f(ctx, req.Args...)
+	res, err := f(ctx, req.Args)
 	d.metrics.called(b.Owner().Name(), err)
 	if res == nil {
 		res = []uint64{}
