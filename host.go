@@ -335,6 +335,13 @@ func (h *Host) Subscribe(fn func(Event)) (cancel func()) {
 // in order, unless another goroutine is delivering them already (it then
 // delivers these too). Called without h.mu, after each transition.
 func (h *Host) deliver(m *Instance) {
+	if !m.eventsPending.Load() {
+		// Nothing queued (no subscriber when the transitions were made),
+		// or delivered already by the goroutine that was delivering.
+		// This goroutine's own transitions set the flag before it got
+		// here, so it never misses them.
+		return
+	}
 	h.mu.Lock()
 	if m.delivering {
 		h.mu.Unlock()
@@ -357,6 +364,7 @@ func (h *Host) deliver(m *Instance) {
 		h.mu.Lock()
 	}
 	m.events = nil
+	m.eventsPending.Store(false)
 	m.delivering = false
 	done = true
 	h.mu.Unlock()
@@ -413,7 +421,18 @@ func (h *Host) setState(m *Instance, to State) {
 		panic(fmt.Sprintf("raceless: invalid state transition %s -> %s for %s", from, to, m.name))
 	}
 	m.state.Store(int32(to))
-	m.events = append(m.events, to)
+	h.queueEvent(m, to)
+}
+
+// queueEvent queues the event of m's transition to s for h.deliver, if
+// there are subscribers: an event is for subscribers added before the
+// transition (Subscribe), and with none, deliver costs one atomic load.
+// The caller holds h.mu.
+func (h *Host) queueEvent(m *Instance, s State) {
+	if subs := h.subs.Load(); subs != nil && len(*subs) > 0 {
+		m.events = append(m.events, s)
+		m.eventsPending.Store(true)
+	}
 }
 
 // addDep records that user depends on owner and takes one reference on

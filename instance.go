@@ -13,7 +13,7 @@ import (
 // Instance is one loaded instance of a module: the host's record of it, the
 // kernel's struct module. The pointer stays valid forever; once the
 // instance is gone it is a tombstone on which every operation fails with
-// ErrGone (or, for TryGet, returns false) and no module code runs.
+// ErrGone (a lookup finds nothing) and no module code runs.
 //
 // All methods are safe for concurrent use, and may be called from module
 // code and inside hook calls.
@@ -70,6 +70,11 @@ type Instance struct {
 	regs  []*registration
 
 	taints taintLog // why the module is tainted; its lock is a leaf
+
+	// eventsPending is set (under Host.mu) when a transition is queued in
+	// events and cleared, under Host.mu, when events is found empty:
+	// Host.deliver's lock-free test for "nothing to deliver".
+	eventsPending atomic.Bool
 }
 
 // Name returns the module's name.

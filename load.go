@@ -157,12 +157,12 @@ func (h *Host) newInstance(info Info, key string, params map[string]string, lo l
 		info:     info,
 		seq:      h.seq,
 		loaded:   time.Now(),
-		refs:     h.words.New(true), // outside TryGet fails while coming
+		refs:     h.words.New(true), // references from outside fail while coming
 		initDone: make(chan struct{}),
 		gone:     make(chan struct{}),
 		params:   params,
-		events:   []State{StateComing}, // delivered by initialize
 	}
+	h.queueEvent(m, StateComing) // delivered by initialize
 	m.autoclean.Store(lo.autoclean)
 	// A demand load is a use: the module survives at least one whole
 	// sweep period even if nobody calls it before the next sweep.

@@ -12,9 +12,9 @@ type State int32
 
 // The lifecycle states.
 const (
-	StateComing State = iota // Init running; outside TryGet fails; registrations staged
-	StateLive                // registrations published; TryGet succeeds
-	StateGoing               // unloading (or failed init): TryGet fails, nothing new enters
+	StateComing State = iota // Init running; no reference from outside; registrations staged
+	StateLive                // registrations published; references taken
+	StateGoing               // unloading (or failed init): no new reference, nothing new enters
 	StateGone                // torn down; the instance is a tombstone, every op fails with ErrGone
 )
 

@@ -464,3 +464,43 @@ func TestTeardownsGainWhileWaited(t *testing.T) {
 	}
 	td.Done()
 }
+
+// TestComingDeliveredBeforeInit: the coming event reaches a subscriber
+// before the module's Init runs (initialize delivers it first), and a
+// transition made while no one subscribes queues nothing: a subscriber
+// added afterwards sees only what follows.
+func TestComingDeliveredBeforeInit(t *testing.T) {
+	h := quietHost(t)
+	var log eventLog
+	var seenAtInit []string
+	mod := &testModule{init: func(k *Kernel) error {
+		seenAtInit = log.of(k.Instance())
+		return nil
+	}}
+	cancelSub := h.Subscribe(log.record)
+	m := mustLoad(t, h, src("early", mod))
+	if !slices.Equal(seenAtInit, []string{"coming"}) {
+		t.Fatalf("events seen when Init ran: %v, want [coming]", seenAtInit)
+	}
+	cancelSub()
+	if err := h.Unload(deadline(t), "early", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := log.of(m); !slices.Equal(got, []string{"coming", "live"}) {
+		t.Fatalf("events after the subscriber left: %v, want [coming live]", got)
+	}
+	if m.eventsPending.Load() || len(m.events) != 0 {
+		t.Fatalf("events queued with no subscriber: %v", m.events)
+	}
+
+	// Subscribed while the module is live: going and gone only.
+	m2 := mustLoad(t, h, src("late", &testModule{}))
+	var log2 eventLog
+	defer h.Subscribe(log2.record)()
+	if err := h.Unload(deadline(t), "late", UnloadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := log2.of(m2); !slices.Equal(got, []string{"going", "gone"}) {
+		t.Fatalf("events of a module loaded before the subscriber: %v, want [going gone]", got)
+	}
+}
