@@ -310,5 +310,10 @@ func Validate(info raceless.Info) error {
 			}
 		}
 	}
+	// What only the whole set shows (two names that differ by - and _
+	// only, as the kernel treats them alike): the check a load makes.
+	if _, err := raceless.ResolveParams(info, nil); err != nil {
+		return bad("%v", err)
+	}
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 
 func init() {
 	sdk.OnInit(func() error {
-		if v, _ := sdk.Param("fail"); v == "1" || v == "yes" || v == "true" {
+		if v, _ := sdk.Param("fail"); v == "Y" { // a bool parameter, in canonical form
 			return errors.New("init failed on request")
 		}
 		for _, s := range []string{"spin", "boom", "eat", "nilderef", "echo"} {
