@@ -277,7 +277,7 @@ func TestLifecycleCallsFromHook(t *testing.T) {
 					return errors.New("Kernel.Get failed")
 				}
 				k.Put()
-				k.Taint("from a hook")
+				k.Taint(TaintWarn, "from a hook")
 				_ = k.Name()
 				_ = k.Params()
 				_ = k.Instance().Holders()

@@ -385,9 +385,17 @@ func (h *Host) emit(m *Instance, s State) {
 // the last line says how many more there were (TaintsMoreFormat).
 func (h *Host) Taints() []string { return h.taints.list() }
 
-func (h *Host) taint(reason string) {
-	h.taints.add(reason)
-	h.log.Warn("host tainted", "reason", reason)
+// TaintMask returns the host's taint as /proc/sys/kernel/tainted shows the
+// kernel's: the bits of the TaintFlags recorded (0 when untainted).
+func (h *Host) TaintMask() uint64 { return h.taints.taintMask() }
+
+// TaintFlags returns the letters of the host's TaintFlags, in the kernel's
+// order ("" when untainted).
+func (h *Host) TaintFlags() string { return h.taints.flags() }
+
+func (h *Host) taint(flag TaintFlag, reason string) {
+	h.taints.add(flag, reason)
+	h.log.Warn("host tainted", "flag", string(flag), "reason", reason)
 }
 
 // Underflows returns how many Puts without a matching Get were detected.

@@ -876,7 +876,7 @@ func TestExitContext(t *testing.T) {
 func TestTaintsBounded(t *testing.T) {
 	h := quietHost(t)
 	for i := 0; i < 1000; i++ {
-		h.taint(fmt.Sprintf("reason %d", i))
+		h.taint(TaintForcedUnload, fmt.Sprintf("reason %d", i))
 	}
 	ts := h.Taints()
 	if len(ts) != taintsKept+1 || ts[0] != "reason 0" || ts[taintsKept-1] != fmt.Sprintf("reason %d", taintsKept-1) {
@@ -888,9 +888,38 @@ func TestTaintsBounded(t *testing.T) {
 	var m Instance
 	m.host = h
 	for i := 0; i < 40; i++ {
-		m.Taint("again")
+		m.Taint(TaintWarn, "again")
 	}
 	if got := m.Taints(); len(got) != taintsKept+1 || got[taintsKept] != fmt.Sprintf(TaintsMoreFormat, 8) {
 		t.Fatalf("instance taints: %d lines, last %q", len(got), got[len(got)-1])
+	}
+	// The flags are kept whatever the reasons dropped.
+	if h.TaintFlags() != "R" || h.TaintMask() != 1<<3 || m.TaintFlags() != "W" {
+		t.Fatalf("flags: host %q (mask %#x), instance %q; want R (0x8), W", h.TaintFlags(), h.TaintMask(), m.TaintFlags())
+	}
+}
+
+// TestTaintFlags: each flag is the kernel's letter and bit; the letters
+// come in the kernel's order whatever the order of the taints; an unknown
+// flag counts as TaintWarn.
+func TestTaintFlags(t *testing.T) {
+	h := quietHost(t)
+	if h.TaintFlags() != "" || h.TaintMask() != 0 {
+		t.Fatalf("an untainted host: %q %#x", h.TaintFlags(), h.TaintMask())
+	}
+	var m Instance
+	m.host = h
+	m.Taint(TaintWarn, "w")
+	m.Taint(TaintDied, "d")
+	m.Taint(TaintForcedUnload, "r")
+	m.Taint(TaintFlag('?'), "unknown")
+	if got := m.TaintFlags(); got != "RDW" {
+		t.Fatalf("flags %q, want RDW (the kernel's bit order)", got)
+	}
+	if got := m.taints.taintMask(); got != 1<<3|1<<7|1<<9 {
+		t.Fatalf("mask %#x, want %#x", got, 1<<3|1<<7|1<<9)
+	}
+	if got := m.Taints(); !slices.Equal(got, []string{"w", "d", "r", "unknown"}) {
+		t.Fatalf("reasons %q", got)
 	}
 }

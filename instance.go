@@ -230,7 +230,7 @@ func (m *Instance) caught(what, detail string, sentinel error, err *error, p any
 	if detail != "" {
 		what += " " + detail
 	}
-	m.Taint(fmt.Sprintf("panic in %s: %v", what, p))
+	m.Taint(TaintDied, fmt.Sprintf("panic in %s: %v", what, p))
 	if err == nil {
 		return
 	}
@@ -241,15 +241,22 @@ func (m *Instance) caught(what, detail string, sentinel error, err *error, p any
 	*err = &ModuleError{Op: what, Module: m.name, Err: perr}
 }
 
-// Taint marks the module as tainted (a trap, a panic, a forced unload).
-func (m *Instance) Taint(reason string) {
-	m.taints.add(reason)
-	m.host.log.Warn("module tainted", "module", m.name, "reason", reason)
+// Taint marks the module as tainted with flag (TaintDied for a panic or a
+// trap, TaintForcedUnload for a forced unload, TaintWarn otherwise; an
+// unknown flag counts as TaintWarn), saying why.
+func (m *Instance) Taint(flag TaintFlag, reason string) {
+	m.taints.add(flag, reason)
+	m.host.log.Warn("module tainted", "module", m.name, "flag", string(flag), "reason", reason)
 }
 
 // Taints returns the reasons the module was tainted, oldest first. As for
 // Host.Taints, the first 32 are kept and a last line counts the rest.
 func (m *Instance) Taints() []string { return m.taints.list() }
+
+// TaintFlags returns the letters of the module's TaintFlags, in the
+// kernel's order, as /proc/modules shows them in parentheses and
+// /sys/module/NAME/taint holds them ("" when untainted).
+func (m *Instance) TaintFlags() string { return m.taints.flags() }
 
 // stateErr is the error for a failed tryGet on m.
 func stateErr(m *Instance) error {

@@ -146,5 +146,6 @@ func (k *Kernel) Get() bool {
 // Put drops a reference taken by Get.
 func (k *Kernel) Put() { k.inst.put() }
 
-// Taint marks the module as tainted.
-func (k *Kernel) Taint(reason string) { k.inst.Taint(reason) }
+// Taint marks the module as tainted with flag, saying why (see
+// Instance.Taint).
+func (k *Kernel) Taint(flag TaintFlag, reason string) { k.inst.Taint(flag, reason) }

@@ -330,20 +330,20 @@ func (h *Host) reapFailed(m *Instance, inited bool) {
 	ctx := h.detachedCtx
 	if err := h.grace.Synchronize(ctx); err != nil {
 		reason := fmt.Sprintf("forced at shutdown: failed init of %s torn down without a grace period", m.name)
-		m.Taint(reason)
-		h.taint(reason)
+		m.Taint(TaintForcedUnload, reason)
+		h.taint(TaintForcedUnload, reason)
 	}
 	if n := m.refs.Count(); n > 0 {
 		h.log.Warn("failed init: waiting for the module's own references", "module", m.name, "refs", n)
 		if m.refs.WaitZero(ctx) != nil {
 			reason := fmt.Sprintf("forced at shutdown: failed init of %s with %d references", m.name, m.refs.Count())
-			m.Taint(reason)
-			h.taint(reason)
+			m.Taint(TaintForcedUnload, reason)
+			h.taint(TaintForcedUnload, reason)
 		}
 	}
 	if inited {
 		if busy, err := callExit(ctx, m); busy > 0 || err != nil {
-			m.Taint(fmt.Sprintf("exit refused after a failed start (busy %d, %v)", busy, err))
+			m.Taint(TaintWarn, fmt.Sprintf("exit refused after a failed start (busy %d, %v)", busy, err))
 		}
 	}
 	m.regMu.Lock()

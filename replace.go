@@ -134,13 +134,13 @@ func (h *Host) undoReplace(ctx context.Context, old, m *Instance, oldRegs []*reg
 		dctx := h.detachedCtx
 		if h.grace.Synchronize(dctx) != nil {
 			reason := fmt.Sprintf("forced at shutdown: %s (an undone replacement) torn down without a grace period", m.name)
-			m.Taint(reason)
-			h.taint(reason)
+			m.Taint(TaintForcedUnload, reason)
+			h.taint(TaintForcedUnload, reason)
 		}
 		if m.refs.WaitZero(dctx) != nil {
 			reason := fmt.Sprintf("forced at shutdown: %s (an undone replacement) with %d references", m.name, m.refs.Count())
-			m.Taint(reason)
-			h.taint(reason)
+			m.Taint(TaintForcedUnload, reason)
+			h.taint(TaintForcedUnload, reason)
 		}
 		h.finishUndone(dctx, m)
 	}()
@@ -153,7 +153,7 @@ func (h *Host) undoReplace(ctx context.Context, old, m *Instance, oldRegs []*reg
 func (h *Host) finishUndone(ctx context.Context, m *Instance) {
 	callStop(m)
 	if busy, err := callExit(ctx, m); busy > 0 || err != nil {
-		m.Taint(fmt.Sprintf("exit refused while undoing a replacement (busy %d, %v)", busy, err))
+		m.Taint(TaintWarn, fmt.Sprintf("exit refused while undoing a replacement (busy %d, %v)", busy, err))
 	}
 	h.reg.drop(m.registrations())
 	h.releaseDeps(m)

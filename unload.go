@@ -127,8 +127,8 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 		switch {
 		case opts.Force:
 			reason := fmt.Sprintf("forced unload of %s with %d references", m.name, n)
-			m.Taint(reason)
-			h.taint(reason)
+			m.Taint(TaintForcedUnload, reason)
+			h.taint(TaintForcedUnload, reason)
 		case opts.Wait:
 			if err := h.waitRefs(ctx, m, opts); err != nil {
 				h.restore(m, regs, false)
@@ -151,8 +151,8 @@ func (h *Host) unloadInstance(ctx context.Context, m *Instance, opts UnloadOptio
 			return &BusyError{Module: m.name, Refs: int64(busy), Reason: "exit refused", Err: exitErr}
 		}
 		reason := fmt.Sprintf("forced unload of %s although its exit refused (busy %d, %v)", m.name, busy, exitErr)
-		m.Taint(reason)
-		h.taint(reason)
+		m.Taint(TaintForcedUnload, reason)
+		h.taint(TaintForcedUnload, reason)
 	}
 	h.reg.drop(regs)
 	h.releaseDeps(m)

@@ -2,6 +2,8 @@ package vfs
 
 import (
 	"fmt"
+
+	"github.com/raceless/raceless"
 )
 
 // Every call into a filesystem's code (FileSystemType.Mount, Superblock,
@@ -41,7 +43,7 @@ func guard[T any](sb *superblock, op string, fn func() (T, error)) (v T, err err
 		if p := recover(); p != nil {
 			pe := &PanicError{FSType: sb.fstype, Op: op, Value: p}
 			if o := sb.owner(); o != nil {
-				o.Taint(pe.Error())
+				o.Taint(raceless.TaintDied, pe.Error())
 			}
 			var zero T
 			v, err = zero, pe

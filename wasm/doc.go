@@ -38,9 +38,12 @@
 //     the guest as its low 32 bits; an f32 argument must fit in 32 bits.
 //     Anything else is raceless.ErrInvalid, naming the argument. Symbols
 //     are functions of i32, i64, f32 and f64 only (Loader.Signature).
-//   - A trap, a Go guest's panic, a call past its deadline or memory past
-//     its limit fails that call with an error naming the module (ErrTrap or
-//     ErrLimit), taints the module, and aborts the instance: every later
+//   - A memory.grow past the instance's limit returns -1 to the guest and
+//     the call goes on; a Go guest then dies "out of memory" (ErrLimit),
+//     a C guest sees malloc fail.
+//   - A trap, a Go guest's panic or death out of memory, or a call past
+//     its deadline fails that call with an error naming the module (ErrTrap
+//     or ErrLimit), taints the module, and aborts the instance: every later
 //     call fails with ErrAborted, since the guest's state can no longer be
 //     trusted. The host and the other modules go on; the aborted module's
 //     exit always agrees, so it can be unloaded.

@@ -50,9 +50,10 @@ var (
 	// panic exits its instance). The instance is aborted and the module
 	// tainted.
 	ErrTrap = errors.New("trap in module")
-	// ErrLimit is returned when a call exceeds its deadline or the module
-	// exceeds its memory limit. The instance is aborted and the module
-	// tainted.
+	// ErrLimit is returned when a call exceeds its deadline, or when a Go
+	// guest dies "out of memory" after a memory.grow past its limit failed
+	// (the failed grow itself only returns -1 to the guest). The instance
+	// is aborted and the module tainted.
 	ErrLimit = errors.New("module limit exceeded")
 	// ErrAborted is returned by calls into an instance that an earlier
 	// trap or limit aborted: its state cannot be trusted, so it runs no

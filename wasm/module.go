@@ -674,7 +674,7 @@ func (in *instance) fault(what string, err error) error {
 	}
 	in.abort(reason)
 	if in.k != nil && !in.tainted.Swap(true) {
-		in.k.Taint(fmt.Sprintf("%s: %v: %s", what, kind, reason))
+		in.k.Taint(raceless.TaintDied, fmt.Sprintf("%s: %v: %s", what, kind, reason))
 	}
 	in.kill(kind)
 	return in.errf(what, fmt.Errorf("%w: %s", kind, reason))

@@ -41,7 +41,7 @@ func TestCallValues(t *testing.T) {
 			t.Errorf("call %q: %q, want %q", tc.args, got, tc.want)
 		}
 	}
-	const usage = " (usage: call [--raw] SYMBOL [ARG ...]   (ARG: integers, negatives, floats for f32/f64))"
+	const usage = " (usage: call [--raw] SYMBOL [ARG ...])"
 	d.run("call", "neg32", "4294967296").fails(t, 2, "call: ERROR: argument 0: 4294967296 is out of range for an i32"+usage)
 	d.run("call", "neg32", "-2147483649").fails(t, 2, "call: ERROR: argument 0: -2147483649 is out of range for an i32"+usage)
 	d.run("call", "neg32", "1.5").fails(t, 2, `call: ERROR: argument 0: "1.5" is not an i32`+usage)

@@ -22,6 +22,10 @@ import (
 var (
 	binDir string // holds the binary and its links; mode 0755 so that other uids can run it
 	bin    string
+	// cacheHome is the daemons' XDG_CACHE_HOME: their default compilation
+	// cache, shared by the tests (never the user's), as it is shared by
+	// the daemons of one user.
+	cacheHome string
 )
 
 var links = []string{"insmod", "rmmod", "lsmod", "modprobe", "modinfo", "depmod", "mount", "umount"}
@@ -40,6 +44,7 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(binDir)
 	os.Chmod(binDir, 0o755)
 	bin = filepath.Join(binDir, "raceless")
+	cacheHome = filepath.Join(binDir, "cache")
 	args := []string{"build", "-o", bin}
 	if raceEnabled {
 		args = append(args, "-race")
@@ -102,11 +107,17 @@ type daemon struct {
 // Cleanup stops it with SIGTERM and checks that it shut down cleanly.
 func startDaemon(t *testing.T, extra ...string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, []string{"XDG_CACHE_HOME=" + cacheHome}, extra...)
+}
+
+// startDaemonEnv is startDaemon with env added to the daemon's environment.
+func startDaemonEnv(t *testing.T, env []string, extra ...string) *daemon {
+	t.Helper()
 	dir := t.TempDir()
 	d := &daemon{t: t, dir: dir, sock: filepath.Join(dir, "sock"), log: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(bin, append([]string{"serve", "--socket", d.sock, "--log-level", "debug"}, extra...)...)
 	d.cmd.Stderr = d.log
-	d.cmd.Env = append(os.Environ(), "RACELESS_SOCKET=")
+	d.cmd.Env = append(append(os.Environ(), "RACELESS_SOCKET="), env...)
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

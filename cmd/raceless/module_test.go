@@ -117,16 +117,30 @@ func TestRmmodWaitAndForce(t *testing.T) {
 		t.Fatalf("after rmmod -w: %q", got)
 	}
 
-	// --force unloads with a reference held, and taints the host.
+	// --force unloads with a reference held, and taints the host: in
+	// ping's plain line and JSON, and /proc/sys/kernel/tainted's way.
+	if got := d.run("ping").ok(t).stdout; !strings.HasSuffix(got, " tainted 0\n") {
+		t.Fatalf("ping of an untainted daemon: %q", got)
+	}
 	d.run("modprobe", "hello").ok(t)
 	holdRef(t, d)
 	d.run("rmmod", "--force", "hello").ok(t)
 	var ping struct {
-		Taints []string `json:"taints"`
+		Tainted    uint64   `json:"tainted"`
+		TaintFlags string   `json:"taint_flags"`
+		Taints     []string `json:"taints"`
 	}
-	json.Unmarshal([]byte(d.run("ping", "--json").ok(t).stdout), &ping)
-	if len(ping.Taints) == 0 {
-		t.Fatalf("forced unload did not taint the host")
+	if err := json.Unmarshal([]byte(d.run("ping", "--json").ok(t).stdout), &ping); err != nil {
+		t.Fatal(err)
+	}
+	if len(ping.Taints) == 0 || ping.Tainted != 8 || ping.TaintFlags != "R" {
+		t.Fatalf("forced unload: ping says %+v, want tainted 8 (R) with a reason", ping)
+	}
+	if got := d.run("ping").ok(t).stdout; !strings.HasSuffix(got, " tainted 8 (R)\n") {
+		t.Fatalf("ping after a forced unload: %q", got)
+	}
+	if got := d.run("cat", "/proc/sys/kernel/tainted").ok(t).stdout; got != "8\n" {
+		t.Fatalf("/proc/sys/kernel/tainted: %q", got)
 	}
 }
 
@@ -198,9 +212,11 @@ func TestModinfo(t *testing.T) {
 func TestCallAndHooks(t *testing.T) {
 	d := startDaemon(t)
 	d.run("hook", "hello", "world").ok(t)
-	if !strings.Contains(d.log.String(), `msg="Hello, world" module=hello repeat=1`) {
-		t.Fatalf("hook: no log line with the module's name:\n%s", d.log.String())
-	}
+	// The daemon logs before it answers, but its stderr reaches d.log
+	// through a pipe and a copying goroutine: wait for the line.
+	waitFor(t, "the hook's log line with the module's name", func() bool {
+		return strings.Contains(d.log.String(), `msg="Hello, world" module=hello repeat=1`)
+	})
 	if got := d.run("call", "hello_greet", "2", "3").ok(t).stdout; got != "1 5\n" {
 		t.Fatalf("call: %q", got)
 	}

@@ -4,11 +4,14 @@
 //	/modules              the host's modules, byte-exact /proc/modules format
 //	/mounts               the namespace's mounts, /proc/mounts format
 //	/filesystems          registered filesystem types ("nodev\t<name>")
+//	/sys/kernel/tainted   the host's taint mask, as /proc/sys/kernel/tainted
+//	                      (decimal, the kernel's bits: raceless.TaintFlag)
 //	/<module>/refcnt      reference count
 //	/<module>/holders/    one empty file per module that depends on it
 //	/<module>/parameters/ one file per parameter, holding its value
 //	/<module>/initstate   coming, live or going
-//	/<module>/taint       taint reasons, one per line
+//	/<module>/taint       taint flags, as /sys/module/<module>/taint ("RD")
+//	/<module>/taint_reasons why it was tainted, one reason per line
 //
 // Every file's content is generated when it is opened (a snapshot), so a
 // reader sees one consistent state however it reads.
@@ -87,8 +90,8 @@ func ModuleLine(m *raceless.Instance) string {
 		deps = strings.Join(hs, ",") + ","
 	}
 	line := fmt.Sprintf("%s %d %d %s %s 0x%016x", m.Name(), m.Size(), m.Refs(), deps, state, Address(m))
-	if ts := m.Taints(); len(ts) > 0 {
-		line += " (" + taintFlags(ts) + ")"
+	if f := m.TaintFlags(); f != "" {
+		line += " (" + f + ")"
 	}
 	return line
 }
@@ -100,29 +103,6 @@ func Address(m *raceless.Instance) uint64 {
 	f := fnv.New64a()
 	fmt.Fprintf(f, "%s\x00%s\x00%d", m.Name(), m.Key(), m.LoadedAt().UnixNano())
 	return 0xffffffffa0000000 | (f.Sum64() & 0x0ffff000)
-}
-
-// taintFlags maps taint reasons to kernel-style letters: F for a forced
-// load or unload, P for a panic, T for anything else.
-func taintFlags(reasons []string) string {
-	set := map[byte]bool{}
-	for _, r := range reasons {
-		switch lr := strings.ToLower(r); {
-		case strings.Contains(lr, "force"):
-			set['F'] = true
-		case strings.Contains(lr, "panic"):
-			set['P'] = true
-		default:
-			set['T'] = true
-		}
-	}
-	var out []byte
-	for _, c := range []byte("FPT") {
-		if set[c] {
-			out = append(out, c)
-		}
-	}
-	return string(out)
 }
 
 func ino(p string) uint64 {
@@ -210,7 +190,7 @@ func (s *sb) root() *dir {
 	var r *dir
 	r = &dir{s: s, path: "/", parent: func() vfs.Node { return r },
 		list: func() []string {
-			names := []string{"modules", "mounts", "filesystems"}
+			names := []string{"modules", "mounts", "filesystems", "sys"}
 			for _, m := range s.h.Modules() {
 				names = append(names, m.Name())
 			}
@@ -235,6 +215,8 @@ func (s *sb) root() *dir {
 					}
 					return b.String()
 				}}, true
+			case "sys":
+				return s.sysDir(r), true
 			}
 			m, ok := s.h.Module(name)
 			if !ok || m.State() == raceless.StateGone {
@@ -243,6 +225,23 @@ func (s *sb) root() *dir {
 			return s.moduleDir(r, m), true
 		}}
 	return r
+}
+
+// sysDir is /sys, holding kernel/tainted.
+func (s *sb) sysDir(root *dir) *dir {
+	var sys, kernel *dir
+	kernel = &dir{s: s, path: "/sys/kernel", parent: func() vfs.Node { return sys },
+		list: func() []string { return []string{"tainted"} },
+		child: func(name string) (vfs.Node, bool) {
+			if name != "tainted" {
+				return nil, false
+			}
+			return &file{s, "/sys/kernel/tainted", func() string { return fmt.Sprintf("%d\n", s.h.TaintMask()) }}, true
+		}}
+	sys = &dir{s: s, path: "/sys", parent: func() vfs.Node { return root },
+		list:  func() []string { return []string{"kernel"} },
+		child: func(name string) (vfs.Node, bool) { return kernel, name == "kernel" }}
+	return sys
 }
 
 func (s *sb) moduleDir(root *dir, m *raceless.Instance) *dir {
@@ -279,7 +278,9 @@ func (s *sb) moduleDir(root *dir, m *raceless.Instance) *dir {
 			}}
 	}
 	d = &dir{s: s, path: p, parent: func() vfs.Node { return root },
-		list: func() []string { return []string{"refcnt", "holders", "parameters", "initstate", "taint"} },
+		list: func() []string {
+			return []string{"refcnt", "holders", "parameters", "initstate", "taint", "taint_reasons"}
+		},
 		child: func(name string) (vfs.Node, bool) {
 			switch name {
 			case "refcnt":
@@ -287,7 +288,9 @@ func (s *sb) moduleDir(root *dir, m *raceless.Instance) *dir {
 			case "initstate":
 				return &file{s, p + "/initstate", func() string { return m.State().String() + "\n" }}, true
 			case "taint":
-				return &file{s, p + "/taint", func() string {
+				return &file{s, p + "/taint", func() string { return m.TaintFlags() + "\n" }}, true
+			case "taint_reasons":
+				return &file{s, p + "/taint_reasons", func() string {
 					ts := m.Taints()
 					if len(ts) == 0 {
 						return ""

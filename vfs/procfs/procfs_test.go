@@ -32,6 +32,14 @@ func (s *symMod) Init(k *raceless.Kernel) error {
 }
 func (s *symMod) Exit() (int, error) { return 0, nil }
 
+// heldMod exports held_fn, for a forced unload while it is held.
+type heldMod struct{}
+
+func (heldMod) Init(k *raceless.Kernel) error {
+	return k.Export("held_fn", raceless.Func(func(context.Context, []uint64) ([]uint64, error) { return nil, nil }))
+}
+func (heldMod) Exit() (int, error) { return 0, nil }
+
 func TestProcfs(t *testing.T) {
 	ctx := context.Background()
 	h := raceless.New()
@@ -91,10 +99,46 @@ func TestProcfs(t *testing.T) {
 	if !strings.Contains(read(t, ns, "/proc/filesystems"), "nodev\tproc\n") {
 		t.Fatal("filesystems")
 	}
+	// Taints: the kernel's letters in the module's line and in its taint
+	// file, the reasons beside them, the host's mask in sys/kernel/tainted.
+	if got := read(t, ns, "/proc/sys/kernel/tainted"); got != "0\n" {
+		t.Fatalf("tainted %q, want 0", got)
+	}
+	if got := read(t, ns, "/proc/base/taint"); got != "\n" {
+		t.Fatalf("taint of an untainted module %q", got)
+	}
+	base, _ := h.Module("base")
+	base.Taint(raceless.TaintDied, "oops")
+	if !regexp.MustCompile(`(?m)^base \d+ \d+ user, Live 0xffffffffa[0-9a-f]{4}000 \(D\)$`).MatchString(read(t, ns, "/proc/modules")) {
+		t.Fatalf("no tainted base line in\n%s", read(t, ns, "/proc/modules"))
+	}
+	if got := read(t, ns, "/proc/base/taint"); got != "D\n" {
+		t.Fatalf("taint %q, want D", got)
+	}
+	if got := read(t, ns, "/proc/base/taint_reasons"); got != "oops\n" {
+		t.Fatalf("taint_reasons %q", got)
+	}
+	_, err = h.Load(ctx, raceless.Native(raceless.Info{Name: "victim"}, func() raceless.Module { return &symMod{imp: "base_fn"} }), nil)
+	must(t, err)
+	must(t, h.Unload(ctx, "victim", raceless.UnloadOptions{}))
+	if got := read(t, ns, "/proc/sys/kernel/tainted"); got != "0\n" {
+		t.Fatalf("tainted %q after a plain unload, want 0", got)
+	}
+	if _, err := h.Load(ctx, raceless.Native(raceless.Info{Name: "held"}, func() raceless.Module { return &heldMod{} }), nil); err != nil {
+		t.Fatal(err)
+	}
+	hb, err := h.Acquire(raceless.KindSymbol, "held_fn")
+	must(t, err)
+	must(t, h.Unload(ctx, "held", raceless.UnloadOptions{Force: true}))
+	hb.Release()
+	if got := read(t, ns, "/proc/sys/kernel/tainted"); got != "8\n" {
+		t.Fatalf("tainted %q after a forced unload, want 8 (R, TAINT_FORCED_RMMOD)", got)
+	}
 	if _, err := ns.Create("/proc/modules"); err == nil {
 		t.Fatal("writable /proc/modules")
 	}
-	if err := fstest.TestFS(ns.FS(), "proc/modules", "proc/mounts", "proc/base/parameters/debug", "proc/base/holders/user"); err != nil {
+	if err := fstest.TestFS(ns.FS(), "proc/modules", "proc/mounts", "proc/base/parameters/debug", "proc/base/holders/user",
+		"proc/sys/kernel/tainted", "proc/base/taint", "proc/base/taint_reasons"); err != nil {
 		t.Fatal(err)
 	}
 	// procfs pins its module while mounted

@@ -19,6 +19,8 @@ type flagSpec struct {
 	short string // one letter, "" if none
 	long  string // "" if none
 	kind  argKind
+	arg   string // the value's name in the help ("TYPE")
+	help  string // one line for --help
 }
 
 // parsed is the result of parseArgs.
@@ -38,9 +40,10 @@ type usageError struct{ msg string }
 
 // parseArgs parses kmod-style arguments: flags and positional arguments in
 // any order, short flags combinable (-fv), "--" ends the flags, and a lone
-// "-" and a negative number (-5, -0x1f, -2.5, -.5) are positional. Every command takes --socket and --json.
+// "-" and a negative number (-5, -0x1f, -2.5, -.5) are positional. Every
+// command takes the globalFlags (--socket, --json, -h/--help).
 func parseArgs(args []string, specs ...flagSpec) (*parsed, error) {
-	specs = append(specs, flagSpec{long: "socket", kind: requiredValue}, flagSpec{long: "json", kind: noValue}, flagSpec{short: "h", long: "help"})
+	specs = append(specs, globalFlags...)
 	p := &parsed{set: map[string]bool{}, vals: map[string]string{}}
 	find := func(short, long string) (flagSpec, bool) {
 		for _, s := range specs {

@@ -19,11 +19,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/cmd/raceless/internal/control"
 )
 
-// Exit statuses.
+// Exit statuses (control.Classes maps every error to one of them).
 const (
 	ExitOK          = 0 // success
 	ExitFailure     = 1 // any other failure
@@ -32,45 +31,27 @@ const (
 	ExitExists      = 4 // already loaded / already exists (EEXIST)
 	ExitBusy        = 5 // in use, or a wait timed out (EBUSY)
 	ExitPermission  = 6 // refused: not the daemon's owner (EPERM)
-	ExitInvalid     = 7 // invalid parameters, module or index (EINVAL)
+	ExitInvalid     = 7 // invalid parameters, module or index (EINVAL, ENOEXEC)
 	ExitNoDaemon    = 8 // the daemon is not running (cannot connect)
 	ExitUnsupported = 9 // not built in this version
 )
 
-// ExitCode maps an error to an exit status.
+// ExitCode maps an error to an exit status: a usage error of the command
+// line is ExitUsage, any other error the status of its class in
+// control.Classes.
 func ExitCode(err error) int {
 	var ue *usageError
-	switch {
-	case err == nil:
-		return ExitOK
-	case errors.As(err, &ue):
-		return ExitUsage
-	case errors.Is(err, raceless.ErrPermission), errors.Is(err, os.ErrPermission):
-		return ExitPermission
-	case errors.Is(err, control.ErrNoDaemon):
-		return ExitNoDaemon
-	case errors.Is(err, control.ErrUnsupported):
-		return ExitUnsupported
-	case errors.Is(err, raceless.ErrBusy):
-		return ExitBusy
-	case errors.Is(err, raceless.ErrNotFound), errors.Is(err, os.ErrNotExist):
-		return ExitNotFound
-	case errors.Is(err, raceless.ErrExists):
-		return ExitExists
-	case errors.Is(err, raceless.ErrInvalid):
-		return ExitInvalid
-	}
-	var we *control.Error
-	if errors.As(err, &we) && we.Code == control.CodeUsage {
+	if errors.As(err, &ue) {
 		return ExitUsage
 	}
-	return ExitFailure
+	return control.ClassOf(err).Exit
 }
 
 // env is what a command runs with.
 type env struct {
 	ctx    context.Context
 	name   string // the command's name, for messages ("rmmod")
+	prefix string // "raceless " before the command's usage, "" when run through its link
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
@@ -146,36 +127,64 @@ type command struct {
 	run   func(e *env) error
 	flags []flagSpec
 	usage string
+	// what is a one-line description for --help.
+	what string
+	// daemon: the command talks to the daemon (--socket applies).
+	daemon bool
+	// json is what --json does for this command; "" when it does nothing.
+	json string
 }
 
 var commands map[string]command
 
+// order is the order of the commands in the help.
+var order = []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "mount", "umount", "request", "call", "hook", "cat", "bench", "torture", "ping"}
+
 func init() {
 	commands = map[string]command{
-		"serve":    {runServe, nil, "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr ADDR] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--cache-dir DIR] [--log-format text|json] [--log-level LEVEL]"},
-		"insmod":   {runInsmod, nil, "insmod FILE [key=value ...]"},
-		"replace":  {runReplace, nil, "replace FILE [key=value ...]   (hot swap: the live module of the same name is replaced without failing a call)"},
-		"rmmod":    {runRmmod, rmmodFlags, "rmmod [-f|--force] [-w|--wait[=DURATION]] [-v] NAME ... | rmmod -a"},
-		"lsmod":    {runLsmod, nil, "lsmod [--json]"},
-		"modinfo":  {runModinfo, modinfoFlags, "modinfo [-F FIELD] [--json] FILE|NAME"},
-		"modprobe": {runModprobe, modprobeFlags, "modprobe [-r] [-n] [-v] [--first-time] NAME|ALIAS [key=value ...]"},
-		"depmod":   {runDepmod, depmodFlags, "depmod [-n] [--json] DIR"},
-		"mount":    {runMount, mountFlags, "mount [-t TYPE] SRC DIR [-o OPTS] | mount --bind|--rbind SRC DIR | mount --move SRC DIR | mount [--json]"},
-		"umount":   {runUmount, umountFlags, "umount [-l] DIR"},
-		"request":  {runRequest, requestFlags, "request [--threads N] NAME|ALIAS ..."},
-		"call":     {runCall, callFlags, "call [--raw] SYMBOL [ARG ...]   (ARG: integers, negatives, floats for f32/f64)"},
-		"hook":     {runHook, nil, "hook EVENT [ARG ...]"},
-		"cat":      {runCat, nil, "cat PATH ...   (a file of the daemon's namespace, e.g. /proc/modules)"},
-		"bench":    {runBench, benchFlags, "bench calls|wasm|swap [--quick] [--json]"},
-		"torture":  {runTorture, tortureFlags, "torture [--duration D] [--seed S] [--ops N] [--wasm] [--json]"},
-		"ping":     {runPing, nil, "ping"},
+		"serve": {run: runServe, usage: "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr HOST:PORT] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--cache-dir DIR|off] [--log-format text|json] [--log-level LEVEL]",
+			what: "run the daemon"},
+		"insmod": {run: runInsmod, usage: "insmod FILE [key=value ...]",
+			what: "load a module file", daemon: true, json: "print the loaded module's status as JSON"},
+		"replace": {run: runReplace, usage: "replace FILE [key=value ...]",
+			what: "hot swap: replace the live module of the same name without failing a call", daemon: true, json: "print the new instance's status as JSON"},
+		"rmmod": {run: runRmmod, flags: rmmodFlags, usage: "rmmod [-f|--force] [-w|--wait[=DURATION]] [-v] NAME ... | rmmod -a",
+			what: "unload modules", daemon: true, json: "with -a: print the removed modules as JSON"},
+		"lsmod": {run: runLsmod, usage: "lsmod [--json]",
+			what: "list the loaded modules", daemon: true, json: "print the modules' status as JSON"},
+		"modinfo": {run: runModinfo, flags: modinfoFlags, usage: "modinfo [-F FIELD] [--json] FILE|NAME",
+			what: "show a module's information (a FILE is read without the daemon)", daemon: true, json: "print the information as JSON"},
+		"modprobe": {run: runModprobe, flags: modprobeFlags, usage: "modprobe [-r] [-n] [-v] [--first-time] NAME|ALIAS [key=value ...]",
+			what: "load (or remove) a module and its dependencies", daemon: true, json: "print the module and the actions as JSON"},
+		"depmod": {run: runDepmod, flags: depmodFlags, usage: "depmod [-n] [--json] DIR",
+			what: "write DIR's modules.dep and modules.alias (without the daemon)", json: "print the index as JSON instead of writing it"},
+		"mount": {run: runMount, flags: mountFlags, usage: "mount [-t TYPE] SRC DIR [-o OPTS] | mount --bind|--rbind SRC DIR | mount --move SRC DIR | mount [--json]",
+			what: "list the mounts, or mount in the daemon's namespace", daemon: true, json: "list the mounts as JSON"},
+		"umount": {run: runUmount, flags: umountFlags, usage: "umount [-l] DIR",
+			what: "unmount in the daemon's namespace", daemon: true},
+		"request": {run: runRequest, flags: requestFlags, usage: "request [--threads N] NAME|ALIAS ...",
+			what: "demand-load names as request_module does, from N goroutines each", daemon: true, json: "print each request's module as JSON"},
+		"call": {run: runCall, flags: callFlags, usage: "call [--raw] SYMBOL [ARG ...]",
+			what: "call an exported symbol (ARG: integers, negatives, floats for f32/f64)", daemon: true, json: "print the results as a JSON array"},
+		"hook": {run: runHook, usage: "hook EVENT [ARG ...]",
+			what: "call every hook subscribed to EVENT", daemon: true},
+		"cat": {run: runCat, usage: "cat PATH ...",
+			what: "print a file of the daemon's namespace, e.g. /proc/modules", daemon: true},
+		"bench": {run: runBench, flags: benchFlags, usage: "bench calls|wasm|swap [--quick] [--json]",
+			what: "run a benchmark in this process (without the daemon)", json: "print the results as JSON"},
+		"torture": {run: runTorture, flags: tortureFlags, usage: "torture [--duration D] [--seed S] [--ops N] [--wasm] [--json]",
+			what: "run the rcutorture-style invariant check in this process (without the daemon)", json: "print the report as JSON"},
+		"ping": {run: runPing, usage: "ping",
+			what: "report the daemon's pid, uid, protocol and taints", daemon: true, json: "print the report as JSON"},
 	}
 }
 
 // links are the commands also reachable as argv[0].
 var links = []string{"insmod", "rmmod", "lsmod", "modprobe", "modinfo", "depmod", "mount", "umount"}
 
-// Main runs the command line and returns the exit status.
+// Main runs the command line and returns the exit status. Help (raceless
+// --help, raceless help [COMMAND], COMMAND --help) and the version go to
+// stdout with status 0; a usage error goes to stderr with ExitUsage.
 func Main(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer, isTerminal bool) int {
 	prog := "raceless"
 	if len(argv) > 0 {
@@ -183,19 +192,42 @@ func Main(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io
 	}
 	var name string
 	var args []string
+	prefix := "" // "raceless " before a command's usage, unless run through its link
 	if _, ok := commands[prog]; ok && isLink(prog) {
 		name, args = prog, argv[1:]
 	} else {
-		if len(argv) < 2 || argv[1] == "-h" || argv[1] == "--help" || argv[1] == "help" {
+		prefix = "raceless "
+		if len(argv) < 2 {
+			fmt.Fprintln(stderr, "raceless: ERROR: no command given")
 			printUsage(stderr)
-			if len(argv) < 2 {
-				return ExitUsage
-			}
-			return ExitOK
+			return ExitUsage
 		}
 		name, args = argv[1], argv[2:]
-		if name == "version" || name == "--version" {
-			fmt.Fprintln(stdout, "raceless (protocol", control.Version, ")")
+		switch name {
+		case "-h", "--help":
+			printUsage(stdout)
+			return ExitOK
+		case "help":
+			switch {
+			case len(args) == 0:
+				printUsage(stdout)
+				return ExitOK
+			case len(args) > 1:
+				fmt.Fprintln(stderr, "raceless: ERROR: help takes at most one command (usage: raceless help [COMMAND])")
+				return ExitUsage
+			}
+			if _, ok := commands[args[0]]; !ok {
+				fmt.Fprintf(stderr, "raceless: ERROR: unknown command %q (see raceless --help)\n", args[0])
+				return ExitUsage
+			}
+			printHelp(stdout, prefix, args[0])
+			return ExitOK
+		case "version", "--version":
+			if len(args) > 0 {
+				fmt.Fprintf(stderr, "raceless: ERROR: unexpected argument %q (usage: raceless version)\n", args[0])
+				return ExitUsage
+			}
+			fmt.Fprintln(stdout, versionLine())
 			return ExitOK
 		}
 	}
@@ -204,7 +236,7 @@ func Main(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io
 		fmt.Fprintf(stderr, "raceless: ERROR: unknown command %q (see raceless --help)\n", name)
 		return ExitUsage
 	}
-	e := &env{ctx: ctx, name: name, stdin: stdin, stdout: stdout, stderr: stderr, isTerminal: isTerminal}
+	e := &env{ctx: ctx, name: name, prefix: prefix, stdin: stdin, stdout: stdout, stderr: stderr, isTerminal: isTerminal}
 	var err error
 	if name == "serve" {
 		e.args = &parsed{set: map[string]bool{}, vals: map[string]string{}, pos: args}
@@ -212,7 +244,7 @@ func Main(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io
 		e.args, err = parseArgs(args, cmd.flags...)
 	}
 	if err == nil && e.args.has("help") {
-		fmt.Fprintln(stdout, "Usage: "+cmd.usage)
+		printHelp(stdout, prefix, name)
 		return ExitOK
 	}
 	if err == nil {
@@ -226,9 +258,16 @@ func Main(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "%s: ERROR: %s (usage: %s)\n", name, ue.msg, cmd.usage)
 	default:
-		fmt.Fprintln(stderr, e.generic(err).Error())
+		fmt.Fprintln(stderr, oneLine(e.generic(err).Error()))
 	}
 	return ExitCode(err)
+}
+
+// oneLine folds a message that spans lines (wazero's validation errors do)
+// into the one line every failure prints.
+func oneLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return strings.NewReplacer("\n\t", " ", "\n", "; ").Replace(s)
 }
 
 func isLink(name string) bool {
@@ -240,16 +279,6 @@ func isLink(name string) bool {
 	return false
 }
 
-func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: raceless COMMAND [ARGS]  (or through a link named insmod, rmmod, lsmod, modprobe, modinfo, depmod, mount, umount)")
-	for _, n := range []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "mount", "umount", "request", "call", "hook", "cat", "bench", "torture", "ping"} {
-		fmt.Fprintln(w, "  raceless "+commands[n].usage)
-	}
-	fmt.Fprintln(w, "Every client command takes --socket PATH (default $RACELESS_SOCKET, $XDG_RUNTIME_DIR/raceless.sock). See docs/cli.md.")
-}
-
 func joinComma(s []string) string { return strings.Join(s, ",") }
 
 func asWire(err error, we **control.Error) bool { return errors.As(err, we) }
-
-func isNotExist(err error) bool { return errors.Is(err, os.ErrNotExist) }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -9,6 +10,7 @@ import (
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/cmd/raceless/internal/control"
 	"github.com/raceless/raceless/cmd/raceless/internal/daemon"
+	"github.com/raceless/raceless/wasm"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -57,9 +59,42 @@ func TestExitCode(t *testing.T) {
 		{&control.Error{Code: control.CodeInvalid}, 7},
 		{control.ErrNoDaemon, 8},
 		{control.Unsupportedf("x"), 9},
+		{&raceless.ModuleError{Op: "call", Module: "m", Err: raceless.ErrGone}, 3},
+		{&control.Error{Code: control.CodeGone}, 3},
+		{&control.Error{Code: control.CodeFormat}, 7},
+		{&control.Error{Code: control.CodeParam}, 7},
+		{&control.Error{Code: control.CodeInit}, 1},
+		{&wasm.FileError{Op: "compile", Path: "/x", Err: wasm.ErrCompile}, 7},
+		{&raceless.ModuleError{Op: "init", Module: "m", Err: fmt.Errorf("%w: %w", raceless.ErrInit, raceless.ErrInvalid)}, 1},
 	} {
 		if got := ExitCode(tc.err); got != tc.code {
 			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.code)
 		}
+	}
+}
+
+// insmod's text comes from the error's class: "Invalid parameters" only for
+// a parameter ResolveParams refused, never for an Init's EINVAL.
+func TestKmodReason(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&control.Error{Code: control.CodeParam}, "Invalid parameters"},
+		{&control.Error{Code: control.CodeInvalid}, "Invalid argument"},
+		{&control.Error{Code: control.CodeFormat}, "Invalid module format"},
+		{&control.Error{Code: control.CodeInit}, "Module init failed"},
+		{&control.Error{Code: control.CodeExists}, "File exists"},
+		{&control.Error{Code: control.CodeFailed}, ""},
+	} {
+		if got := kmodReason(tc.err); got != tc.want {
+			t.Errorf("kmodReason(%q) = %q, want %q", tc.err.(*control.Error).Code, got, tc.want)
+		}
+	}
+}
+
+func TestOneLine(t *testing.T) {
+	if got, want := oneLine("a: too many results\n\thave (i32, i32)\n\twant (i32)\nnext\n"), "a: too many results have (i32, i32) want (i32); next"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -12,14 +12,14 @@ import (
 )
 
 var tortureFlags = []flagSpec{
-	{long: "duration", kind: requiredValue},
-	{long: "seed", kind: requiredValue},
-	{long: "ops", kind: requiredValue},
-	{long: "wasm", kind: noValue},
+	{long: "duration", kind: requiredValue, arg: "D", help: "how long to run (a Go duration)"},
+	{long: "seed", kind: requiredValue, arg: "S", help: "random seed (printed on a violation, to replay it)"},
+	{long: "ops", kind: requiredValue, arg: "N", help: "stop after N operations"},
+	{long: "wasm", kind: noValue, help: "add a WebAssembly module (built from the source tree) to the mix"},
 }
 
 var benchFlags = []flagSpec{
-	{long: "quick", kind: noValue},
+	{long: "quick", kind: noValue, help: "a tiny budget per measurement: checks that the benchmark runs"},
 }
 
 // runBench runs a benchmark in this process (no daemon). --quick runs

@@ -68,7 +68,7 @@ func runCall(e *env) error {
 	return nil
 }
 
-var callFlags = []flagSpec{{long: "raw", kind: noValue}}
+var callFlags = []flagSpec{{long: "raw", kind: noValue, help: "print the results as unsigned 64-bit integers, as raceless.Func returns them"}}
 
 // parseValue parses a call's argument of WebAssembly type typ ("" when not
 // known: a 64-bit integer). Integers are decimal, or 0x hex, 0o octal, 0b
@@ -175,7 +175,13 @@ func runPing(e *env) error {
 	if e.args.has("json") {
 		return e.printJSON(p)
 	}
-	fmt.Fprintf(e.stdout, "raceless daemon pid %d uid %d protocol %d\n", p.PID, p.UID, p.Protocol)
+	// The taint as the kernel's /proc/sys/kernel/tainted shows it (0:
+	// untainted), with its letters when there are any.
+	taint := fmt.Sprint(p.Tainted)
+	if p.TaintFlags != "" {
+		taint += " (" + p.TaintFlags + ")"
+	}
+	fmt.Fprintf(e.stdout, "raceless daemon pid %d uid %d protocol %d tainted %s\n", p.PID, p.UID, p.Protocol, taint)
 	return nil
 }
 

@@ -7,7 +7,7 @@ import (
 	"github.com/raceless/raceless/cmd/raceless/internal/modindex"
 )
 
-var depmodFlags = []flagSpec{{short: "n", long: "dry-run"}}
+var depmodFlags = []flagSpec{{short: "n", long: "dry-run", help: "print modules.dep and modules.alias instead of writing them"}}
 
 // runDepmod indexes a module directory. It runs without the daemon, as
 // kmod's depmod runs without the kernel.

@@ -10,26 +10,10 @@ import (
 	"github.com/raceless/raceless/cmd/raceless/internal/daemon"
 )
 
-// kmodReason is the strerror text kmod prints for an error class.
-func kmodReason(err error) string {
-	switch ExitCode(err) {
-	case ExitNotFound:
-		return "No such file or directory"
-	case ExitExists:
-		return "File exists"
-	case ExitBusy:
-		return "Device or resource busy"
-	case ExitPermission:
-		return "Operation not permitted"
-	case ExitInvalid:
-		var we *control.Error
-		if errors.As(err, &we) && we.Reason == "format" {
-			return "Invalid module format"
-		}
-		return "Invalid parameters"
-	}
-	return ""
-}
+// kmodReason is the text kmod's insmod prints for an error's class
+// (strerror, or "Invalid module format", "Invalid parameters"); "" when
+// the class has none.
+func kmodReason(err error) string { return control.ClassOf(err).Text }
 
 func params(args []string) (map[string]string, error) {
 	p, err := raceless.ParseParams(args)

@@ -11,7 +11,7 @@ import (
 	"github.com/raceless/raceless/cmd/raceless/internal/daemon"
 )
 
-var modinfoFlags = []flagSpec{{short: "F", long: "field", kind: requiredValue}}
+var modinfoFlags = []flagSpec{{short: "F", long: "field", kind: requiredValue, arg: "FIELD", help: "print only this field's values"}}
 
 // isFile says whether a modinfo/insmod argument names a file rather than a
 // module: it contains a slash, ends in .wasm, or exists.

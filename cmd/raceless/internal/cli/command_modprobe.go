@@ -10,11 +10,11 @@ import (
 )
 
 var modprobeFlags = []flagSpec{
-	{short: "r", long: "remove"},
-	{short: "n", long: "dry-run"},
-	{short: "v", long: "verbose"},
-	{long: "first-time"},
-	{short: "q", long: "quiet"},
+	{short: "r", long: "remove", help: "remove the module, then the modules it needed that nothing uses any more"},
+	{short: "n", long: "dry-run", help: "print what would be done, do nothing"},
+	{short: "v", long: "verbose", help: "print what is done"},
+	{long: "first-time", help: "fail if the module is already loaded"},
+	{short: "q", long: "quiet", help: "accepted as kmod's modprobe accepts it; does nothing"},
 }
 
 func runModprobe(e *env) error {

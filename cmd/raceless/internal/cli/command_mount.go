@@ -8,11 +8,11 @@ import (
 )
 
 var mountFlags = []flagSpec{
-	{short: "t", long: "types", kind: requiredValue},
-	{short: "o", long: "options", kind: requiredValue},
-	{short: "B", long: "bind"},
-	{short: "R", long: "rbind"},
-	{short: "M", long: "move"},
+	{short: "t", long: "types", kind: requiredValue, arg: "TYPE", help: "filesystem type (an unknown one is demand-loaded as fs-TYPE)"},
+	{short: "o", long: "options", kind: requiredValue, arg: "OPTS", help: "mount options (X-mount.mkdir creates DIR first)"},
+	{short: "B", long: "bind", help: "bind SRC at DIR"},
+	{short: "R", long: "rbind", help: "bind SRC at DIR with its submounts"},
+	{short: "M", long: "move", help: "move the mount at SRC to DIR"},
 }
 
 func runMount(e *env) error {
@@ -53,7 +53,7 @@ func (e *env) mountError(target string, err error) error {
 	return e.generic(err)
 }
 
-var umountFlags = []flagSpec{{short: "l", long: "lazy"}}
+var umountFlags = []flagSpec{{short: "l", long: "lazy", help: "detach now, release at the last close"}}
 
 func runUmount(e *env) error {
 	if len(e.args.pos) != 1 {

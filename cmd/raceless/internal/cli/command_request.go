@@ -8,7 +8,7 @@ import (
 	"github.com/raceless/raceless/cmd/raceless/internal/daemon"
 )
 
-var requestFlags = []flagSpec{{short: "t", long: "threads", kind: requiredValue}}
+var requestFlags = []flagSpec{{short: "t", long: "threads", kind: requiredValue, arg: "N", help: "goroutines per name (default 1)"}}
 
 func runRequest(e *env) error {
 	if len(e.args.pos) == 0 {

@@ -12,11 +12,11 @@ import (
 )
 
 var rmmodFlags = []flagSpec{
-	{short: "f", long: "force"},
-	{short: "w", long: "wait", kind: optionalValue},
-	{short: "a", long: "all"},
-	{short: "v", long: "verbose"},
-	{short: "s", long: "syslog"},
+	{short: "f", long: "force", help: "unload even while in use (taints the host)"},
+	{short: "w", long: "wait", kind: optionalValue, arg: "DURATION", help: "wait for the references to drain (at most DURATION)"},
+	{short: "a", long: "all", help: "run one autoclean sweep"},
+	{short: "v", long: "verbose", help: "print the wait's progress as lines, even when stderr is not a terminal"},
+	{short: "s", long: "syslog", help: "accepted as kmod's rmmod accepts it; does nothing"},
 }
 
 func runRmmod(e *env) error {

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 
 	"github.com/raceless/raceless"
 )
@@ -65,19 +64,6 @@ type Response struct {
 	Error    *Error          `json:"error,omitempty"`
 }
 
-// Codes of Error, one per class of failure (the CLI maps each to an exit
-// status).
-const (
-	CodeFailed      = "failed"      // anything else
-	CodeUsage       = "usage"       // malformed request
-	CodeNotFound    = "notfound"    // raceless.ErrNotFound, ENOENT
-	CodeExists      = "exists"      // raceless.ErrExists, EEXIST
-	CodeBusy        = "busy"        // raceless.ErrBusy, EBUSY
-	CodePermission  = "permission"  // raceless.ErrPermission, peer refused
-	CodeInvalid     = "invalid"     // raceless.ErrInvalid, EINVAL
-	CodeUnsupported = "unsupported" // not built in this version
-)
-
 // Error is a failed request.
 type Error struct {
 	Code    string   `json:"code"`
@@ -90,21 +76,18 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Message }
 
-// Is lets errors.Is compare a wire error with the core's sentinels.
+// Is lets errors.Is compare a wire error with the sentinels of its class
+// (see Classes): a "notfound" error is raceless.ErrNotFound, a "format"
+// error is every wasm file-format sentinel.
 func (e *Error) Is(target error) bool {
-	switch target {
-	case raceless.ErrNotFound:
-		return e.Code == CodeNotFound
-	case raceless.ErrExists:
-		return e.Code == CodeExists
-	case raceless.ErrBusy:
-		return e.Code == CodeBusy
-	case raceless.ErrPermission:
-		return e.Code == CodePermission
-	case raceless.ErrInvalid:
-		return e.Code == CodeInvalid
-	case ErrUnsupported:
-		return e.Code == CodeUnsupported
+	c := classByCode(e.Code)
+	if c == nil {
+		return false
+	}
+	for _, s := range c.Sentinels {
+		if s.Err == target {
+			return true
+		}
 	}
 	return false
 }
@@ -119,26 +102,15 @@ func Unsupportedf(format string, a ...any) error {
 }
 
 // ErrorOf converts an error of the core (or of the VFS, or of the daemon)
-// into a wire error, classifying it with errors.Is.
+// into a wire error, classifying it with ClassOf.
 func ErrorOf(err error) *Error {
 	var we *Error
 	if errors.As(err, &we) {
 		return we
 	}
-	e := &Error{Code: CodeFailed, Message: err.Error()}
-	switch {
-	case errors.Is(err, ErrUnsupported):
-		e.Code = CodeUnsupported
-	case errors.Is(err, raceless.ErrPermission), errors.Is(err, fs.ErrPermission):
-		e.Code = CodePermission
-	case errors.Is(err, raceless.ErrBusy):
-		e.Code = CodeBusy
-	case errors.Is(err, raceless.ErrNotFound), errors.Is(err, fs.ErrNotExist):
-		e.Code = CodeNotFound
-	case errors.Is(err, raceless.ErrExists), errors.Is(err, fs.ErrExist):
-		e.Code = CodeExists
-	case errors.Is(err, raceless.ErrInvalid):
-		e.Code = CodeInvalid
+	e := &Error{Code: ClassOf(err).Code, Message: err.Error()}
+	if e.Code == "" { // a class that never crosses the wire
+		e.Code = CodeFailed
 	}
 	var be *raceless.BusyError
 	if errors.As(err, &be) {

@@ -28,14 +28,17 @@ type ModuleStatus struct {
 	Source    string            `json:"source"`
 	Params    map[string]string `json:"params,omitempty"`
 	Taints    []string          `json:"taints,omitempty"`
-	LoadedAt  time.Time         `json:"loaded_at"`
+	// TaintFlags are the kernel's letters of the taints, as in the
+	// /proc/modules line ("" when untainted).
+	TaintFlags string    `json:"taint_flags,omitempty"`
+	LoadedAt   time.Time `json:"loaded_at"`
 }
 
 func status(m *raceless.Instance) ModuleStatus {
 	return ModuleStatus{
 		Name: m.Name(), Size: m.Size(), Refs: m.Refs(), Holders: nonNil(m.Holders()), Deps: nonNil(m.Deps()),
 		State: m.State().String(), Autoclean: m.Autoclean(), Version: m.Info().Version, Source: m.Key(),
-		Params: m.Params(), Taints: m.Taints(), LoadedAt: m.LoadedAt(),
+		Params: m.Params(), Taints: m.Taints(), TaintFlags: m.TaintFlags(), LoadedAt: m.LoadedAt(),
 	}
 }
 
@@ -54,10 +57,14 @@ type ModInfo struct {
 
 // Ping is a "ping" answer.
 type Ping struct {
-	Protocol   int      `json:"protocol"`
-	PID        int      `json:"pid"`
-	UID        int      `json:"uid"`
-	ModulesDir string   `json:"modules_dir,omitempty"`
+	Protocol   int    `json:"protocol"`
+	PID        int    `json:"pid"`
+	UID        int    `json:"uid"`
+	ModulesDir string `json:"modules_dir,omitempty"`
+	// Tainted is the host's taint mask, as /proc/sys/kernel/tainted (0:
+	// untainted); TaintFlags its letters; Taints the reasons.
+	Tainted    uint64   `json:"tainted"`
+	TaintFlags string   `json:"taint_flags,omitempty"`
 	Taints     []string `json:"taints,omitempty"`
 }
 
@@ -92,7 +99,8 @@ func (d *Daemon) handle(ctx context.Context, req *control.Request, progress func
 func (d *Daemon) dispatch(ctx context.Context, req *control.Request, progress func(any)) (any, error) {
 	switch req.Op {
 	case "ping":
-		return Ping{Protocol: control.Version, PID: os.Getpid(), UID: os.Geteuid(), ModulesDir: d.cfg.ModulesDir, Taints: d.host.Taints()}, nil
+		return Ping{Protocol: control.Version, PID: os.Getpid(), UID: os.Geteuid(), ModulesDir: d.cfg.ModulesDir,
+			Tainted: d.host.TaintMask(), TaintFlags: d.host.TaintFlags(), Taints: d.host.Taints()}, nil
 	case "list":
 		var out []ModuleStatus
 		for _, m := range d.host.Modules() {

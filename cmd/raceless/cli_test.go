@@ -1,0 +1,303 @@
+package main_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/testdeadline"
+	"github.com/raceless/raceless/wasm/modinfo"
+)
+
+// A tiny wasm assembler: modules without a Go runtime, built in
+// microseconds, for the rejections of the compile stage and for the cache.
+
+func leb(v uint32) []byte {
+	var b []byte
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v != 0 {
+			b = append(b, c|0x80)
+			continue
+		}
+		return append(b, c)
+	}
+}
+
+func str(s string) []byte { return append(leb(uint32(len(s))), s...) }
+
+func section(id byte, body ...[]byte) []byte {
+	var p []byte
+	for _, b := range body {
+		p = append(p, b...)
+	}
+	return append(append([]byte{id}, leb(uint32(len(p)))...), p...)
+}
+
+func vec(items ...[]byte) []byte {
+	out := leb(uint32(len(items)))
+	for _, it := range items {
+		out = append(out, it...)
+	}
+	return out
+}
+
+type tinyOpts struct {
+	importMod, importName string // an imported function of type () -> i32
+	extraExport           string // raceless_init exported under this name too
+	initCode              int8   // what raceless_init returns
+	badCode               bool   // raceless_exit returns two values: does not validate
+	memPages              uint32 // minimum memory (default 1 page)
+}
+
+// tinyModule returns a module named name exporting raceless_init and
+// raceless_exit ("i32.const N; end") and a memory, with its modinfo.
+func tinyModule(t *testing.T, name string, o tinyOpts) []byte {
+	t.Helper()
+	b := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	b = append(b, section(1, vec([]byte{0x60, 0, 1, 0x7f}))...) // type 0: () -> i32
+	nimp := uint32(0)
+	if o.importMod != "" {
+		b = append(b, section(2, vec(append(append(str(o.importMod), str(o.importName)...), 0, 0)))...)
+		nimp = 1
+	}
+	b = append(b, section(3, vec([]byte{0}, []byte{0}))...) // two functions of type 0
+	if o.memPages == 0 {
+		o.memPages = 1
+	}
+	b = append(b, section(5, vec(append([]byte{0}, leb(o.memPages)...)))...)
+	exps := [][]byte{
+		append(str("raceless_init"), append([]byte{0}, leb(nimp)...)...),
+		append(str("raceless_exit"), append([]byte{0}, leb(nimp+1)...)...),
+		append(str("memory"), 2, 0),
+	}
+	if o.extraExport != "" {
+		exps = append(exps, append(str(o.extraExport), append([]byte{0}, leb(nimp)...)...))
+	}
+	b = append(b, section(7, vec(exps...))...)
+	body := func(c ...byte) []byte { return append(leb(uint32(len(c))), c...) }
+	exit := body(0, 0x41, 0, 0x0b)
+	if o.badCode {
+		exit = body(0, 0x41, 0, 0x41, 0, 0x0b)
+	}
+	b = append(b, section(10, vec(body(0, 0x41, byte(o.initCode)&0x7f, 0x0b), exit))...)
+	out, err := modinfo.Append(b, raceless.Info{Name: name, Version: "1", License: "MIT", Description: "tiny"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func writeModule(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(dir, name+".wasm")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Files the compiler or the linker rejects are "Invalid module format"
+// (exit 7), as a file that is not wasm at all is; an Init that returns
+// EINVAL is "Module init failed" (exit 1), not "Invalid parameters", which
+// stays for parameters refused before Init.
+func TestExitStatusOfModuleRejections(t *testing.T) {
+	d := startDaemon(t)
+	dir := t.TempDir()
+	good := writeModule(t, dir, "good", tinyModule(t, "good", tinyOpts{}))
+	d.run("insmod", good).ok(t)
+	d.run("rmmod", "good").ok(t)
+	for _, tc := range []struct {
+		name string
+		o    tinyOpts
+		text string
+	}{
+		{"reserved", tinyOpts{extraExport: "raceless_interrupt"}, "reserved for the host"},
+		{"unknownimport", tinyOpts{importMod: "env", importName: "foo"}, "env.foo"},
+		{"badcode", tinyOpts{badCode: true}, "invalid WebAssembly code"},
+		{"hugememory", tinyOpts{memPages: 5000}, ""},
+	} {
+		path := writeModule(t, dir, tc.name, tinyModule(t, tc.name, tc.o))
+		r := d.run("insmod", path)
+		prefix := "insmod: ERROR: could not insert module " + path + ": Invalid module format ("
+		if r.code != 7 || !strings.HasPrefix(r.stderr, prefix) || !strings.Contains(r.stderr, tc.text) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%s: exit %d, stderr %q; want exit 7, %q...%q", tc.name, r.code, r.stderr, prefix, tc.text)
+		}
+	}
+	einval := writeModule(t, dir, "einval", tinyModule(t, "einval", tinyOpts{initCode: -22}))
+	r := d.run("insmod", einval)
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "insmod: ERROR: could not insert module "+einval+": Module init failed (") ||
+		strings.Contains(r.stderr, "Invalid parameters") || !strings.Contains(r.stderr, "code -22") {
+		t.Errorf("init returning EINVAL: exit %d, stderr %q", r.code, r.stderr)
+	}
+	d.run("insmod", good, "nope=1").fails(t, 7, "insmod: ERROR: could not insert module "+good+": Invalid parameters (param good: unknown parameter \"nope\": invalid argument)")
+}
+
+// Help goes to stdout with status 0, a usage error to stderr with 2; the
+// version is what the Go toolchain recorded in the binary.
+func TestHelpAndVersion(t *testing.T) {
+	r := runCmd(t, "", nil, "raceless", "--help").ok(t)
+	if r.stderr != "" || !strings.HasPrefix(r.stdout, "Usage: raceless COMMAND") {
+		t.Fatalf("raceless --help: %+v", r)
+	}
+	for _, argv := range [][]string{{"raceless", "serve", "--help"}, {"raceless", "lsmod", "-h"}, {"insmod", "--help"}, {"raceless", "help", "rmmod"}} {
+		r := runCmd(t, "", nil, argv[0], argv[1:]...).ok(t)
+		if r.stderr != "" || !strings.HasPrefix(r.stdout, "Usage: ") || !strings.Contains(r.stdout, "-h, --help") {
+			t.Errorf("%q: %+v", argv, r)
+		}
+	}
+	if r := runCmd(t, "", nil, "raceless"); r.code != 2 || r.stdout != "" || !strings.HasPrefix(r.stderr, "raceless: ERROR: no command given\nUsage: raceless COMMAND") {
+		t.Errorf("raceless alone: %+v", r)
+	}
+	checkVersion(t, bin)
+	// The same with VCS information recorded, where the checkout allows it.
+	vcsBin := filepath.Join(t.TempDir(), "raceless")
+	ctx, cancel := testdeadline.Context(t)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "build", "-buildvcs=true", "-o", vcsBin, ".").CombinedOutput(); err != nil {
+		t.Logf("no VCS information to record (%v): %s", err, out)
+		return
+	}
+	if got := checkVersion(t, vcsBin); !regexp.MustCompile(` vcs\.revision=[0-9a-f]{40} vcs\.time=\S+ vcs\.modified=(true|false) `).MatchString(got) {
+		t.Errorf("built with -buildvcs=true: %q", got)
+	}
+}
+
+// checkVersion checks that path's --version agrees with `go version -m`.
+func checkVersion(t *testing.T, path string) string {
+	t.Helper()
+	ctx, cancel := testdeadline.Context(t)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(out)
+	m, err := exec.CommandContext(ctx, "go", "version", "-m", path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"vcs.revision": "unknown", "vcs.time": "unknown", "vcs.modified": "unknown"}
+	version, gover := "", ""
+	for i, line := range strings.Split(string(m), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case i == 0 && len(f) == 2:
+			gover = f[1]
+		case len(f) >= 3 && f[0] == "mod":
+			version = f[2]
+		case len(f) == 2 && f[0] == "build":
+			if k, v, ok := strings.Cut(f[1], "="); ok {
+				if _, known := want[k]; known {
+					want[k] = v
+				}
+			}
+		}
+	}
+	exp := "raceless " + version + " vcs.revision=" + want["vcs.revision"] + " vcs.time=" + want["vcs.time"] + " vcs.modified=" + want["vcs.modified"] + " " + gover + " protocol=1\n"
+	if got != exp {
+		t.Errorf("%s --version:\n got %q\nwant %q (from go version -m)", path, got, exp)
+	}
+	if out2, _ := exec.CommandContext(ctx, path, "version").Output(); string(out2) != got {
+		t.Errorf("version %q, --version %q", out2, got)
+	}
+	return got
+}
+
+// cacheFiles lists the regular files under dir ("" when dir is missing).
+func cacheFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) && path == dir {
+				return filepath.SkipDir
+			}
+			return err
+		}
+		if e.Type().IsRegular() {
+			files = append(files, strings.TrimPrefix(path, dir+"/"))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// The daemon's compilation cache is on disk by default, under
+// os.UserCacheDir()/raceless; --cache-dir moves it; --cache-dir off and an
+// empty --cache-dir keep it in memory (nothing written); a default
+// directory that cannot be created is a warning, not a failure.
+func TestCompilationCacheDir(t *testing.T) {
+	mod := writeModule(t, t.TempDir(), "cached", tinyModule(t, "cached", tinyOpts{}))
+	load := func(d *daemon) {
+		t.Helper()
+		d.run("insmod", mod).ok(t)
+		d.run("rmmod", "cached").ok(t)
+		d.stop()
+	}
+	// With the instrumented binary and wazero's compiled code.
+	wantFiles := func(what, dir string) {
+		t.Helper()
+		files := cacheFiles(t, dir)
+		var instrumented, compiled bool
+		for _, f := range files {
+			instrumented = instrumented || strings.HasPrefix(f, "raceless-instrumented-")
+			compiled = compiled || !strings.HasPrefix(f, "raceless-instrumented-")
+		}
+		if !instrumented || !compiled {
+			t.Errorf("%s: %s holds %q, want the instrumented binary and the compiled code", what, dir, files)
+		}
+	}
+
+	home := t.TempDir()
+	load(startDaemonEnv(t, []string{"XDG_CACHE_HOME=" + home}))
+	wantFiles("default", filepath.Join(home, "raceless"))
+
+	moved := t.TempDir()
+	home = t.TempDir()
+	load(startDaemonEnv(t, []string{"XDG_CACHE_HOME=" + home}, "--cache-dir", moved))
+	wantFiles("--cache-dir DIR", moved)
+	if files := cacheFiles(t, home); len(files) != 0 {
+		t.Errorf("--cache-dir DIR: the default directory holds %q", files)
+	}
+
+	for _, off := range [][]string{{"--cache-dir=off"}, {"--cache-dir", "off"}, {"--cache-dir="}} {
+		home := t.TempDir()
+		d := startDaemonEnv(t, []string{"XDG_CACHE_HOME=" + home}, off...)
+		load(d)
+		if files := cacheFiles(t, home); len(files) != 0 {
+			t.Errorf("%q: the default directory holds %q", off, files)
+		}
+		if _, err := os.Stat(filepath.Join(home, "raceless")); !os.IsNotExist(err) {
+			t.Errorf("%q: the default directory was created (%v)", off, err)
+		}
+		if _, err := os.Stat("off"); !os.IsNotExist(err) {
+			t.Errorf("%q: a directory named off was created", off)
+		}
+	}
+
+	// A default directory that cannot be created: a warning, then the
+	// daemon runs (and loads) without a disk cache.
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemonEnv(t, []string{"XDG_CACHE_HOME=" + file})
+	load(d)
+	if log := d.log.String(); !strings.Contains(log, "level=WARN msg=\"no on-disk compilation cache: the default cache directory cannot be created (see --cache-dir)\"") {
+		t.Errorf("no warning about the default cache directory:\n%s", log)
+	}
+	// A directory given with --cache-dir that cannot be used is an error.
+	r := runCmd(t, "", nil, "raceless", "serve", "--socket", filepath.Join(t.TempDir(), "s"), "--cache-dir", filepath.Join(file, "sub"))
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "serve: ERROR: cannot start the wasm loader: ") {
+		t.Errorf("--cache-dir under a file: %+v", r)
+	}
+}
