@@ -35,16 +35,18 @@ func moduleDir(t *testing.T) string {
 
 func TestDepmodAndWasmModules(t *testing.T) {
 	dir := moduleDir(t)
+	// extra/hello.wasm has the built-in hello's name: the built-in module
+	// wins (kmod's modules.builtin), and depmod says so and leaves it out.
 	r := runCmd(t, "", nil, "depmod", dir)
-	if r.code != 0 || r.stderr != "" {
+	if r.code != 0 || r.stderr != "depmod: WARNING: extra/hello.wasm: module hello is built in; file not indexed (the built-in module wins)\n" {
 		t.Fatalf("depmod: exit %d, %q", r.code, r.stderr)
 	}
 	dep, _ := os.ReadFile(filepath.Join(dir, "modules.dep"))
-	if string(dep) != "consumer.wasm:\nextra/hello.wasm:\nprovider.wasm:\n" {
+	if string(dep) != "consumer.wasm:\nprovider.wasm:\n" {
 		t.Fatalf("modules.dep:\n%s", dep)
 	}
 	alias, _ := os.ReadFile(filepath.Join(dir, "modules.alias"))
-	if string(alias) != "# Aliases extracted from modules themselves.\nalias greeting-* hello\nalias symbol:add provider\nalias symbol:mul provider\n" {
+	if string(alias) != "# Aliases extracted from modules themselves.\nalias symbol:add provider\nalias symbol:mul provider\n" {
 		t.Fatalf("modules.alias:\n%s", alias)
 	}
 	if got := runCmd(t, "", nil, "modinfo", "-F", "alias", filepath.Join(dir, "provider.wasm")).ok(t).stdout; got != "symbol:add\nsymbol:mul\n" {
@@ -65,7 +67,7 @@ func TestDepmodAndWasmModules(t *testing.T) {
 	}
 	runCmd(t, "", nil, "depmod", dir).ok(t)
 	dep, _ = os.ReadFile(filepath.Join(dir, "modules.dep"))
-	if string(dep) != "consumer.wasm:\nextra/hello.wasm:\nprovider.wasm:\nuser.wasm: provider.wasm\n" {
+	if string(dep) != "consumer.wasm:\nprovider.wasm:\nuser.wasm: provider.wasm\n" {
 		t.Fatalf("modules.dep with a dependency:\n%s", dep)
 	}
 
@@ -92,13 +94,19 @@ func TestDepmodAndWasmModules(t *testing.T) {
 	if got := d.run("lsmod").ok(t).stdout; got != lsmodHeader+"hello                   4096  0\n"+ramfsLine {
 		t.Fatalf("after modprobe -r consumer: %q", got)
 	}
-	// modprobe by alias, with a parameter; the module is found by its
-	// glob; a bad parameter is refused.
-	// The directory's hello shadows the built-in one for resolution; the
-	// built-in one is loaded, so modprobe has nothing to do until it goes.
-	d.run("modprobe", "--first-time", "greeting-fr").fails(t, 4, "modprobe: ERROR: could not insert 'hello': Module already in kernel")
+	// The built-in hello wins over extra/hello.wasm everywhere: modprobe
+	// and modinfo name it, the file's alias is not indexed; the file loads
+	// only by path, once the built-in one is gone.
+	d.run("modprobe", "--first-time", "hello").fails(t, 4, "modprobe: ERROR: could not insert 'hello': Module already in kernel")
 	d.run("rmmod", "hello").ok(t)
-	d.run("modprobe", "greeting-fr", "who=monde").ok(t)
+	if got := d.run("modprobe", "-n", "hello").ok(t).stdout; got != "builtin hello\n" {
+		t.Fatalf("modprobe -n hello: %q", got)
+	}
+	if got := d.run("modinfo", "-F", "filename", "hello").ok(t).stdout; got != "(builtin)\n" {
+		t.Fatalf("modinfo -F filename hello: %q", got)
+	}
+	d.run("modprobe", "greeting-fr").fails(t, 3, "modprobe: FATAL: Module greeting-fr not found in directory "+dir)
+	d.run("insmod", filepath.Join(dir, "extra", "hello.wasm"), "who=monde").ok(t)
 	if got := d.run("lsmod").ok(t).stdout; !strings.HasPrefix(got, lsmodHeader+"hello                ") || strings.HasPrefix(got, lsmodHeader+"hello                   4096") {
 		t.Fatalf("wasm hello not loaded: %q", got)
 	}
@@ -138,4 +146,24 @@ func TestReplaceWasmModule(t *testing.T) {
 	}
 	d.run("rmmod", "hello").ok(t)
 	d.run("replace", hello).fails(t, 3, "replace: ERROR: could not replace module "+hello+": No such file or directory (replace hello: not found)")
+}
+
+// depmod skips a file that is not a module with a one-line warning naming
+// it and why, indexes the rest and exits 0, as kmod's depmod does.
+func TestDepmodSkipsMalformedFile(t *testing.T) {
+	dir := t.TempDir()
+	b, err := os.ReadFile(wasmtest.Build(t, "examples/wasm/provider"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "provider.wasm"), b, 0o644)
+	bad := filepath.Join(dir, "bad.wasm")
+	os.WriteFile(bad, []byte("not wasm"), 0o644)
+	r := runCmd(t, "", nil, "depmod", dir)
+	if r.code != 0 || r.stderr != "depmod: WARNING: bad.wasm: not indexed: wasm open "+bad+": not a WebAssembly module\n" {
+		t.Fatalf("depmod: exit %d, %q", r.code, r.stderr)
+	}
+	if dep, _ := os.ReadFile(filepath.Join(dir, "modules.dep")); string(dep) != "provider.wasm:\n" {
+		t.Fatalf("modules.dep:\n%s", dep)
+	}
 }

@@ -138,7 +138,7 @@ type command struct {
 var commands map[string]command
 
 // order is the order of the commands in the help.
-var order = []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "mount", "umount", "request", "call", "hook", "cat", "bench", "torture", "ping"}
+var order = []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "mount", "umount", "request", "call", "hook", "cat", "ls", "bench", "torture", "ping"}
 
 func init() {
 	commands = map[string]command{
@@ -170,6 +170,8 @@ func init() {
 			what: "call every hook subscribed to EVENT", daemon: true},
 		"cat": {run: runCat, usage: "cat PATH ...",
 			what: "print a file of the daemon's namespace, e.g. /proc/modules", daemon: true},
+		"ls": {run: runLs, flags: lsFlags, usage: "ls [-l] [-p] [PATH ...]",
+			what: "list a directory of the daemon's namespace, one name per line, e.g. /proc/hello/holders", daemon: true},
 		"bench": {run: runBench, flags: benchFlags, usage: "bench calls|wasm|swap [--quick] [--json]",
 			what: "run a benchmark in this process (without the daemon)", json: "print the results as JSON"},
 		"torture": {run: runTorture, flags: tortureFlags, usage: "torture [--duration D] [--seed S] [--ops N] [--wasm] [--json]",

@@ -51,6 +51,7 @@ func runRmmod(e *env) error {
 		name = strings.TrimSuffix(filepath.Base(name), ".wasm") // rmmod accepts a path, as kmod does
 		req.Name = name
 		shown := false
+		last := "" // the last progress line printed: the daemon reports ten times a second, changed or not
 		_, err := e.call(&req, func(raw json.RawMessage) {
 			var p raceless.Progress
 			if json.Unmarshal(raw, &p) != nil {
@@ -60,6 +61,10 @@ func runRmmod(e *env) error {
 			if len(p.Holders) > 0 {
 				line += ", used by: " + joinComma(p.Holders)
 			}
+			if line == last {
+				return
+			}
+			last = line
 			if e.isTerminal {
 				fmt.Fprintf(e.stderr, "\r\033[K%s", line)
 				shown = true

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -56,14 +57,19 @@ func DefaultSocketPath() string {
 }
 
 // Listen creates the socket at path with mode 0600. A stale socket file
-// (one nobody listens on) is removed first; a live one is ErrInUse.
+// (one nobody listens on) is removed first; a live one is ErrInUse;
+// anything else at path (a regular file, a directory, a link) is left
+// alone and refused with ErrNotSocket.
 func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("%s: %w", path, ErrInUse)
-	}
-	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
-		os.Remove(path)
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&os.ModeSocket == 0 {
+			return nil, &notSocketError{path: path, kind: fileKind(st.Mode())}
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: %w", path, ErrInUse)
+		}
+		os.Remove(path) // stale: nobody listens on it
 	}
 	// The umask makes the socket 0600 from its creation: no window in which
 	// another user could connect.
@@ -86,6 +92,38 @@ const RequestTimeout = 10 * time.Second
 
 // ErrInUse is returned by Listen when a daemon already listens on the path.
 var ErrInUse = errors.New("a daemon is already listening on this socket")
+
+// ErrNotSocket is matched (errors.Is) by Listen's error when something
+// other than a socket is at the path, as is syscall.EEXIST (exit status 4).
+var ErrNotSocket = errors.New("exists and is not a socket")
+
+// notSocketError is "PATH exists and is not a socket (a regular file)".
+type notSocketError struct{ path, kind string }
+
+func (e *notSocketError) Error() string {
+	return fmt.Sprintf("%s %s (%s)", e.path, ErrNotSocket, e.kind)
+}
+
+func (e *notSocketError) Is(target error) bool {
+	return target == ErrNotSocket || target == syscall.EEXIST
+}
+
+// fileKind names a file's type as ls -l's first letter would tell it.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m.IsRegular():
+		return "a regular file"
+	}
+	return "not a regular file"
+}
 
 // Path returns the socket's path.
 func (s *Server) Path() string { return s.path }

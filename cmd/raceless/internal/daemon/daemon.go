@@ -6,6 +6,8 @@
 // Start-up order (each step undone in reverse by Close): host → boot
 // modules → mounts → metrics listener → control socket. The control socket
 // appears last, so a client that finds it finds a daemon ready to serve.
+// Before all of them, with a FUSE directory, a stale FUSE mount left there
+// by a daemon that died is detached (see clearStaleFuse).
 package daemon
 
 import (
@@ -86,9 +88,17 @@ func New(cfg Config) (_ *Daemon, err error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	if cfg.FuseDir != "" {
+		// A daemon killed with its FUSE mount up leaves the mount dead
+		// at FuseDir: detach it (and say so) before anything starts.
+		if err := clearStaleFuse(cfg.FuseDir, cfg.Logger); err != nil {
+			return nil, fmt.Errorf("--fuse %s: %w", cfg.FuseDir, err)
+		}
+	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
 	d.stopping, d.stopWaiters = context.WithCancel(context.Background())
 	d.resolver = modindex.NewResolver(cfg.ModulesDir, nil, cfg.Open)
+	d.resolver.SetLogger(cfg.Logger) // the index-shadow warnings in the daemon's own log
 	opts := []raceless.Option{raceless.WithLogger(cfg.Logger)}
 	if !cfg.NoAutoload {
 		opts = append(opts, raceless.WithResolver(d.resolver))

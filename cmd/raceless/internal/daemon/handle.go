@@ -139,6 +139,8 @@ func (d *Daemon) dispatch(ctx context.Context, req *control.Request, progress fu
 		return nil, d.host.CallHooks(ctx, req.Name, arg)
 	case "mount", "umount", "mounts", "read":
 		return d.ns.handle(ctx, req)
+	case "readdir":
+		return d.opReadDir(req)
 	}
 	return nil, &control.Error{Code: control.CodeUsage, Message: fmt.Sprintf("unknown op %q", req.Op)}
 }

@@ -104,10 +104,14 @@ type Warning string
 
 // Build reads the metadata of every .wasm file under dir (with readInfo)
 // and returns the index. builtin names modules that exist without a file
-// (the host's native modules): depending on one is not an error. Unknown
-// dependencies and alias clashes are returned as warnings, as kmod's
-// depmod prints them; a dependency cycle is an error wrapping
-// raceless.ErrCycle.
+// (the host's native modules, kmod's modules.builtin): depending on one is
+// not an error, and a file with a built-in module's name is not indexed
+// (the built-in module wins; a warning names the file). A file readInfo
+// refuses (not a module, a malformed modinfo section) is skipped with a
+// warning naming it, and the others are indexed. Unknown dependencies and
+// alias clashes are warnings too, as kmod's depmod prints them; a
+// dependency cycle is an error wrapping raceless.ErrCycle, and a directory
+// that cannot be walked is an error.
 func Build(dir string, readInfo func(path string) (raceless.Info, error), builtin func(name string) bool) (*Index, []Warning, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -133,11 +137,20 @@ func Build(dir string, readInfo func(path string) (raceless.Info, error), builti
 	for _, f := range files {
 		rel, _ := filepath.Rel(abs, f)
 		rel = filepath.ToSlash(rel)
+		name := NameOf(f)
+		if builtin != nil && builtin(name) {
+			// kmod: a built-in module wins over a file of its name
+			// (modules.builtin); the file is never loaded by name.
+			warns = append(warns, Warning(fmt.Sprintf("%s: module %s is built in; file not indexed (the built-in module wins)", rel, name)))
+			continue
+		}
 		info, err := readInfo(f)
 		if err != nil {
-			return nil, warns, fmt.Errorf("%s: %w", rel, err)
+			// kmod's depmod warns about a module it cannot read and
+			// indexes the others.
+			warns = append(warns, Warning(fmt.Sprintf("%s: not indexed: %v", rel, oneLine(err))))
+			continue
 		}
-		name := NameOf(f)
 		if info.Name != name {
 			warns = append(warns, Warning(fmt.Sprintf("%s: module name %q differs from its file name; indexed as %q", rel, info.Name, name)))
 		}
@@ -199,6 +212,12 @@ func Build(dir string, readInfo func(path string) (raceless.Info, error), builti
 		}
 	}
 	return x, dedupe(warns), nil
+}
+
+// oneLine returns err's text with line breaks folded, so that a warning is
+// one line.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
 func dedupe(w []Warning) []Warning {

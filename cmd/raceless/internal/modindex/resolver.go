@@ -3,6 +3,7 @@ package modindex
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,10 +33,19 @@ type Resolver struct {
 	builtins map[string]raceless.Source
 	aliases  []Alias // built-in modules' aliases, in registration order
 
-	mu    sync.Mutex // guards idx, stamp and err
+	mu    sync.Mutex // guards log, idx, stamp and err
+	log   *slog.Logger
 	idx   *Index
 	stamp string
 	err   error
+}
+
+// SetLogger sets where the resolver warns (an index entry shadowed by a
+// built-in module); by default, slog.Default().
+func (r *Resolver) SetLogger(l *slog.Logger) {
+	r.mu.Lock()
+	r.log = l
+	r.mu.Unlock()
 }
 
 // NewResolver returns a resolver over builtins and, when dir is not empty,
@@ -87,13 +97,52 @@ func (r *Resolver) Index() (*Index, error) {
 	}
 	r.idx, r.err = Read(r.dir)
 	r.stamp = stamp
+	if r.idx != nil {
+		log := r.log
+		if log == nil {
+			log = slog.Default()
+		}
+		for _, sh := range r.shadowed(r.idx) {
+			log.Warn("module index entry shadowed by a built-in module of the same name; the built-in module wins (run depmod)", "module", sh.Name, "file", r.idx.Abs(sh.Path))
+		}
+	}
 	return r.idx, r.err
+}
+
+// shadowed returns the entries of x that have a built-in module's name.
+func (r *Resolver) shadowed(x *Index) []Entry {
+	var out []Entry
+	for _, e := range x.Entries {
+		if _, ok := r.builtins[e.Name]; ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Shadowed returns the absolute paths of the current index's files that
+// have a built-in module's name: the resolver never uses them (depmod does
+// not index such a file; an index written before the built-in module
+// existed may still list it).
+func (r *Resolver) Shadowed() []string {
+	idx, _ := r.Index()
+	if idx == nil {
+		return nil
+	}
+	var out []string
+	for _, e := range r.shadowed(idx) {
+		out = append(out, idx.Abs(e.Path))
+	}
+	return out
 }
 
 // Lookup resolves a module name, or an alias glob match ("fs-TYPE",
 // "symbol:NAME", anything a module declares), to a module. Names win over
-// aliases, the directory's modules over built-in ones of the same name. An
-// alias must name a module: aliases cannot point to aliases. Unknown names
+// aliases, and a built-in module wins over a file of the directory with its
+// name, as kmod's modules.builtin does: such a file is never loaded by name
+// or alias, and is left out of the dependencies of the directory's modules
+// (a built-in dependency is resolved by name). An alias must name a module:
+// aliases cannot point to aliases. Unknown names
 // are errors matching raceless.ErrNotFound; a broken index is an error
 // matching raceless.ErrInvalid (never a silent success).
 func (r *Resolver) Lookup(nameOrAlias string) (Target, error) {
@@ -130,15 +179,18 @@ func (r *Resolver) Lookup(nameOrAlias string) (Target, error) {
 }
 
 func (r *Resolver) byName(idx *Index, name string) (Target, bool) {
+	if _, ok := r.builtins[name]; ok {
+		return Target{Name: name, Builtin: true}, true
+	}
 	if e, ok := idx.Lookup(name); ok {
 		t := Target{Name: e.Name, Path: idx.Abs(e.Path)}
 		for _, d := range e.Deps {
+			if _, builtin := r.builtins[NameOf(d)]; builtin {
+				continue // shadowed: the module's Depends loads the built-in one
+			}
 			t.Deps = append(t.Deps, idx.Abs(d))
 		}
 		return t, true
-	}
-	if _, ok := r.builtins[name]; ok {
-		return Target{Name: name, Builtin: true}, true
 	}
 	return Target{}, false
 }
