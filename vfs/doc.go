@@ -49,6 +49,21 @@
 // raceless.ErrBusy and raceless.ErrNotFound. A closed File or Proc reports
 // fs.ErrClosed.
 //
+// # Names are bytes
+//
+// As on Linux, a path is a string of bytes split at '/'; nothing else in
+// it is interpreted. Bytes that are not UTF-8 are kept as they are: two
+// names that differ in one byte are two different entries and two
+// different mount points, and Mounts, ReadDir, Readlink and FormatMounts
+// give them back byte for byte. The one byte refused is NUL: a NUL in any
+// path or symlink target given to a Proc (or Namespace) method, or in
+// Mount's source, type or options, fails EINVAL (an *fs.PathError) before
+// any lookup and changes nothing, as Go's
+// syscall package refuses a string holding a NUL with EINVAL before a
+// system call (a C path cannot hold one). The io/fs view (FS) keeps io/fs's
+// own rules instead: it refuses what fs.ValidPath refuses, names that are
+// not UTF-8 included, with fs.ErrInvalid.
+//
 // # Panics in filesystems
 //
 // Every call into a filesystem's code (FileSystemType.Mount, the

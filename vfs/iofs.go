@@ -6,7 +6,9 @@ import (
 )
 
 // FS returns an io/fs view of the namespace as seen from p's root: names
-// are fs.ValidPath paths, resolved across mount points. The view
+// are fs.ValidPath paths (so UTF-8: a name the native methods accept but
+// fs.ValidPath refuses is fs.ErrInvalid here; ReadDir still lists it as it
+// is), resolved across mount points. The view
 // implements fs.ReadDirFS, fs.StatFS and fs.ReadFileFS. Each open fs.File
 // is a *File and pins its mount until closed.
 func (p *Proc) FS() fs.FS { return iofs{p} }

@@ -290,14 +290,40 @@ func (ns *Namespace) Mounts() []MountInfo {
 }
 
 // FormatMounts renders the namespace as /proc/mounts does:
-// "src target fstype opts 0 0" per line, spaces in fields escaped as \040.
+// "src target fstype opts 0 0" per line. Each field is escaped as Linux's
+// mangle() does (fs/proc_namespace.c: seq_escape with " \t\n\\"): space,
+// tab, newline and backslash become \040, \011, \012 and \134; every other
+// byte, '#' and bytes that are not UTF-8 included, is written as it is.
+// (No field can hold a NUL: the VFS refuses one with EINVAL.)
 func (ns *Namespace) FormatMounts() string {
 	var b strings.Builder
-	esc := strings.NewReplacer(" ", `\040`, "\t", `\011`, "\n", `\012`, `\`, `\134`)
 	for _, m := range ns.Mounts() {
-		fmt.Fprintf(&b, "%s %s %s %s 0 0\n", esc.Replace(m.Source), esc.Replace(m.Target), m.FSType, esc.Replace(m.Options))
+		for i, f := range [...]string{m.Source, m.Target, m.FSType, m.Options} {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			mangle(&b, f)
+		}
+		b.WriteString(" 0 0\n")
 	}
 	return b.String()
+}
+
+// mangle writes s to b escaped as Linux's mangle() does: the bytes ' ',
+// '\t', '\n' and '\\' as a backslash and three octal digits, every other
+// byte unchanged. It works on bytes: s need not be UTF-8.
+func mangle(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case ' ', '\t', '\n', '\\':
+			b.WriteByte('\\')
+			b.WriteByte('0' + c>>6)
+			b.WriteByte('0' + c>>3&7)
+			b.WriteByte('0' + c&7)
+		default:
+			b.WriteByte(c)
+		}
+	}
 }
 
 // acquireType finds a filesystem type, demand-loading "fs-<name>" once when

@@ -17,8 +17,11 @@ const (
 // unknown type or a type whose module is going (wrapping the host's
 // ErrNotFound / ErrNotLive), ENOENT for a missing target, ENOTDIR when the
 // target is not a directory. Mounting on a mount point stacks the new mount
-// on top.
+// on top. A NUL byte in any of the four strings is EINVAL, checked first.
 func (p *Proc) Mount(ctx context.Context, source, target, fstype, options string) error {
+	if hasNUL(source) || hasNUL(target) || hasNUL(fstype) || hasNUL(options) {
+		return pathErr("mount", target, EINVAL)
+	}
 	t, err := p.walk(target, true)
 	if err != nil {
 		return pathErr("mount", target, err)
@@ -149,6 +152,9 @@ func (p *Proc) Unmount(target string, flags int) error {
 // superblock. recursive (MS_BIND|MS_REC) also copies the mounts below
 // source; a plain bind does not.
 func (p *Proc) Bind(source, target string, recursive bool) error {
+	if err := checkNUL("mount", source, target); err != nil {
+		return err
+	}
 	s, err := p.walk(source, true)
 	if err != nil {
 		return pathErr("mount", source, err)
@@ -265,6 +271,9 @@ func clone(m *Mount, n Node, ino uint64) *Mount {
 // the moved subtree, ENOENT for a missing target, ENOTDIR when the target is
 // not a directory.
 func (p *Proc) Move(source, target string) error {
+	if err := checkNUL("move", source, target); err != nil {
+		return err
+	}
 	s, err := p.mountRoot(source)
 	if err != nil {
 		return pathErr("move", source, err)

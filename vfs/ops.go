@@ -224,6 +224,9 @@ func (p *Proc) Mkdir(name string, perm fs.FileMode) error {
 
 // MkdirAll creates name and any missing parents.
 func (p *Proc) MkdirAll(name string, perm fs.FileMode) error {
+	if err := checkNUL("mkdir", name); err != nil {
+		return err // before any parent is made
+	}
 	if fi, err := p.Stat(name); err == nil {
 		if !fi.IsDir() {
 			return pathErr("mkdir", name, ENOTDIR)
@@ -297,6 +300,9 @@ func (p *Proc) Unlink(name string) error {
 
 // Symlink creates newname as a symbolic link to target.
 func (p *Proc) Symlink(target, newname string) error {
+	if err := checkNUL("symlink", target, newname); err != nil {
+		return err
+	}
 	if target == "" {
 		return pathErr("symlink", newname, ENOENT)
 	}
@@ -324,6 +330,9 @@ func (p *Proc) Readlink(name string) (string, error) {
 // Rename renames oldname to newname. Across mounts (even two mounts of one
 // filesystem) it fails EXDEV; a mount point, on either side, EBUSY.
 func (p *Proc) Rename(oldname, newname string) error {
+	if err := checkNUL("rename", oldname, newname); err != nil {
+		return err
+	}
 	od, olast, err := p.walkParent(oldname)
 	if err != nil {
 		return pathErr("rename", oldname, err)
@@ -361,6 +370,9 @@ func (p *Proc) Rename(oldname, newname string) error {
 // Link creates newname as a hard link to oldname (not following a final
 // symlink). Across mounts: EXDEV; of a directory: EPERM.
 func (p *Proc) Link(oldname, newname string) error {
+	if err := checkNUL("link", oldname, newname); err != nil {
+		return err
+	}
 	ol, err := p.walk(oldname, false)
 	if err != nil {
 		return pathErr("link", oldname, err)

@@ -17,6 +17,28 @@ type loc struct {
 
 func (l loc) dup() loc { l.m.get(); return l }
 
+// Names are bytes. A path or name is any byte string: it is split at '/'
+// and nothing else is interpreted, so bytes that are not UTF-8 are kept as
+// they are and two names differing in one byte are two names. The one byte
+// refused is NUL: a C path ends at its first NUL, so no Linux system call
+// can be given one, and Go's syscall package refuses a string holding one
+// with EINVAL before making the call (ByteSliceFromString); every entry
+// point of the VFS does the same, before any lookup.
+
+// hasNUL reports whether s holds a NUL byte.
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
+
+// checkNUL returns an *fs.PathError wrapping EINVAL (for op and the first
+// string holding a NUL byte) when one of names holds one, nil otherwise.
+func checkNUL(op string, names ...string) error {
+	for _, n := range names {
+		if hasNUL(n) {
+			return pathErr(op, n, EINVAL)
+		}
+	}
+	return nil
+}
+
 func splitPath(p string) []string {
 	parts := strings.Split(p, "/")
 	out := parts[:0]
@@ -96,8 +118,12 @@ func (p *Proc) dotdot(l loc) (loc, error) {
 }
 
 // walk resolves name to a held loc. follow says whether a symlink in the
-// last component is followed. Errors are bare Errnos (callers wrap them).
+// last component is followed. Errors are bare Errnos (callers wrap them);
+// a NUL byte in name is EINVAL.
 func (p *Proc) walk(name string, follow bool) (loc, error) {
+	if hasNUL(name) {
+		return loc{}, EINVAL
+	}
 	if name == "" {
 		return loc{}, ENOENT
 	}
@@ -185,6 +211,9 @@ func (p *Proc) walk(name string, follow bool) (loc, error) {
 // held parent directory and the last name (never "", "." or "..": those
 // give EINVAL... or EEXIST for creation, decided by the caller).
 func (p *Proc) walkParent(name string) (loc, string, error) {
+	if hasNUL(name) {
+		return loc{}, "", EINVAL
+	}
 	if name == "" {
 		return loc{}, "", ENOENT
 	}

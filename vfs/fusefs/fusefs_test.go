@@ -259,3 +259,54 @@ func TestPanicReturnsEIO(t *testing.T) {
 	must(t, ns.Unmount("/boom", 0))
 	must(t, h.Unload(ctx, "panicmod", raceless.UnloadOptions{}))
 }
+
+// TestNamesAreBytes: names from the kernel reach the VFS byte for byte, and
+// back: two names differing in one byte that is not UTF-8 stay two files,
+// two directories and two mount points.
+func TestNamesAreBytes(t *testing.T) {
+	_, ns, srv, dir := setup(t)
+	must(t, os.WriteFile(filepath.Join(dir, "n\xff"), []byte("ff"), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "n\xfe"), []byte("fe"), 0o644))
+	for name, want := range map[string]string{"/n\xff": "ff", "/n\xfe": "fe"} {
+		if b, err := ns.ReadFile(name); err != nil || string(b) != want {
+			t.Fatalf("VFS %q: %q %v", name, b, err)
+		}
+	}
+	if _, err := ns.Stat("/n\uFFFD"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("U+FFFD name: %v", err)
+	}
+	must(t, os.Rename(filepath.Join(dir, "n\xff"), filepath.Join(dir, "r\xff")))
+	must(t, ns.Mkdir("/d\xff", 0o755))
+	must(t, ns.Mkdir("/d\xfe", 0o755))
+	must(t, ns.Mount(ctx, "m\xff", "/d\xff", "ramfs", ""))
+	must(t, os.WriteFile(filepath.Join(dir, "d\xff", "x"), []byte("x"), 0o644))
+	ents, err := os.ReadDir(dir)
+	must(t, err)
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	sort.Strings(got)
+	if want := []string{"d\xfe", "d\xff", "mnt", "n\xfe", "r\xff"}; strings.Join(got, "/") != strings.Join(want, "/") {
+		t.Fatalf("readdir through FUSE: %q, want %q", got, want)
+	}
+	if sub, err := os.ReadDir(filepath.Join(dir, "d\xfe")); err != nil || len(sub) != 0 {
+		t.Fatalf("d\\xfe: %v %v", sub, err)
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "r\xff")); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("readlink of a file: %q %v", l, err)
+	}
+	must(t, os.Symlink("d\xff/x", filepath.Join(dir, "s\xff")))
+	if l, err := ns.Readlink("/s\xff"); err != nil || l != "d\xff/x" {
+		t.Fatalf("symlink target in the VFS: %q %v", l, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "s\xff")); err != nil || string(b) != "x" {
+		t.Fatalf("through the symlink: %q %v", b, err)
+	}
+	if err := ns.Unmount("/d\xfe", 0); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("umount of the other name: %v", err)
+	}
+	// the kernel sends RELEASE after close returns
+	eventually(t, "the kernel's releases", func() bool { return srv.OpenFiles() == 0 })
+	must(t, ns.Unmount("/d\xff", 0))
+}

@@ -235,6 +235,10 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
 		fail(&Error{Code: CodeUsage, Message: "malformed request: " + err.Error()})
 		return
 	}
+	if err := req.CheckNames(); err != nil {
+		fail(&Error{Code: CodeInvalid, Message: err.Error()})
+		return
+	}
 	// The request is done when the handler returns or the client goes
 	// away (a waiting rmmod interrupted with ^C cancels its wait).
 	rctx, cancel := context.WithCancel(ctx)

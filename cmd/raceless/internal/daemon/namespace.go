@@ -23,8 +23,28 @@ type namespace struct {
 // MountsResult is a "mounts" answer: the mounts, and the same as
 // /proc/mounts text.
 type MountsResult struct {
-	Mounts []vfs.MountInfo `json:"mounts"`
-	Text   string          `json:"text"`
+	Mounts []MountEntry  `json:"mounts"`
+	Text   control.Bytes `json:"text"` // bytes, as /proc/mounts prints names: see control.Bytes
+}
+
+// MountEntry is vfs.MountInfo with its names as bytes on the wire
+// (control.Bytes), under the same JSON names.
+type MountEntry struct {
+	ID      uint64
+	Source  control.Bytes
+	Target  control.Bytes
+	FSType  control.Bytes
+	Options control.Bytes
+	Refs    int64
+}
+
+func mountEntries(ms []vfs.MountInfo) []MountEntry {
+	out := make([]MountEntry, len(ms))
+	for i, m := range ms {
+		out[i] = MountEntry{ID: m.ID, Source: control.Bytes(m.Source), Target: control.Bytes(m.Target),
+			FSType: control.Bytes(m.FSType), Options: control.Bytes(m.Options), Refs: m.Refs}
+	}
+	return out
 }
 
 func newNamespace(d *Daemon) (*namespace, error) {
@@ -76,7 +96,7 @@ func (n *namespace) close() {
 func (n *namespace) handle(ctx context.Context, req *control.Request) (any, error) {
 	switch req.Op {
 	case "mounts":
-		return MountsResult{Mounts: n.ns.Mounts(), Text: n.ns.FormatMounts()}, nil
+		return MountsResult{Mounts: mountEntries(n.ns.Mounts()), Text: control.Bytes(n.ns.FormatMounts())}, nil
 	case "mount":
 		// util-linux's X-mount.mkdir: create the mount point first.
 		var opts []string

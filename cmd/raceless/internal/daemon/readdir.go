@@ -16,14 +16,14 @@ type Listing struct {
 
 // ListEntry is one entry of a Listing.
 type ListEntry struct {
-	Name string `json:"name"`
+	Name control.Bytes `json:"name"` // bytes: see control.Bytes
 	// Mode is the mode as ls -l prints it ("drwxr-xr-x", "-r--r--r--").
 	Mode string `json:"mode"`
 	Size int64  `json:"size"` // -1 when the entry could not be stat'ed
 }
 
 func listEntry(name string, fi fs.FileInfo) ListEntry {
-	return ListEntry{Name: name, Mode: lsMode(fi.Mode()), Size: fi.Size()}
+	return ListEntry{Name: control.Bytes(name), Mode: lsMode(fi.Mode()), Size: fi.Size()}
 }
 
 // lsMode is m as ls -l's first ten characters.
@@ -67,7 +67,7 @@ func (d *Daemon) opReadDir(req *control.Request) (any, error) {
 	for _, e := range ents {
 		info, err := e.Info()
 		if err != nil { // gone meanwhile, or not stat-able: its type is still known (ls -l prints ?s)
-			out.Entries = append(out.Entries, ListEntry{Name: e.Name(), Mode: lsMode(e.Type())[:1] + "?????????", Size: -1})
+			out.Entries = append(out.Entries, ListEntry{Name: control.Bytes(e.Name()), Mode: lsMode(e.Type())[:1] + "?????????", Size: -1})
 			continue
 		}
 		out.Entries = append(out.Entries, listEntry(e.Name(), info))
