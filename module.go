@@ -77,6 +77,14 @@ type Info struct {
 	Depends     []string    `json:"depends,omitempty"` // modules that must be live first
 	Aliases     []string    `json:"aliases,omitempty"` // globs, as in kmod's modules.alias
 	Params      []ParamSpec `json:"params,omitempty"`
+	// Imports are the symbols the module imports, as kmod's depmod reads
+	// them from a module's undefined symbols: depmod makes the module
+	// depend on the modules that export them (found by their
+	// "symbol:NAME" aliases). A wasm module that declares any may import
+	// only those: for another name the wasm loader's import host function
+	// returns -22 (EINVAL) and records nothing. An empty list allows any
+	// import. The host does not check a native module's imports.
+	Imports []string `json:"imports,omitempty"`
 }
 
 // ParamType is the type of a module parameter: the kernel's module_param

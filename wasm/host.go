@@ -240,6 +240,19 @@ func hostImport(ctx context.Context, in *instance, m api.Module, s []uint64) int
 	if !ok || !in.initing {
 		return codeInval
 	}
+	// A module that declares its imports (modinfo's "imports", which
+	// depmod follows) may import only those, so that the declaration
+	// cannot go stale; one that declares none may import anything.
+	if imports := in.src.info.Imports; len(imports) > 0 {
+		declared := false
+		for _, d := range imports {
+			declared = declared || d == name
+		}
+		if !declared {
+			in.logger().Debug("import failed: symbol not declared in modinfo imports", "symbol", name)
+			return codeInval
+		}
+	}
 	v, err := in.k.Import(ctx, name)
 	if err != nil {
 		in.logger().Debug("import failed", "symbol", name, "err", err)

@@ -42,7 +42,9 @@ func TestDepmodAndWasmModules(t *testing.T) {
 		t.Fatalf("depmod: exit %d, %q", r.code, r.stderr)
 	}
 	dep, _ := os.ReadFile(filepath.Join(dir, "modules.dep"))
-	if string(dep) != "consumer.wasm:\nprovider.wasm:\n" {
+	// consumer declares "imports": ["add"]: depmod follows it to provider,
+	// the module whose alias symbol:add provides it (docs/cli.md's example).
+	if string(dep) != "consumer.wasm: provider.wasm\nprovider.wasm:\n" {
 		t.Fatalf("modules.dep:\n%s", dep)
 	}
 	alias, _ := os.ReadFile(filepath.Join(dir, "modules.alias"))
@@ -67,7 +69,7 @@ func TestDepmodAndWasmModules(t *testing.T) {
 	}
 	runCmd(t, "", nil, "depmod", dir).ok(t)
 	dep, _ = os.ReadFile(filepath.Join(dir, "modules.dep"))
-	if string(dep) != "consumer.wasm:\nprovider.wasm:\nuser.wasm: provider.wasm\n" {
+	if string(dep) != "consumer.wasm: provider.wasm\nprovider.wasm:\nuser.wasm: provider.wasm\n" {
 		t.Fatalf("modules.dep with a dependency:\n%s", dep)
 	}
 

@@ -12,8 +12,8 @@
 // Invariants:
 //   - A module has at most one modinfo section; two are ErrDuplicate.
 //   - Decode is strict: unknown fields, trailing data, a non-object, an
-//     invalid module name, dependency name, parameter name or type, or a
-//     default that does not type-check are ErrMalformed; more than MaxSize
+//     invalid module name, dependency name, import, parameter name or
+//     type, or a default that does not type-check are ErrMalformed; more than MaxSize
 //     bytes is ErrTooLarge. What Decode accepts, Encode reproduces and
 //     Decode accepts again (checked by FuzzDecode).
 //   - Functions here never panic on any input and keep no state; they are
@@ -41,7 +41,7 @@ const MaxSize = 64 << 10
 
 // Limits on the decoded block, for the same reason.
 const (
-	maxListLen  = 256  // entries in depends, aliases, params
+	maxListLen  = 256  // entries in depends, imports, aliases, params
 	maxFieldLen = 4096 // bytes in any one string field
 )
 
@@ -61,7 +61,8 @@ var (
 	// "raceless.modinfo" section.
 	ErrDuplicate = errors.New("more than one raceless.modinfo section")
 	// ErrMalformed is returned when the modinfo payload is not a valid
-	// block (syntax, unknown field, invalid name, type or default).
+	// block (syntax, unknown field, invalid name, import, type or
+	// default).
 	ErrMalformed = errors.New("malformed modinfo")
 	// ErrTooLarge is returned when the modinfo payload exceeds MaxSize.
 	ErrTooLarge = errors.New("modinfo too large")
@@ -246,6 +247,9 @@ func Decode(p []byte) (raceless.Info, error) {
 	if len(info.Depends) == 0 {
 		info.Depends = nil
 	}
+	if len(info.Imports) == 0 {
+		info.Imports = nil
+	}
 	if len(info.Aliases) == 0 {
 		info.Aliases = nil
 	}
@@ -256,8 +260,10 @@ func Decode(p []byte) (raceless.Info, error) {
 }
 
 // Validate checks a block: a valid module name, valid dependency names,
-// non-empty aliases, parameters with valid unique names, known types and
-// defaults of their type, and the size limits. Errors wrap ErrMalformed.
+// imports that are non-empty symbol names without NUL or newline and
+// declared once each, non-empty aliases, parameters with valid unique
+// names, known types and defaults of their type, and the size limits.
+// Errors wrap ErrMalformed.
 func Validate(info raceless.Info) error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, a...)...)
@@ -273,13 +279,23 @@ func Validate(info raceless.Info) error {
 			return bad("%s longer than %d bytes", f.name, maxFieldLen)
 		}
 	}
-	if len(info.Depends) > maxListLen || len(info.Aliases) > maxListLen || len(info.Params) > maxListLen {
-		return bad("more than %d depends, aliases or params", maxListLen)
+	if len(info.Depends) > maxListLen || len(info.Imports) > maxListLen || len(info.Aliases) > maxListLen || len(info.Params) > maxListLen {
+		return bad("more than %d depends, imports, aliases or params", maxListLen)
 	}
 	for _, d := range info.Depends {
 		if !raceless.ValidName(d) {
 			return bad("invalid dependency name %q", d)
 		}
+	}
+	imported := make(map[string]bool, len(info.Imports))
+	for _, s := range info.Imports {
+		if s == "" || len(s) > maxFieldLen || strings.ContainsAny(s, "\x00\n") {
+			return bad("invalid import %q", s)
+		}
+		if imported[s] {
+			return bad("import %q declared twice", s)
+		}
+		imported[s] = true
 	}
 	for _, a := range info.Aliases {
 		if a == "" || len(a) > maxFieldLen || strings.ContainsAny(a, "\x00\n") {

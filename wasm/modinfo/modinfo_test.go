@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -17,7 +18,7 @@ var emptyModule = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
 func sampleInfo() raceless.Info {
 	return raceless.Info{
 		Name: "hello", Version: "1.0", License: "MIT", Description: "says hello",
-		Author: "raceless", Depends: []string{"base"}, Aliases: []string{"greet-*"},
+		Author: "raceless", Depends: []string{"base"}, Imports: []string{"add", "base_log"}, Aliases: []string{"greet-*"},
 		Params: []raceless.ParamSpec{{Name: "who", Type: raceless.ParamString, Default: "world", Description: "whom to greet"},
 			{Name: "times", Type: raceless.ParamInt, Default: "1"}},
 	}
@@ -92,6 +93,14 @@ func TestReadErrors(t *testing.T) {
 		{"bad default", custom(modinfo.SectionName, []byte(`{"name":"x","params":[{"name":"p","type":"int","default":"ten"}]}`)), modinfo.ErrMalformed},
 		{"dup param", custom(modinfo.SectionName, []byte(`{"name":"x","params":[{"name":"p","type":"int"},{"name":"p","type":"int"}]}`)), modinfo.ErrMalformed},
 		{"bad depend", custom(modinfo.SectionName, []byte(`{"name":"x","depends":["../etc"]}`)), modinfo.ErrMalformed},
+		{"empty import", custom(modinfo.SectionName, []byte(`{"name":"x","imports":[""]}`)), modinfo.ErrMalformed},
+		{"import with NUL", custom(modinfo.SectionName, []byte(`{"name":"x","imports":["a\u0000b"]}`)), modinfo.ErrMalformed},
+		{"import with newline", custom(modinfo.SectionName, []byte(`{"name":"x","imports":["a\nb"]}`)), modinfo.ErrMalformed},
+		{"long import", custom(modinfo.SectionName, []byte(`{"name":"x","imports":["`+strings.Repeat("a", 4097)+`"]}`)), modinfo.ErrMalformed},
+		{"dup import", custom(modinfo.SectionName, []byte(`{"name":"x","imports":["add","mul","add"]}`)), modinfo.ErrMalformed},
+		{"too many imports", custom(modinfo.SectionName, []byte(`{"name":"x","imports":[`+manyImports(257)+`]}`)), modinfo.ErrMalformed},
+		{"import not a string", custom(modinfo.SectionName, []byte(`{"name":"x","imports":[1]}`)), modinfo.ErrMalformed},
+		{"imports not a list", custom(modinfo.SectionName, []byte(`{"name":"x","imports":"add"}`)), modinfo.ErrMalformed},
 		{"oversized", custom(modinfo.SectionName, []byte(`{"name":"x","description":"`+strings.Repeat("a", modinfo.MaxSize)+`"}`)), modinfo.ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,6 +131,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"name":"x"}`))
 	f.Add([]byte(`{"name":"x","params":[{"name":"p","type":"bool","default":"yes"}]}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"name":"x","imports":["add","mul"]}`))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		info, err := modinfo.Decode(p)
 		if err != nil {
@@ -161,4 +171,44 @@ func FuzzRead(f *testing.F) {
 			t.Fatal("header lost")
 		}
 	})
+}
+
+// manyImports returns n distinct JSON strings, comma-separated.
+func manyImports(n int) string {
+	q := make([]string, n)
+	for i := range q {
+		q[i] = `"s` + strconv.Itoa(i) + `"`
+	}
+	return strings.Join(q, ",")
+}
+
+// TestImports checks the imports field: kept in order by a round trip,
+// "imports": [] read as none, the limits accepted up to their bound, and
+// Encode refusing what Decode refuses.
+func TestImports(t *testing.T) {
+	info, err := modinfo.Decode([]byte(`{"name":"x","imports":["mul","add"]}`))
+	if err != nil || !reflect.DeepEqual(info.Imports, []string{"mul", "add"}) {
+		t.Fatalf("Decode: %+v, %v", info, err)
+	}
+	p, err := modinfo.Encode(info)
+	if err != nil || !strings.Contains(string(p), `"imports": [`) {
+		t.Fatalf("Encode: %s, %v", p, err)
+	}
+	if info, err := modinfo.Decode([]byte(`{"name":"x","imports":[]}`)); err != nil || info.Imports != nil {
+		t.Fatalf("empty imports: %#v, %v", info.Imports, err)
+	}
+	if p, err := modinfo.Encode(raceless.Info{Name: "x"}); err != nil || strings.Contains(string(p), "imports") {
+		t.Fatalf("no imports encoded as %s, %v", p, err)
+	}
+	if _, err := modinfo.Decode([]byte(`{"name":"x","imports":[` + manyImports(256) + `]}`)); err != nil {
+		t.Fatalf("256 imports: %v", err)
+	}
+	if _, err := modinfo.Decode([]byte(`{"name":"x","imports":["` + strings.Repeat("a", 4096) + `"]}`)); err != nil {
+		t.Fatalf("a 4096-byte import: %v", err)
+	}
+	for _, bad := range [][]string{{""}, {"a\x00"}, {"a\n"}, {"add", "add"}} {
+		if _, err := modinfo.Encode(raceless.Info{Name: "x", Imports: bad}); !errors.Is(err, modinfo.ErrMalformed) {
+			t.Errorf("Encode with imports %q: %v, want ErrMalformed", bad, err)
+		}
+	}
 }

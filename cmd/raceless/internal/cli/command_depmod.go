@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 
+	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/cmd/raceless/internal/defaults"
 	"github.com/raceless/raceless/cmd/raceless/internal/modindex"
 )
@@ -16,11 +17,11 @@ func runDepmod(e *env) error {
 		return usageErrorf("want exactly one directory")
 	}
 	dir := e.args.pos[0]
-	builtin := map[string]bool{}
+	var builtins []raceless.Info
 	for _, s := range defaults.Sources(nil) { // only Info is used: no host needed
-		builtin[s.Info().Name] = true
+		builtins = append(builtins, s.Info())
 	}
-	x, warns, err := modindex.Build(dir, readInfo, func(n string) bool { return builtin[n] })
+	x, warns, err := modindex.BuildWithBuiltins(dir, readInfo, builtins)
 	for _, w := range warns {
 		fmt.Fprintf(e.stderr, "depmod: WARNING: %s\n", w)
 	}

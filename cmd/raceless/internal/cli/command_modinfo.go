@@ -77,6 +77,9 @@ func FormatModinfo(mi daemon.ModInfo, field string) string {
 		}
 	}
 	rows = append(rows, kv{"depends", joinComma(info.Depends)})
+	if len(info.Imports) > 0 {
+		rows = append(rows, kv{"imports", joinComma(info.Imports)})
+	}
 	for _, a := range info.Aliases {
 		rows = append(rows, kv{"alias", a})
 	}

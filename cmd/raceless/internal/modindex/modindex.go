@@ -14,6 +14,11 @@
 // and has one "alias <glob> <module>" line per alias. A module's name is its
 // file name without ".wasm". Aliases point to module names, never to other
 // aliases.
+//
+// A module needs the modules it names in depends and, as kmod's depmod
+// finds from a module's undefined symbols, the modules exporting the
+// symbols it declares in imports: the module whose "symbol:NAME" alias
+// matches each.
 package modindex
 
 import (
@@ -25,6 +30,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -112,7 +118,37 @@ type Warning string
 // alias clashes are warnings too, as kmod's depmod prints them; a
 // dependency cycle is an error wrapping raceless.ErrCycle, and a directory
 // that cannot be walked is an error.
+//
+// A module depends on the modules it lists in Info.Depends and on those
+// that provide the symbols it lists in Info.Imports, exactly as if it
+// listed them in Depends: the indexed module whose alias (in modules.alias
+// order) matches "symbol:NAME". An import no indexed module provides is a
+// warning ("m.wasm needs unknown symbol NAME", kmod's text). Build knows
+// built-in modules by name only, so an import only a built-in module
+// provides is such a warning too: BuildWithBuiltins knows their aliases.
 func Build(dir string, readInfo func(path string) (raceless.Info, error), builtin func(name string) bool) (*Index, []Warning, error) {
+	return buildIndex(dir, readInfo, builtin, nil)
+}
+
+// BuildWithBuiltins is Build with the built-in modules given by their
+// modinfo: their names, as Build's builtin, and their aliases, so that an
+// import a built-in module provides ("symbol:NAME" matching one of its
+// aliases, after the directory's) is neither a warning nor a line of
+// modules.dep (a built-in module is loaded by name, as a dependency on one
+// is).
+func BuildWithBuiltins(dir string, readInfo func(path string) (raceless.Info, error), builtins []raceless.Info) (*Index, []Warning, error) {
+	names := make(map[string]bool, len(builtins))
+	var aliases []Alias
+	for _, b := range builtins {
+		names[b.Name] = true
+		for _, a := range b.Aliases {
+			aliases = append(aliases, Alias{Glob: a, Module: b.Name})
+		}
+	}
+	return buildIndex(dir, readInfo, func(n string) bool { return names[n] }, aliases)
+}
+
+func buildIndex(dir string, readInfo func(path string) (raceless.Info, error), builtin func(name string) bool, builtinAliases []Alias) (*Index, []Warning, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, nil, err
@@ -162,6 +198,51 @@ func Build(dir string, readInfo func(path string) (raceless.Info, error), builti
 		x.Entries = append(x.Entries, Entry{Name: name, Path: rel})
 		infos[name] = info
 	}
+	// The aliases first: an import is resolved through them. Their
+	// warnings come after the dependencies' (as before imports existed).
+	var aliasWarns []Warning
+	for _, e := range x.Entries {
+		for _, a := range infos[e.Name].Aliases {
+			if _, err := path.Match(a, ""); err != nil {
+				aliasWarns = append(aliasWarns, Warning(fmt.Sprintf("%s: malformed alias %q ignored", e.Path, a)))
+				continue
+			}
+			x.Aliases = append(x.Aliases, Alias{Glob: a, Module: e.Name})
+		}
+	}
+	// needs returns the indexed modules a module needs directly: its
+	// depends, then the providers of its imports, each once. Unknown ones
+	// are warnings; built-in ones are left out (loaded by name).
+	needs := func(name string) []string {
+		file := x.Entries[x.byName[name]].Path
+		var out []string
+		add := func(d string) {
+			if !slices.Contains(out, d) {
+				out = append(out, d)
+			}
+		}
+		for _, d := range infos[name].Depends {
+			if _, ok := x.byName[d]; !ok {
+				if builtin == nil || !builtin(d) {
+					warns = append(warns, Warning(fmt.Sprintf("%s needs unknown module %s", file, d)))
+				}
+				continue
+			}
+			add(d)
+		}
+		for _, sym := range infos[name].Imports {
+			if p, ok := matchAliases(x.Aliases, "symbol:"+sym); ok {
+				if p != name { // its own symbol: nothing to load first
+					add(p)
+				}
+				continue
+			}
+			if _, ok := matchAliases(builtinAliases, "symbol:"+sym); !ok {
+				warns = append(warns, Warning(fmt.Sprintf("%s needs unknown symbol %s", file, sym)))
+			}
+		}
+		return out
+	}
 	// Transitive dependencies, depth first; the deepest ends up last, so
 	// that loading the list back to front loads each module after what it
 	// needs (kmod's order).
@@ -176,13 +257,7 @@ func Build(dir string, readInfo func(path string) (raceless.Info, error), builti
 					return fmt.Errorf("%s: dependency cycle %s -> %s: %w", e.Path, strings.Join(chain, " -> "), name, raceless.ErrCycle)
 				}
 			}
-			for _, d := range infos[name].Depends {
-				if _, ok := x.byName[d]; !ok {
-					if builtin == nil || !builtin(d) {
-						warns = append(warns, Warning(fmt.Sprintf("%s needs unknown module %s", x.Entries[x.byName[name]].Path, d)))
-					}
-					continue
-				}
+			for _, d := range needs(name) {
 				if err := visit(d, append(chain, name)); err != nil {
 					return err
 				}
@@ -202,16 +277,7 @@ func Build(dir string, readInfo func(path string) (raceless.Info, error), builti
 			e.Deps = append(e.Deps, x.Entries[x.byName[order[j]]].Path)
 		}
 	}
-	for _, e := range x.Entries {
-		for _, a := range infos[e.Name].Aliases {
-			if _, err := path.Match(a, ""); err != nil {
-				warns = append(warns, Warning(fmt.Sprintf("%s: malformed alias %q ignored", e.Path, a)))
-				continue
-			}
-			x.Aliases = append(x.Aliases, Alias{Glob: a, Module: e.Name})
-		}
-	}
-	return x, dedupe(warns), nil
+	return x, dedupe(append(warns, aliasWarns...)), nil
 }
 
 // oneLine returns err's text with line breaks folded, so that a warning is
