@@ -3,6 +3,7 @@ package wasm_test
 import (
 	"context"
 	"errors"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,8 +22,8 @@ func TestBadInput(t *testing.T) {
 	e := newEnv(t, wasm.Config{MaxFileSize: 1 << 20})
 	good := tinyWithInfo(tinyOpts{}, "tiny")
 	custom := func(payload string) []byte {
-		body := append(str(modinfo.SectionName), payload...)
-		return append(tiny(tinyOpts{}), section(0, body)...)
+		body := append(wasmtest.Name(modinfo.SectionName), payload...)
+		return append(tiny(tinyOpts{}), wasmtest.Section(0, body)...)
 	}
 	for _, tc := range []struct {
 		name string

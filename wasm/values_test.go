@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"math"
 	"slices"
 	"strings"
@@ -43,10 +44,10 @@ func sleb(v int64) []byte {
 }
 
 func i32const(v int32) []byte  { return append([]byte{0x41}, sleb(int64(v))...) }
-func callFn(idx uint32) []byte { return append([]byte{0x10}, leb(idx)...) }
+func callFn(idx uint32) []byte { return append([]byte{0x10}, wasmtest.ULEB(idx)...) }
 
 func functype(params, results []byte) []byte {
-	return append(append([]byte{0x60}, vec(bytesOf(params)...)...), vec(bytesOf(results)...)...)
+	return append(append([]byte{0x60}, wasmtest.Vec(bytesOf(params)...)...), wasmtest.Vec(bytesOf(results)...)...)
 }
 
 func bytesOf(b []byte) [][]byte {
@@ -97,9 +98,9 @@ func asmModule(imports []string, funcs ...asmFunc) []byte {
 		initCode = append(initCode, i32const(n)...)
 		initCode = append(initCode, callFn(1)...)
 		initCode = append(initCode, 0x24) // global.set
-		initCode = append(initCode, leb(uint32(g))...)
+		initCode = append(initCode, wasmtest.ULEB(uint32(g))...)
 		initCode = append(initCode, 0x23) // global.get
-		initCode = append(initCode, leb(uint32(g))...)
+		initCode = append(initCode, wasmtest.ULEB(uint32(g))...)
 		initCode = append(initCode, i32const(31)...)
 		initCode = append(initCode, 0x75, 0x72) // i32.shr_s, i32.or: -1 if the handle is negative
 	}
@@ -119,33 +120,33 @@ func asmModule(imports []string, funcs ...asmFunc) []byte {
 	var fsec, exps, codes [][]byte
 	for i, f := range all {
 		types = append(types, functype(f.params, f.result))
-		fsec = append(fsec, leb(uint32(len(types)-1)))
+		fsec = append(fsec, wasmtest.ULEB(uint32(len(types)-1)))
 		if f.export != "" {
-			exps = append(exps, append(str(f.export), append([]byte{0}, leb(uint32(nimp+i))...)...))
+			exps = append(exps, append(wasmtest.Name(f.export), append([]byte{0}, wasmtest.ULEB(uint32(nimp+i))...)...))
 		}
 		body := append(append([]byte{0}, f.code...), 0x0b) // no locals
 
-		codes = append(codes, append(leb(uint32(len(body))), body...))
+		codes = append(codes, append(wasmtest.ULEB(uint32(len(body))), body...))
 	}
-	exps = append(exps, append(str("memory"), 2, 0))
+	exps = append(exps, append(wasmtest.Name("memory"), 2, 0))
 	imp := func(name string, typ uint32) []byte {
-		return append(append(str("raceless"), str(name)...), append([]byte{0}, leb(typ)...)...)
+		return append(append(wasmtest.Name("raceless"), wasmtest.Name(name)...), append([]byte{0}, wasmtest.ULEB(typ)...)...)
 	}
 	var globals [][]byte
 	for range max(len(imports), 1) {
 		globals = append(globals, append([]byte{tI32, 1}, append(i32const(-1), 0x0b)...))
 	}
 	b := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
-	b = append(b, section(1, vec(types...))...)
-	b = append(b, section(2, vec(imp("export", 0), imp("import", 0), imp("call", 1)))...)
-	b = append(b, section(3, vec(fsec...))...)
-	b = append(b, section(5, vec([]byte{0, 1}))...)
-	b = append(b, section(6, vec(globals...))...)
-	b = append(b, section(7, vec(exps...))...)
-	b = append(b, section(10, vec(codes...))...)
+	b = append(b, wasmtest.Section(1, wasmtest.Vec(types...))...)
+	b = append(b, wasmtest.Section(2, wasmtest.Vec(imp("export", 0), imp("import", 0), imp("call", 1)))...)
+	b = append(b, wasmtest.Section(3, wasmtest.Vec(fsec...))...)
+	b = append(b, wasmtest.Section(5, wasmtest.Vec([]byte{0, 1}))...)
+	b = append(b, wasmtest.Section(6, wasmtest.Vec(globals...))...)
+	b = append(b, wasmtest.Section(7, wasmtest.Vec(exps...))...)
+	b = append(b, wasmtest.Section(10, wasmtest.Vec(codes...))...)
 	seg := append([]byte{0}, append(i32const(0), 0x0b)...)
-	seg = append(seg, str(string(data))...)
-	b = append(b, section(11, vec(seg))...)
+	seg = append(seg, wasmtest.Name(string(data))...)
+	b = append(b, wasmtest.Section(11, wasmtest.Vec(seg))...)
 	return b
 }
 

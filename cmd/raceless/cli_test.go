@@ -10,42 +10,13 @@ import (
 
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/internal/testdeadline"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm/modinfo"
 )
 
-// A tiny wasm assembler: modules without a Go runtime, built in
-// microseconds, for the rejections of the compile stage and for the cache.
-
-func leb(v uint32) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v != 0 {
-			b = append(b, c|0x80)
-			continue
-		}
-		return append(b, c)
-	}
-}
-
-func str(s string) []byte { return append(leb(uint32(len(s))), s...) }
-
-func section(id byte, body ...[]byte) []byte {
-	var p []byte
-	for _, b := range body {
-		p = append(p, b...)
-	}
-	return append(append([]byte{id}, leb(uint32(len(p)))...), p...)
-}
-
-func vec(items ...[]byte) []byte {
-	out := leb(uint32(len(items)))
-	for _, it := range items {
-		out = append(out, it...)
-	}
-	return out
-}
+// Tiny modules (encoded with internal/wasmtest's encoder): no Go runtime,
+// built in microseconds, for the rejections of the compile stage and for
+// the cache.
 
 type tinyOpts struct {
 	importMod, importName string // an imported function of type () -> i32
@@ -60,32 +31,32 @@ type tinyOpts struct {
 func tinyModule(t *testing.T, name string, o tinyOpts) []byte {
 	t.Helper()
 	b := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
-	b = append(b, section(1, vec([]byte{0x60, 0, 1, 0x7f}))...) // type 0: () -> i32
+	b = append(b, wasmtest.Section(1, wasmtest.Vec([]byte{0x60, 0, 1, 0x7f}))...) // type 0: () -> i32
 	nimp := uint32(0)
 	if o.importMod != "" {
-		b = append(b, section(2, vec(append(append(str(o.importMod), str(o.importName)...), 0, 0)))...)
+		b = append(b, wasmtest.Section(2, wasmtest.Vec(append(append(wasmtest.Name(o.importMod), wasmtest.Name(o.importName)...), 0, 0)))...)
 		nimp = 1
 	}
-	b = append(b, section(3, vec([]byte{0}, []byte{0}))...) // two functions of type 0
+	b = append(b, wasmtest.Section(3, wasmtest.Vec([]byte{0}, []byte{0}))...) // two functions of type 0
 	if o.memPages == 0 {
 		o.memPages = 1
 	}
-	b = append(b, section(5, vec(append([]byte{0}, leb(o.memPages)...)))...)
+	b = append(b, wasmtest.Section(5, wasmtest.Vec(append([]byte{0}, wasmtest.ULEB(o.memPages)...)))...)
 	exps := [][]byte{
-		append(str("raceless_init"), append([]byte{0}, leb(nimp)...)...),
-		append(str("raceless_exit"), append([]byte{0}, leb(nimp+1)...)...),
-		append(str("memory"), 2, 0),
+		append(wasmtest.Name("raceless_init"), append([]byte{0}, wasmtest.ULEB(nimp)...)...),
+		append(wasmtest.Name("raceless_exit"), append([]byte{0}, wasmtest.ULEB(nimp+1)...)...),
+		append(wasmtest.Name("memory"), 2, 0),
 	}
 	if o.extraExport != "" {
-		exps = append(exps, append(str(o.extraExport), append([]byte{0}, leb(nimp)...)...))
+		exps = append(exps, append(wasmtest.Name(o.extraExport), append([]byte{0}, wasmtest.ULEB(nimp)...)...))
 	}
-	b = append(b, section(7, vec(exps...))...)
-	body := func(c ...byte) []byte { return append(leb(uint32(len(c))), c...) }
+	b = append(b, wasmtest.Section(7, wasmtest.Vec(exps...))...)
+	body := func(c ...byte) []byte { return append(wasmtest.ULEB(uint32(len(c))), c...) }
 	exit := body(0, 0x41, 0, 0x0b)
 	if o.badCode {
 		exit = body(0, 0x41, 0, 0x41, 0, 0x0b)
 	}
-	b = append(b, section(10, vec(body(0, 0x41, byte(o.initCode)&0x7f, 0x0b), exit))...)
+	b = append(b, wasmtest.Section(10, wasmtest.Vec(body(0, 0x41, byte(o.initCode)&0x7f, 0x0b), exit))...)
 	out, err := modinfo.Append(b, raceless.Info{Name: name, Version: "1", License: "MIT", Description: "tiny"})
 	if err != nil {
 		t.Fatal(err)
