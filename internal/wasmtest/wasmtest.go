@@ -1,5 +1,6 @@
 // Package wasmtest builds raceless WebAssembly modules from Go source for
-// tests and benchmarks.
+// tests and benchmarks, and encodes tiny ones by hand (ULEB, Name, Section,
+// Vec: modules without a Go runtime, for bad input and fast cycles).
 //
 // Build compiles a module directory (a package main using the sdk, with a
 // modinfo.json beside main.go) with the standard toolchain,
