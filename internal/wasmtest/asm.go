@@ -1,23 +1,14 @@
 package wasmtest
 
+import "github.com/raceless/raceless/wasm/modinfo"
+
 // A tiny WebAssembly binary encoder, for tests that need modules without a
 // Go runtime (built in microseconds): the rejections of the compile stage,
 // fast load/unload cycles, the compilation cache. The encodings are the
 // specification's (https://webassembly.github.io/spec/core/binary/).
 
 // ULEB is v in unsigned LEB128.
-func ULEB(v uint32) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v != 0 {
-			b = append(b, c|0x80)
-			continue
-		}
-		return append(b, c)
-	}
-}
+func ULEB(v uint32) []byte { return modinfo.AppendUleb32(nil, v) }
 
 // Name is s as a name: its length, then its bytes.
 func Name(s string) []byte { return append(ULEB(uint32(len(s))), s...) }
