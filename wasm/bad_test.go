@@ -20,10 +20,10 @@ func tinyInfo(name string) raceless.Info {
 
 func TestBadInput(t *testing.T) {
 	e := newEnv(t, wasm.Config{MaxFileSize: 1 << 20})
-	good := tinyWithInfo(tinyOpts{}, "tiny")
+	good := tinyWithInfo(wasmtest.TinyOptions{}, "tiny")
 	custom := func(payload string) []byte {
 		body := append(wasmtest.Name(modinfo.SectionName), payload...)
-		return append(tiny(tinyOpts{}), wasmtest.Section(0, body)...)
+		return append(tiny(wasmtest.TinyOptions{}), wasmtest.Section(0, body)...)
 	}
 	for _, tc := range []struct {
 		name string
@@ -35,12 +35,12 @@ func TestBadInput(t *testing.T) {
 		{"text", []byte("hello world\n"), wasm.ErrNotWasm, "not a WebAssembly"},
 		{"truncated", good[:len(good)-10], wasm.ErrTruncated, "truncated"},
 		{"oversized", append(good, make([]byte, 1<<20)...), wasm.ErrTooLarge, "too large"},
-		{"no modinfo", tiny(tinyOpts{}), wasm.ErrNoModinfo, "modinfo"},
+		{"no modinfo", tiny(wasmtest.TinyOptions{}), wasm.ErrNoModinfo, "modinfo"},
 		{"malformed modinfo", custom(`{"name":`), wasm.ErrBadModinfo, "malformed"},
 		{"oversized modinfo", custom(`{"name":"x","description":"` + strings.Repeat("x", modinfo.MaxSize) + `"}`), wasm.ErrBadModinfo, "too large"},
-		{"no init", tinyWithInfo(tinyOpts{noInit: true}, "x"), wasm.ErrMissingExport, "raceless_init"},
-		{"no exit", tinyWithInfo(tinyOpts{noExit: true}, "x"), wasm.ErrMissingExport, "raceless_exit"},
-		{"no memory", tinyWithInfo(tinyOpts{noMemory: true}, "x"), wasm.ErrMissingExport, "memory"},
+		{"no init", tinyWithInfo(wasmtest.TinyOptions{NoInit: true}, "x"), wasm.ErrMissingExport, "raceless_init"},
+		{"no exit", tinyWithInfo(wasmtest.TinyOptions{NoExit: true}, "x"), wasm.ErrMissingExport, "raceless_exit"},
+		{"no memory", tinyWithInfo(wasmtest.TinyOptions{NoMemory: true}, "x"), wasm.ErrMissingExport, "memory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "bad.wasm")
@@ -70,7 +70,7 @@ func TestBadInput(t *testing.T) {
 func TestUnknownImport(t *testing.T) {
 	e := newEnv(t, wasm.Config{})
 	for _, imp := range [][2]string{{"env", "foo"}, {"raceless", "nope"}, {"raceless", "log"} /* wrong signature */} {
-		src, err := e.l.OpenBytes("/virtual/imp.wasm", tinyWithInfo(tinyOpts{importMod: imp[0], importName: imp[1]}, "imp"))
+		src, err := e.l.OpenBytes("/virtual/imp.wasm", tinyWithInfo(wasmtest.TinyOptions{ImportModule: imp[0], ImportName: imp[1]}, "imp"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +83,7 @@ func TestUnknownImport(t *testing.T) {
 
 func TestTinyLifecycle(t *testing.T) {
 	e := newEnv(t, wasm.Config{})
-	src, err := e.l.OpenBytes("/virtual/tiny.wasm", tinyWithInfo(tinyOpts{exitCode: 3}, "tiny"))
+	src, err := e.l.OpenBytes("/virtual/tiny.wasm", tinyWithInfo(wasmtest.TinyOptions{ExitCode: 3}, "tiny"))
 	if err != nil {
 		t.Fatal(err)
 	}

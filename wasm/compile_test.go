@@ -31,11 +31,11 @@ func TestCompileOutsideLoaderLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close(ctx)
-	a, err := l.OpenBytes("/virtual/a.wasm", tinyWithInfo(tinyOpts{}, "a"))
+	a, err := l.OpenBytes("/virtual/a.wasm", tinyWithInfo(wasmtest.TinyOptions{}, "a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := l.OpenBytes("/virtual/b.wasm", tinyWithInfo(tinyOpts{exitCode: 0}, "b"))
+	b, err := l.OpenBytes("/virtual/b.wasm", tinyWithInfo(wasmtest.TinyOptions{ExitCode: 0}, "b"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestCompileOutsideLoaderLock(t *testing.T) {
 func TestInstrumentedCache(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	bin := tinyWithInfo(tinyOpts{}, "tiny")
+	bin := tinyWithInfo(wasmtest.TinyOptions{}, "tiny")
 	want, err := wasm.Instrument(bin)
 	if err != nil {
 		t.Fatal(err)

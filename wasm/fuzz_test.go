@@ -2,6 +2,7 @@ package wasm_test
 
 import (
 	"context"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"testing"
 
 	"github.com/raceless/raceless/wasm"
@@ -10,8 +11,8 @@ import (
 // FuzzOpen checks that OpenBytes never panics and that whatever it accepts
 // has a valid name and a stable key. Seeds: testdata/fuzz/FuzzOpen.
 func FuzzOpen(f *testing.F) {
-	f.Add(tinyWithInfo(tinyOpts{}, "tiny"))
-	f.Add(tiny(tinyOpts{}))
+	f.Add(tinyWithInfo(wasmtest.TinyOptions{}, "tiny"))
+	f.Add(tiny(wasmtest.TinyOptions{}))
 	f.Add([]byte{})
 	l, err := wasm.NewLoader(context.Background(), wasm.Config{MaxFileSize: 1 << 20})
 	if err != nil {

@@ -2,6 +2,7 @@ package wasm_test
 
 import (
 	"fmt"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,13 +13,13 @@ func TestWriteSeeds(t *testing.T) {
 	if os.Getenv("RACELESS_WRITE_SEEDS") != "1" {
 		t.Skip("set RACELESS_WRITE_SEEDS=1 to regenerate the seed corpus")
 	}
-	good := tinyWithInfo(tinyOpts{}, "tiny")
+	good := tinyWithInfo(wasmtest.TinyOptions{}, "tiny")
 	seeds := map[string][]byte{
 		"good":       good,
 		"truncated":  good[:len(good)-7],
-		"nomodinfo":  tiny(tinyOpts{}),
-		"noexports":  tinyWithInfo(tinyOpts{noInit: true, noExit: true, noMemory: true}, "x"),
-		"withimport": tinyWithInfo(tinyOpts{importMod: "env", importName: "f"}, "imp"),
+		"nomodinfo":  tiny(wasmtest.TinyOptions{}),
+		"noexports":  tinyWithInfo(wasmtest.TinyOptions{NoInit: true, NoExit: true, NoMemory: true}, "x"),
+		"withimport": tinyWithInfo(wasmtest.TinyOptions{ImportModule: "env", ImportName: "f"}, "imp"),
 		"badleb":     {0, 'a', 's', 'm', 1, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff, 0x7f},
 		"notwasm":    []byte("\x7fELF\x02\x01\x01"),
 	}

@@ -18,46 +18,10 @@ import (
 // built in microseconds, for the rejections of the compile stage and for
 // the cache.
 
-type tinyOpts struct {
-	importMod, importName string // an imported function of type () -> i32
-	extraExport           string // raceless_init exported under this name too
-	initCode              int8   // what raceless_init returns
-	badCode               bool   // raceless_exit returns two values: does not validate
-	memPages              uint32 // minimum memory (default 1 page)
-}
-
-// tinyModule returns a module named name exporting raceless_init and
-// raceless_exit ("i32.const N; end") and a memory, with its modinfo.
-func tinyModule(t *testing.T, name string, o tinyOpts) []byte {
+// tinyModule is wasmtest.Tiny with a modinfo naming it name.
+func tinyModule(t *testing.T, name string, o wasmtest.TinyOptions) []byte {
 	t.Helper()
-	b := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
-	b = append(b, wasmtest.Section(1, wasmtest.Vec([]byte{0x60, 0, 1, 0x7f}))...) // type 0: () -> i32
-	nimp := uint32(0)
-	if o.importMod != "" {
-		b = append(b, wasmtest.Section(2, wasmtest.Vec(append(append(wasmtest.Name(o.importMod), wasmtest.Name(o.importName)...), 0, 0)))...)
-		nimp = 1
-	}
-	b = append(b, wasmtest.Section(3, wasmtest.Vec([]byte{0}, []byte{0}))...) // two functions of type 0
-	if o.memPages == 0 {
-		o.memPages = 1
-	}
-	b = append(b, wasmtest.Section(5, wasmtest.Vec(append([]byte{0}, wasmtest.ULEB(o.memPages)...)))...)
-	exps := [][]byte{
-		append(wasmtest.Name("raceless_init"), append([]byte{0}, wasmtest.ULEB(nimp)...)...),
-		append(wasmtest.Name("raceless_exit"), append([]byte{0}, wasmtest.ULEB(nimp+1)...)...),
-		append(wasmtest.Name("memory"), 2, 0),
-	}
-	if o.extraExport != "" {
-		exps = append(exps, append(wasmtest.Name(o.extraExport), append([]byte{0}, wasmtest.ULEB(nimp)...)...))
-	}
-	b = append(b, wasmtest.Section(7, wasmtest.Vec(exps...))...)
-	body := func(c ...byte) []byte { return append(wasmtest.ULEB(uint32(len(c))), c...) }
-	exit := body(0, 0x41, 0, 0x0b)
-	if o.badCode {
-		exit = body(0, 0x41, 0, 0x41, 0, 0x0b)
-	}
-	b = append(b, wasmtest.Section(10, wasmtest.Vec(body(0, 0x41, byte(o.initCode)&0x7f, 0x0b), exit))...)
-	out, err := modinfo.Append(b, raceless.Info{Name: name, Version: "1", License: "MIT", Description: "tiny"})
+	out, err := modinfo.Append(wasmtest.Tiny(o), raceless.Info{Name: name, Version: "1", License: "MIT", Description: "tiny"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,18 +44,18 @@ func writeModule(t *testing.T, dir, name string, data []byte) string {
 func TestExitStatusOfModuleRejections(t *testing.T) {
 	d := startDaemon(t)
 	dir := t.TempDir()
-	good := writeModule(t, dir, "good", tinyModule(t, "good", tinyOpts{}))
+	good := writeModule(t, dir, "good", tinyModule(t, "good", wasmtest.TinyOptions{}))
 	d.run("insmod", good).ok(t)
 	d.run("rmmod", "good").ok(t)
 	for _, tc := range []struct {
 		name string
-		o    tinyOpts
+		o    wasmtest.TinyOptions
 		text string
 	}{
-		{"reserved", tinyOpts{extraExport: "raceless_interrupt"}, "reserved for the host"},
-		{"unknownimport", tinyOpts{importMod: "env", importName: "foo"}, "env.foo"},
-		{"badcode", tinyOpts{badCode: true}, "invalid WebAssembly code"},
-		{"hugememory", tinyOpts{memPages: 5000}, ""},
+		{"reserved", wasmtest.TinyOptions{ExtraExport: "raceless_interrupt"}, "reserved for the host"},
+		{"unknownimport", wasmtest.TinyOptions{ImportModule: "env", ImportName: "foo"}, "env.foo"},
+		{"badcode", wasmtest.TinyOptions{BadCode: true}, "invalid WebAssembly code"},
+		{"hugememory", wasmtest.TinyOptions{MemoryPages: 5000}, ""},
 	} {
 		path := writeModule(t, dir, tc.name, tinyModule(t, tc.name, tc.o))
 		r := d.run("insmod", path)
@@ -100,7 +64,7 @@ func TestExitStatusOfModuleRejections(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %q; want exit 7, %q...%q", tc.name, r.code, r.stderr, prefix, tc.text)
 		}
 	}
-	einval := writeModule(t, dir, "einval", tinyModule(t, "einval", tinyOpts{initCode: -22}))
+	einval := writeModule(t, dir, "einval", tinyModule(t, "einval", wasmtest.TinyOptions{InitCode: -22}))
 	r := d.run("insmod", einval)
 	if r.code != 1 || !strings.HasPrefix(r.stderr, "insmod: ERROR: could not insert module "+einval+": Module init failed (") ||
 		strings.Contains(r.stderr, "Invalid parameters") || !strings.Contains(r.stderr, "code -22") {
@@ -207,7 +171,7 @@ func cacheFiles(t *testing.T, dir string) []string {
 // empty --cache-dir keep it in memory (nothing written); a default
 // directory that cannot be created is a warning, not a failure.
 func TestCompilationCacheDir(t *testing.T) {
-	mod := writeModule(t, t.TempDir(), "cached", tinyModule(t, "cached", tinyOpts{}))
+	mod := writeModule(t, t.TempDir(), "cached", tinyModule(t, "cached", wasmtest.TinyOptions{}))
 	load := func(d *daemon) {
 		t.Helper()
 		d.run("insmod", mod).ok(t)
