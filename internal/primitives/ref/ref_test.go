@@ -8,11 +8,15 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/raceless/raceless/internal/testdeadline"
 )
 
+// testCtx ends at the test binary's deadline (testdeadline): a wait
+// fails loudly instead of hanging, and a loaded machine gets the time.
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := testdeadline.Context(t)
 	t.Cleanup(cancel)
 	return ctx
 }
