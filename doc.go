@@ -95,8 +95,14 @@
 //
 // A module reaches other modules through its Kernel: Kernel.Import resolves
 // a symbol once and records a dependency (the exporter cannot be unloaded
-// before the importer), Kernel.Get and Kernel.Put pin the module itself
-// (for work it hands to a goroutine of its own).
+// before the importer; a function comes as a Func that follows the
+// exporter across a hot swap), Kernel.Get and Kernel.Put pin the module
+// itself (for work it hands to a goroutine of its own).
+//
+// A hot swap (Host.Replace) of a module that others import moves them to
+// the new instance in the swap's step, provided it exports every symbol
+// they imported with the same Signature (see Signer); a replacement that
+// drops a symbol nobody imports needs ReplaceOptions.Force.
 //
 // # Module code that panics
 //
@@ -124,7 +130,9 @@
 //     once with ErrInReadSection and changes nothing: Host.Unload,
 //     Host.Replace, Host.Synchronize, Host.Shutdown, Host.Autoclean, and a
 //     load (Host.Load, Host.Request, Kernel.Load, Kernel.Request,
-//     Kernel.Import through demand loading) of a name that is going.
+//     Kernel.Import through demand loading) of a name that is going, and a
+//     Kernel.Import (or a load's Info.Depends) of a module being replaced
+//     (it would wait for the Replace, which waits for a grace period).
 //   - Every other call works from a hook as anywhere else: loads of a
 //     name that is free, live or coming (demand loads, Kernel.Import and
 //     loads whose Init fails included), and the other methods of Instance

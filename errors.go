@@ -63,18 +63,27 @@ func (e *ModuleError) Unwrap() error { return e.Err }
 
 func modErr(op, name string, err error) error { return &ModuleError{Op: op, Module: name, Err: err} }
 
-// BusyError is the error of a refused unload. errors.Is(err, ErrBusy) holds.
+// BusyError is the error of a refused unload or hot swap. errors.Is(err,
+// ErrBusy) holds.
 type BusyError struct {
+	Op      string // "replace" for Replace; "" (unload) otherwise
 	Module  string
 	Refs    int64    // references held when the unload was refused
 	Holders []string // modules that depend on it (kmod's "Used by")
-	Reason  string   // why, in words: "in use", "in use by: a,b", "not live", "exit refused"
-	Err     error    // the module's own refusal error, if Exit returned one
+	// Symbols are those a refused Replace is about: imported ones the
+	// replacement does not serve, or ones it would drop.
+	Symbols []string
+	Reason  string // why, in words: "in use", "in use by: a,b", "not live", "exit refused"
+	Err     error  // the module's own refusal error, if Exit returned one
 }
 
 func (e *BusyError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "unload %s: %s", e.Module, ErrBusy)
+	op := e.Op
+	if op == "" {
+		op = "unload"
+	}
+	fmt.Fprintf(&b, "%s %s: %s", op, e.Module, ErrBusy)
 	if e.Reason != "" {
 		b.WriteString(": " + e.Reason)
 	}

@@ -270,3 +270,82 @@ func ExampleCaller_CallHooks() {
 	// audit: login bob
 	// <nil>
 }
+
+// versionedAdder exports add, returning a+b+bias, and declares its type
+// (Signer), as a wasm module's exports always do.
+type versionedAdder struct{ bias uint64 }
+
+func (a versionedAdder) Init(k *raceless.Kernel) error {
+	return k.Export("add", raceless.Func(func(_ context.Context, stack []uint64) ([]uint64, error) {
+		return append(stack[:0], stack[0]+stack[1]+a.bias), nil
+	}))
+}
+
+func (versionedAdder) Exit() (int, error) { return 0, nil }
+
+func (versionedAdder) Signature(symbol string) (raceless.Signature, bool) {
+	i64 := raceless.ValueTypeI64
+	return raceless.Signature{Params: []raceless.ValueType{i64, i64}, Results: []raceless.ValueType{i64}}, symbol == "add"
+}
+
+// sum imports add in its Init and keeps the Func.
+type sum struct{ add raceless.Func }
+
+func (s *sum) Init(k *raceless.Kernel) error {
+	v, err := k.Import(context.Background(), "add")
+	if err != nil {
+		return err
+	}
+	s.add = v.(raceless.Func)
+	return nil
+}
+
+func (*sum) Exit() (int, error) { return 0, nil }
+
+// A module that others import is replaced in one step: the importer's Func
+// calls the new version from then on, and the importer now depends on it.
+// A replacement that does not export what the importers hold is refused,
+// naming the symbol, and the old version goes on serving.
+func ExampleHost_Replace() {
+	ctx := context.Background()
+	host := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	version := func(bias uint64) raceless.Source {
+		return raceless.Native(raceless.Info{Name: "adder", Version: fmt.Sprint(bias)}, func() raceless.Module { return versionedAdder{bias} })
+	}
+	if _, err := host.Load(ctx, version(0), nil); err != nil {
+		fmt.Println(err)
+		return
+	}
+	s := &sum{}
+	if _, err := host.Load(ctx, raceless.Native(raceless.Info{Name: "sum"}, func() raceless.Module { return s }), nil); err != nil {
+		fmt.Println(err)
+		return
+	}
+	r, _ := s.add(ctx, []uint64{1, 2})
+	fmt.Println("v0:", r)
+
+	adder, err := host.Replace(ctx, "adder", version(100), nil, raceless.ReplaceOptions{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	r, _ = s.add(ctx, []uint64{1, 2})
+	fmt.Println("v100:", r, adder.Holders())
+
+	empty := raceless.Native(raceless.Info{Name: "adder"}, func() raceless.Module { return raceless.Legacy(nothing{}) })
+	_, err = host.Replace(ctx, "adder", empty, nil, raceless.ReplaceOptions{Force: true})
+	fmt.Println(errors.Is(err, raceless.ErrBusy), err)
+	r, _ = s.add(ctx, []uint64{1, 2})
+	fmt.Println("still v100:", r)
+	// Output:
+	// v0: [3]
+	// v100: [103] [sum]
+	// true replace adder: busy: the replacement does not serve its importers: add (imported by sum) is missing
+	// still v100: [103]
+}
+
+// nothing is a module that exports nothing.
+type nothing struct{}
+
+func (nothing) Init(*raceless.Kernel) error { return nil }
+func (nothing) Cleanup()                    {}

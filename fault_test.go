@@ -843,7 +843,7 @@ func TestFaultReplaceUndoAfterNewInstanceUnloaded(t *testing.T) {
 	go func() {
 		var r result
 		defer func() { r.panic = recover(); done <- r }()
-		r.inst, r.err = h.Replace(rctx, "x", fsrc(&fmod{name: "x", failAt: -1}), nil)
+		r.inst, r.err = h.Replace(rctx, "x", fsrc(&fmod{name: "x", failAt: -1}), nil, raceless.ReplaceOptions{})
 	}()
 	newInst := faultRecv(t, live, "the new instance going live")
 	uerr := h.Unload(ctx, "x", raceless.UnloadOptions{})
@@ -898,7 +898,7 @@ func TestFaultReplaceUndoHonoursContext(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		_, err := h.Replace(rctx, "y", fsrc(&fmod{name: "y", failAt: -1}), nil)
+		_, err := h.Replace(rctx, "y", fsrc(&fmod{name: "y", failAt: -1}), nil, raceless.ReplaceOptions{})
 		done <- err
 	}()
 	newInst := faultRecv(t, live, "the new instance going live")

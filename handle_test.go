@@ -96,7 +96,7 @@ func TestHandleFollowsReplace(t *testing.T) {
 		}
 	}
 	call("first", 1)
-	if _, err := h.Replace(deadline(t), "svc", versionedFunc(2, &testModule{}), nil); err != nil {
+	if _, err := h.Replace(deadline(t), "svc", versionedFunc(2, &testModule{}), nil, ReplaceOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	call("after replace", 2)

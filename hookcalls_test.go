@@ -141,7 +141,7 @@ func TestLifecycleCallsFromHook(t *testing.T) {
 			// The name is free again, and unloads, replaces and grace
 			// periods (all waiting on the domain) work.
 			mustLoad(t, r.h, src(name, &testModule{init: func(k *Kernel) error { return k.Export(name+".sym", 2) }}))
-			if _, err := r.h.Replace(deadline(t), name, Native(Info{Name: name}, func() Module { return &testModule{} }), nil); err != nil {
+			if _, err := r.h.Replace(deadline(t), name, Native(Info{Name: name}, func() Module { return &testModule{} }), nil, ReplaceOptions{Force: true}); err != nil {
 				t.Fatalf("replace after the failed load: %v", err)
 			}
 			if err := r.h.Unload(deadline(t), name, UnloadOptions{}); err != nil {
@@ -250,7 +250,7 @@ func TestLifecycleCallsFromHook(t *testing.T) {
 			old := mustLoad(t, r.h, src("target", &testModule{}))
 			fresh := &testModule{}
 			inSection(t, r.run(t, false, func(ctx context.Context) error {
-				_, err := r.h.Replace(ctx, "target", src("target", fresh), nil)
+				_, err := r.h.Replace(ctx, "target", src("target", fresh), nil, ReplaceOptions{})
 				return err
 			}))
 			if cur, _ := r.h.Module("target"); cur != old || old.State() != StateLive || fresh.inits.Load() != 0 {
@@ -335,7 +335,7 @@ func TestHookLoadFailingInitKeepsGracePeriods(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustLoad(t, r.h, src("other", &testModule{}))
-	if _, err := r.h.Replace(deadline(t), "other", Native(Info{Name: "other"}, func() Module { return &testModule{} }), nil); err != nil {
+	if _, err := r.h.Replace(deadline(t), "other", Native(Info{Name: "other"}, func() Module { return &testModule{} }), nil, ReplaceOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.h.Unload(deadline(t), "other", UnloadOptions{}); err != nil {

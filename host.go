@@ -31,8 +31,8 @@ type Host struct {
 	// while module code or a subscriber runs.
 
 	// mu guards byName, seq and every Instance's deps, holders,
-	// waitingFor, replaces, restored, events, delivering and unloading
-	// fields, and state transitions. It is never held while module code
+	// imported, swap, waitingFor, replaces, restored, events, delivering
+	// and unloading fields, the hotSwap records, and state transitions. It is never held while module code
 	// runs. Held, it may be followed by Instance.regMu, registry.mu and a
 	// ref.Ref's mutex.
 	mu     sync.Mutex
@@ -75,6 +75,7 @@ type testHooks struct {
 	mergeWait     func(m *Instance)              // load: about to wait for a coming instance of the same source
 	goingWait     func(m *Instance)              // load: about to wait for a going instance to be gone
 	unloadFound   func(m *Instance)              // Unload: found m by name, before taking Host.mu
+	swapWait      func(m *Instance)              // Import / Depends: about to wait for the hot swap m is a side of
 }
 
 // teardowns counts background teardowns (its mu is a leaf). Unlike a sync.WaitGroup it may
@@ -183,7 +184,7 @@ func (h *Host) Acquire(kind Kind, name string) (Binding, error) {
 	if err != nil {
 		return Binding{}, err
 	}
-	return Binding{value: reg.value, owner: reg.owner}, nil
+	return Binding{reg: reg, owner: reg.owner}, nil
 }
 
 // acquire is Acquire, returning the registration it found (nil if none)
@@ -443,38 +444,87 @@ func (h *Host) queueEvent(m *Instance, s State) {
 	}
 }
 
-// addDep records that user depends on owner and takes one reference on
-// owner for the edge. A second import of the same owner adds nothing.
-func (h *Host) addDep(user, owner *Instance) error {
+// addDep records that user depends on owner, and, if symbol is not empty,
+// that it imported symbol from it; it takes one reference on owner for the
+// edge. A second import of the same owner adds no edge.
+//
+// While owner is either side of a hot swap (Replace), an edge to the old
+// instance is added only until the replacement's exports have been checked
+// against what the old one's importers hold (the edges then move to the
+// replacement in the swap's step); after that, and on the replacement,
+// addDep returns a *swapInProgress to wait for before looking the name up
+// again, so that the check never misses an importer and an undone swap
+// never strands one.
+func (h *Host) addDep(user, owner *Instance, symbol string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if user.deps[owner] {
-		return nil
-	}
 	if s := user.State(); s != StateComing && s != StateLive {
 		return fmt.Errorf("%s is %s: %w", user.name, s, ErrNotLive)
+	}
+	if sw := owner.swap; sw != nil {
+		switch {
+		case user == sw.new:
+			return fmt.Errorf("%s would depend on the instance it replaces: %w", user.name, ErrCycle)
+		case owner != sw.old || sw.checked:
+			return &swapInProgress{owner: owner, done: sw.done}
+		}
+	} else if owner.unloading {
+		return fmt.Errorf("%s is being unloaded: %w", owner.name, ErrNotLive)
 	}
 	if s := owner.State(); s != StateLive {
 		return fmt.Errorf("%s is %s: %w", owner.name, s, ErrNotLive)
 	}
-	if owner.unloading {
-		// Being replaced (Replace checked for holders when it began
-		// and swaps without looking again): a new holder would keep
-		// the old instance, and the swap, waiting for ever.
-		return fmt.Errorf("%s is being replaced: %w", owner.name, ErrNotLive)
+	if !user.deps[owner] {
+		if !owner.tryGet() {
+			return stateErr(owner)
+		}
+		if user.deps == nil {
+			user.deps = make(map[*Instance]bool)
+		}
+		if owner.holders == nil {
+			owner.holders = make(map[*Instance]bool)
+		}
+		user.deps[owner] = true
+		owner.holders[user] = true
 	}
-	if !owner.tryGet() {
-		return stateErr(owner)
+	if symbol != "" {
+		if user.imported == nil {
+			user.imported = make(map[string]*Instance)
+		}
+		user.imported[symbol] = owner
 	}
-	if user.deps == nil {
-		user.deps = make(map[*Instance]bool)
-	}
-	if owner.holders == nil {
-		owner.holders = make(map[*Instance]bool)
-	}
-	user.deps[owner] = true
-	owner.holders[user] = true
 	return nil
+}
+
+// swapInProgress is addDep's answer for a module in the middle of a hot
+// swap: wait for done (the end of Replace), then look the name up again.
+type swapInProgress struct {
+	owner *Instance
+	done  <-chan struct{}
+}
+
+func (e *swapInProgress) Error() string { return e.owner.name + " is being replaced" }
+
+// awaitSwap waits for the hot swap err reports, if it is a
+// *swapInProgress, and reports whether the caller should look again; any
+// other error, or ctx ending, is returned.
+func (h *Host) awaitSwap(ctx context.Context, err error) (again bool, _ error) {
+	sw, ok := err.(*swapInProgress)
+	if !ok {
+		return false, err
+	}
+	if h.inReadSection(ctx) { // the Replace waits for a grace period, which waits for us
+		return false, fmt.Errorf("%s is being replaced: %w", sw.owner.name, ErrInReadSection)
+	}
+	if h.hooks.swapWait != nil {
+		h.hooks.swapWait(sw.owner)
+	}
+	select {
+	case <-sw.done:
+		return true, nil
+	case <-ctx.Done():
+		return false, fmt.Errorf("waiting for the replacement of %s: %w", sw.owner.name, ctx.Err())
+	}
 }
 
 // releaseDeps drops every dependency of m, with its reference.
@@ -482,6 +532,7 @@ func (h *Host) releaseDeps(m *Instance) {
 	h.mu.Lock()
 	deps := m.deps
 	m.deps = nil
+	m.imported = nil
 	for d := range deps {
 		delete(d.holders, m)
 	}

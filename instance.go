@@ -53,14 +53,16 @@ type Instance struct {
 	kernel *Kernel
 
 	// Guarded by Host.mu.
-	deps       map[*Instance]bool // modules this one uses; each holds one reference
-	holders    map[*Instance]bool // modules that use this one
-	waitingFor *Instance          // an instance whose init this one's init waits for (cycle detection)
-	unloading  bool               // an Unload (or Replace) call owns the going state
-	replaces   *Instance          // set on a coming replacement (Replace); it is not in byName until it goes live
-	restored   chan struct{}      // closed when going goes back to live
-	events     []State            // transitions made, not yet delivered to subscribers (Host.deliver)
-	delivering bool               // a goroutine is delivering events
+	deps       map[*Instance]bool   // modules this one uses; each holds one reference
+	holders    map[*Instance]bool   // modules that use this one
+	imported   map[string]*Instance // symbols this one imported (Kernel.Import), and from which of deps
+	swap       *hotSwap             // the Replace in progress this instance is either side of
+	waitingFor *Instance            // an instance whose init this one's init waits for (cycle detection)
+	unloading  bool                 // an Unload (or Replace) call owns the going state
+	replaces   *Instance            // set on a coming replacement (Replace); it is not in byName until it goes live
+	restored   chan struct{}        // closed when going goes back to live
+	events     []State              // transitions made, not yet delivered to subscribers (Host.deliver)
+	delivering bool                 // a goroutine is delivering events
 
 	// regMu guards regs (appended during Init only) and the end of the
 	// registration window (Kernel.initing). Lock order: it may be taken
@@ -275,13 +277,18 @@ func stateErr(m *Instance) error {
 // to, and pass or store a *Binding. It is not safe for concurrent use.
 type Binding struct {
 	noCopy noCopy
-	value  any
+	reg    *registration // nil for the zero Binding
 	owner  *Instance
 }
 
 // Value returns the registered value. It stays valid to read after
 // Release, but a call into it is then no longer protected.
-func (b *Binding) Value() any { return b.value }
+func (b *Binding) Value() any {
+	if b.reg == nil {
+		return nil
+	}
+	return b.reg.value
+}
 
 // Owner returns the instance whose reference the Binding holds: nil for
 // the zero Binding and after Release.

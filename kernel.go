@@ -82,31 +82,50 @@ func (k *Kernel) stage(reg *registration) error {
 // Import resolves a symbol exported by another live module and records a
 // dependency on it: the exporter then lists this module among its holders
 // and cannot be unloaded before it. The dependency (and its reference) is
-// released when this module is gone, so the value (for a function symbol,
-// a Func) may be kept and called until then. An unknown symbol is
-// demand-loaded through the host's resolver as "symbol:NAME" when one is
-// configured.
+// released when this module is gone, so the value may be kept until then.
+//
+// A function symbol comes as a Func that follows its exporter across a hot
+// swap (Host.Replace moves importers to the replacement in the swap's
+// step): each call holds a reference on the exporter for its length, as a
+// Handle's does, and a panic in it taints the exporter and is returned as
+// an error. Any other value is the exporter's own, which is why Replace
+// refuses to swap a module whose non-function symbols are imported. While
+// the exporter is being replaced, Import waits for the swap to finish
+// (honouring ctx).
+//
+// An unknown symbol is demand-loaded through the host's resolver as
+// "symbol:NAME" when one is configured.
 func (k *Kernel) Import(ctx context.Context, name string) (any, error) {
 	h := k.inst.host
-	reg, err := h.acquire(KindSymbol, name)
-	if err != nil && isNotFound(err) && h.resolver != nil {
-		if _, rerr := h.request(ctx, "symbol:"+name, k.inst); rerr == nil {
-			reg, err = h.acquire(KindSymbol, name)
+	for {
+		reg, err := h.acquire(KindSymbol, name)
+		if err != nil && isNotFound(err) && h.resolver != nil {
+			if _, rerr := h.request(ctx, "symbol:"+name, k.inst); rerr == nil {
+				reg, err = h.acquire(KindSymbol, name)
+			}
 		}
-	}
-	if err != nil {
-		return nil, modErr("import", k.inst.name, err)
-	}
-	// acquire took a reference on owner, dropped once the dependency
-	// edge (which takes its own) is recorded, or on failure.
-	owner := reg.owner
-	defer owner.put()
-	if owner != k.inst {
-		if err := h.addDep(k.inst, owner); err != nil {
+		if err != nil {
 			return nil, modErr("import", k.inst.name, err)
 		}
+		// acquire took a reference on the owner, dropped here: the
+		// dependency edge takes its own.
+		owner := reg.owner
+		if owner != k.inst {
+			err = h.addDep(k.inst, owner, name)
+		}
+		owner.put()
+		if again, err := h.awaitSwap(ctx, err); again {
+			continue
+		} else if err != nil {
+			return nil, modErr("import", k.inst.name, fmt.Errorf("%s: %w", name, err))
+		}
+		if reg.fn == nil || owner == k.inst {
+			return reg.value, nil
+		}
+		hd := &Handle{h: h, name: name}
+		hd.reg.Store(reg)
+		return Func(hd.Call), nil
 	}
-	return reg.value, nil
 }
 
 // Load loads another module from this module's Init (or later). Loading a

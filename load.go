@@ -189,12 +189,19 @@ func (h *Host) initialize(ctx context.Context, m *Instance, src Source, lo loadO
 		h.failInit(ctx, m, err, false)
 		return err
 	}
+	if m.swap != nil { // read-only for m's own goroutine until endSwap
+		if err := h.checkSwap(m.swap); err != nil {
+			h.failInit(ctx, m, err, true) // Init succeeded: Exit runs
+			return err
+		}
+	}
 	if err := callStart(m, ErrInit); err != nil {
 		// Init succeeded: the teardown runs Exit.
 		h.failInit(ctx, m, err, true)
 		return err
 	}
 	regs := m.registrations()
+	moved := 0 // dependants moved from the instance m replaces
 	h.mu.Lock()
 	h.setState(m, StateLive)
 	m.refs.Revive()
@@ -210,10 +217,17 @@ func (h *Host) initialize(ctx context.Context, m *Instance, src Source, lo loadO
 		h.reg.swap(old.registrations(), regs)
 		old.refs.Kill()
 		h.setState(old, StateGoing)
+		// Its dependants follow: the Funcs they imported find old's
+		// references killed and look the name up again (see
+		// Kernel.Import).
+		moved = moveHolders(old, m)
 	} else {
 		h.reg.publish(regs)
 	}
 	h.mu.Unlock()
+	if moved > 0 {
+		putN(m.replaces, moved)
+	}
 	h.log.Debug("module live", "module", m.name)
 	h.deliver(m) // live
 	if old := m.replaces; old != nil {
@@ -284,19 +298,26 @@ func callExit(ctx context.Context, m *Instance) (busy int, err error) {
 // demand-loading missing ones through the resolver.
 func (h *Host) resolveDepends(ctx context.Context, m *Instance) error {
 	for _, dep := range m.info.Depends {
-		d, err := h.request(ctx, dep, m)
-		if err != nil {
-			return modErr("load", m.name, fmt.Errorf("dependency %s: %w", dep, err))
-		}
-		if err := h.addDep(m, d); err != nil {
-			return modErr("load", m.name, fmt.Errorf("dependency %s: %w", dep, err))
+		for {
+			d, err := h.request(ctx, dep, m)
+			if err == nil {
+				err = h.addDep(m, d, "")
+			}
+			if again, err := h.awaitSwap(ctx, err); again {
+				continue // d was being replaced: request the name again
+			} else if err != nil {
+				return modErr("load", m.name, fmt.Errorf("dependency %s: %w", dep, err))
+			}
+			break
 		}
 	}
 	return nil
 }
 
 // failInit tears down a module whose coming phase failed: dependencies,
-// instantiation, Init, or (inited) Start after a successful Init. Nothing
+// instantiation, Init, or (inited) after a successful Init, the check of a
+// replacement (checkSwap) or Start; Exit then runs, a refusal only
+// tainting the module, which never served. Nothing
 // it registered was published. It moves m to going and wakes merged loads
 // with err at once; the teardown (reapFailed) runs in the background,
 // tracked by h.detached, and failInit waits for it while ctx allows (see
@@ -343,7 +364,7 @@ func (h *Host) reapFailed(m *Instance, inited bool) {
 	}
 	if inited {
 		if busy, err := callExit(ctx, m); busy > 0 || err != nil {
-			m.Taint(TaintWarn, fmt.Sprintf("exit refused after a failed start (busy %d, %v)", busy, err))
+			m.Taint(TaintWarn, fmt.Sprintf("exit refused while tearing down a failed load (busy %d, %v)", busy, err))
 		}
 	}
 	m.regMu.Lock()

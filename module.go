@@ -12,7 +12,7 @@ import (
 
 // Module is what a module author implements: the two required points of the
 // lifecycle. Optional points are the Starter, Stopper, ContextExiter and
-// Sizer interfaces.
+// Sizer interfaces; a Signer declares the types of the Funcs it exports.
 //
 // Init runs once, while the module is coming. It may fail; what it registered
 // through k is then discarded, never having been visible. It may load other
@@ -22,7 +22,10 @@ import (
 // period has passed and no reference is left. It may refuse: a positive busy
 // count or a non-nil error puts the module back exactly as it was (live,
 // registrations republished, Start run again). Exit runs exactly once per
-// successful unload.
+// successful unload. It also runs for an instance that never went live
+// although its Init succeeded (its Start panicked, or it was a replacement
+// that Host.Replace refused for its exports): a refusal then only taints
+// the module, which is freed all the same.
 type Module interface {
 	Init(k *Kernel) error
 	Exit() (busy int, err error)

@@ -39,7 +39,7 @@ func TestReplaceSwapsAndUnloadsOld(t *testing.T) {
 	v1 := &testModule{}
 	old := mustLoad(t, h, versioned(1, v1))
 	v2 := &testModule{}
-	m, err := h.Replace(deadline(t), "svc", versioned(2, v2), nil)
+	m, err := h.Replace(deadline(t), "svc", versioned(2, v2), nil, ReplaceOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestReplaceUnderLoadHasNoFailedCalls(t *testing.T) {
 		}()
 	}
 	for v := 1; v <= 50; v++ {
-		if _, err := h.Replace(deadline(t), "svc", versioned(v, &testModule{}), nil); err != nil {
+		if _, err := h.Replace(deadline(t), "svc", versioned(v, &testModule{}), nil, ReplaceOptions{}); err != nil {
 			t.Fatalf("swap to v%d: %v", v, err)
 		}
 	}
@@ -125,7 +125,10 @@ func TestReplaceWaitsForOldBindings(t *testing.T) {
 		}
 	})
 	defer cancel()
-	go func() { _, err := h.Replace(deadline(t), "svc", versioned(2, &testModule{}), nil); done <- err }()
+	go func() {
+		_, err := h.Replace(deadline(t), "svc", versioned(2, &testModule{}), nil, ReplaceOptions{})
+		done <- err
+	}()
 	waitFor(t, waiting, "the old instance to go")
 	// New calls reach v2; the held binding still works on v1.
 	if got, err := callVersion(h); err != nil || got != 2 {
@@ -152,7 +155,7 @@ func TestReplaceUndoneWhenOldExitRefuses(t *testing.T) {
 	old := mustLoad(t, h, versioned(1, v1))
 	v1.exit = func() (int, error) { return 2, nil }
 	v2 := &testModule{}
-	_, err := h.Replace(deadline(t), "svc", versioned(2, v2), nil)
+	_, err := h.Replace(deadline(t), "svc", versioned(2, v2), nil, ReplaceOptions{})
 	var be *BusyError
 	if !errors.As(err, &be) || be.Refs != 2 {
 		t.Fatalf("replace with refusing exit: %v", err)
@@ -184,7 +187,7 @@ func TestReplaceFailedInitChangesNothing(t *testing.T) {
 			return boom
 		}}
 	})
-	if _, err := h.Replace(deadline(t), "svc", bad, nil); !errors.Is(err, boom) {
+	if _, err := h.Replace(deadline(t), "svc", bad, nil, ReplaceOptions{}); !errors.Is(err, boom) {
 		t.Fatalf("replace: %v", err)
 	}
 	if got, err := callVersion(h); err != nil || got != 1 {
@@ -198,10 +201,10 @@ func TestReplaceFailedInitChangesNothing(t *testing.T) {
 	clash := Native(Info{Name: "svc"}, func() Module {
 		return &testModule{init: func(k *Kernel) error { return k.Export("taken", 2) }}
 	})
-	if _, err := h.Replace(deadline(t), "svc", clash, nil); !errors.Is(err, ErrExists) {
+	if _, err := h.Replace(deadline(t), "svc", clash, nil, ReplaceOptions{}); !errors.Is(err, ErrExists) {
 		t.Fatalf("clash: %v", err)
 	}
-	if _, err := h.Replace(deadline(t), "nope", clash, nil); !errors.Is(err, ErrInvalid) {
+	if _, err := h.Replace(deadline(t), "nope", clash, nil, ReplaceOptions{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("name mismatch: %v", err)
 	}
 	for _, n := range []string{"svc", "other"} {
@@ -231,7 +234,7 @@ func TestUnloadDuringReplaceFollowsTheName(t *testing.T) {
 	unloaded := make(chan error)
 	go func() { unloaded <- h.Unload(deadline(t), "svc", UnloadOptions{}) }()
 	waitFor(t, found, "unload's lookup")
-	v2, err := h.Replace(deadline(t), "svc", versioned(2, &testModule{}), nil)
+	v2, err := h.Replace(deadline(t), "svc", versioned(2, &testModule{}), nil, ReplaceOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

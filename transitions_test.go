@@ -233,14 +233,14 @@ func TestSubscribersSeeEveryTransition(t *testing.T) {
 		// 1. A hot swap undone: the old Exit refuses.
 		x.refuse = 1
 		y := newMod(&l)
-		if _, err := h.Replace(deadline(t), "a", Native(Info{Name: "a"}, func() Module { return y }), nil); !errors.Is(err, ErrBusy) {
+		if _, err := h.Replace(deadline(t), "a", Native(Info{Name: "a"}, func() Module { return y }), nil, ReplaceOptions{}); !errors.Is(err, ErrBusy) {
 			t.Fatalf("replace: %v", err)
 		}
 		check(t, &l, old, "coming", "live", "going", "exit", "live")
 		check(t, &l, y.self, "coming", "live", "going", "exit", "gone")
 		// 2. A hot swap that succeeds.
 		z := newMod(&l)
-		nw, err := h.Replace(deadline(t), "a", Native(Info{Name: "a"}, func() Module { return z }), nil)
+		nw, err := h.Replace(deadline(t), "a", Native(Info{Name: "a"}, func() Module { return z }), nil, ReplaceOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,7 +333,7 @@ func TestTryGetFailsUnlessLiveOnRestore(t *testing.T) {
 		h := quietHost(t)
 		n := probe(t, h)
 		mustLoad(t, h, src("a", &testModule{exit: func() (int, error) { return 1, nil }}))
-		if _, err := h.Replace(deadline(t), "a", Native(Info{Name: "a"}, func() Module { return &testModule{} }), nil); !errors.Is(err, ErrBusy) {
+		if _, err := h.Replace(deadline(t), "a", Native(Info{Name: "a"}, func() Module { return &testModule{} }), nil, ReplaceOptions{}); !errors.Is(err, ErrBusy) {
 			t.Fatal(err)
 		}
 		if *n != 1 {
@@ -409,7 +409,9 @@ func TestReplaceUndoDoesNotWaitForGraceInCaller(t *testing.T) {
 	// for the parked hook; the caller gives up.
 	swapped := make(chan error, 1)
 	go func() {
-		_, err := h.Replace(ctx, "a", Native(Info{Name: "a"}, func() Module { return &testModule{} }), nil)
+		_, err := h.Replace(ctx, "a", Native(Info{Name: "a"}, func() Module {
+			return &testModule{init: func(k *Kernel) error { return k.Export("a.s", 2) }}
+		}), nil, ReplaceOptions{})
 		swapped <- err
 	}()
 	newInst := waitFor(t, live, "the new instance live")

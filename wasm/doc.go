@@ -37,7 +37,8 @@
 //     i32 argument must be a uint32 or a sign-extended int32 and reaches
 //     the guest as its low 32 bits; an f32 argument must fit in 32 bits.
 //     Anything else is raceless.ErrInvalid, naming the argument. Symbols
-//     are functions of i32, i64, f32 and f64 only (Loader.Signature).
+//     are functions of i32, i64, f32 and f64 only, their types declared to
+//     the host (raceless.Signer: Binding.Signature, Host.Replace).
 //   - A memory.grow past the instance's limit returns -1 to the guest and
 //     the call goes on; a Go guest then dies "out of memory" (ErrLimit),
 //     a C guest sees malloc fail.

@@ -229,9 +229,9 @@ func hostExport(_ context.Context, in *instance, m api.Module, s []uint64) int32
 		return codeOf(err)
 	}
 	if in.sigs == nil {
-		in.sigs = map[string]funcSig{}
+		in.sigs = map[string]raceless.Signature{}
 	}
-	in.sigs[name] = funcSig{def.ParamTypes(), def.ResultTypes()}
+	in.sigs[name] = raceless.Signature{Params: valueTypes(def.ParamTypes()), Results: valueTypes(def.ResultTypes())}
 	return 0
 }
 
@@ -335,4 +335,14 @@ func hostHook(_ context.Context, in *instance, m api.Module, s []uint64) int32 {
 		return codeOf(err)
 	}
 	return 0
+}
+
+// valueTypes converts wazero's value types to raceless's (the same bytes:
+// both use the binary format's encoding).
+func valueTypes(ts []api.ValueType) []raceless.ValueType {
+	out := make([]raceless.ValueType, len(ts))
+	for i, t := range ts {
+		out[i] = raceless.ValueType(t)
+	}
+	return out
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
-	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/raceless/raceless"
@@ -109,10 +108,7 @@ type Loader struct {
 	closed   bool
 	compiled map[string]*compiled // by sha256 of the binary
 	live     map[*instance]struct{}
-	// byOwner finds the initialized instances by their raceless.Instance
-	// (Signature).
-	byOwner map[*raceless.Instance]*instance
-	seq     uint64
+	seq      uint64
 
 	compileHook func(sum string) // tests: called as a compilation starts, without mu
 }
@@ -151,7 +147,7 @@ func NewLoader(ctx context.Context, cfg Config) (*Loader, error) {
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)
 	l := &Loader{
 		cfg: cfg, rt: rt, cache: cache, done: make(chan struct{}),
-		compiled: map[string]*compiled{}, live: map[*instance]struct{}{}, byOwner: map[*raceless.Instance]*instance{},
+		compiled: map[string]*compiled{}, live: map[*instance]struct{}{},
 	}
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		_ = rt.Close(ctx)
@@ -493,25 +489,4 @@ func (l *Loader) releaseCompiled(c *compiled) {
 	if c.cm != nil {
 		_ = c.cm.Close(context.Background())
 	}
-}
-
-// Signature reports the WebAssembly types of the parameters and results of
-// symbol, a symbol that owner, an instance of a module this Loader loaded,
-// exported (the Owner of its Binding from Host.Acquire). ok is false for
-// anything else: another loader's or a native module, a symbol it did not
-// export, an instance not yet live or gone. Values cross the raceless.Func API as
-// uint64: an i32 or f32 in the low 32 bits (zero-extended results; see
-// the package doc), an i64 or f64 in all 64.
-func (l *Loader) Signature(owner *raceless.Instance, symbol string) (params, results []api.ValueType, ok bool) {
-	l.mu.Lock()
-	in := l.byOwner[owner]
-	l.mu.Unlock()
-	if in == nil {
-		return nil, nil, false
-	}
-	s, ok := in.sigs[symbol] // written only during init, before byOwner had in
-	if !ok {
-		return nil, nil, false
-	}
-	return append([]api.ValueType(nil), s.params...), append([]api.ValueType(nil), s.results...), true
 }

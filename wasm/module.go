@@ -67,12 +67,9 @@ type instance struct {
 	fnInit, fnExit, fnStart, fnStop, fnHook api.Function
 	syms                                    []*api.Function // each symbol's function, by Export order
 	// sigs are the types of the symbols, by name: written during init
-	// (hostExport), read after (Loader.Signature, which finds the
-	// instance in Loader.byOwner only once its init succeeded).
-	sigs map[string]funcSig
-	// owner is the raceless.Instance of the initialized instance, the key
-	// of Loader.byOwner; guarded by Loader.mu.
-	owner *raceless.Instance
+	// (hostExport), read after (Signature: the host asks only once Init
+	// has returned).
+	sigs map[string]raceless.Signature
 
 	// calls is the call lock: held while guest code runs, from the caller's
 	// goroutine (host imports run on it too), with the deadline of the
@@ -236,12 +233,6 @@ func (in *instance) Init(k *raceless.Kernel) error {
 		in.teardown(false)
 		return &GuestError{Code: rc, Msg: msg}
 	}
-	in.l.mu.Lock()
-	if _, live := in.l.live[in]; live && !in.gone.Load() {
-		in.owner = k.Instance()
-		in.l.byOwner[in.owner] = in
-	}
-	in.l.mu.Unlock()
 	// The host may declare the module gone without a successful Exit
 	// (a forced unload whose Exit refused): free it then.
 	gone := k.Instance().Gone()
@@ -350,11 +341,6 @@ func (in *instance) Size() int64 {
 func (in *instance) teardown(kill bool) {
 	in.teardownOnce.Do(func() {
 		in.gone.Store(true)
-		in.l.mu.Lock()
-		if in.owner != nil {
-			delete(in.l.byOwner, in.owner)
-		}
-		in.l.mu.Unlock()
 		if kill {
 			in.kill(raceless.ErrGone)
 			if !in.calls.tryLock(&in.l.tick, noDeadline) {
@@ -388,8 +374,15 @@ func (in *instance) closeLocked() {
 	in.l.releaseCompiled(c)
 }
 
-// funcSig is the type of a symbol.
-type funcSig struct{ params, results []api.ValueType }
+// Signature reports the WebAssembly types of the parameters and results of
+// an exported symbol (raceless.Signer): always declared, the exports of a
+// wasm module being typed. Values cross the raceless.Func API as uint64:
+// an i32 or f32 in the low 32 bits (zero-extended results; see the
+// package doc), an i64 or f64 in all 64.
+func (in *instance) Signature(symbol string) (raceless.Signature, bool) {
+	s, ok := in.sigs[symbol]
+	return s, ok
+}
 
 // dropWazero clears every reference the instance holds into wazero (see
 // the fields), the call lock held and the module closed: what stays

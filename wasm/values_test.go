@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/raceless/raceless/internal/wasmtest"
 	"math"
 	"slices"
 	"strings"
@@ -12,143 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetratelabs/wazero/api"
-
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm/modinfo"
 )
-
-// A slightly larger assembler than tiny's: modules whose raceless_init
-// publishes their symbols through the host's "export" import, so that a
-// test can pin down the exact types of a symbol (Go's wasmexport has no
-// i32 results a test could force garbage into, nor f32).
-
-// Value types and opcodes used below.
-const (
-	tI32 = 0x7f
-	tI64 = 0x7e
-	tF32 = 0x7d
-	tF64 = 0x7c
-)
-
-func sleb(v int64) []byte {
-	var b []byte
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
-}
-
-func i32const(v int32) []byte  { return append([]byte{0x41}, sleb(int64(v))...) }
-func callFn(idx uint32) []byte { return append([]byte{0x10}, wasmtest.ULEB(idx)...) }
-
-func functype(params, results []byte) []byte {
-	return append(append([]byte{0x60}, wasmtest.Vec(bytesOf(params)...)...), wasmtest.Vec(bytesOf(results)...)...)
-}
-
-func bytesOf(b []byte) [][]byte {
-	out := make([][]byte, len(b))
-	for i, c := range b {
-		out[i] = []byte{c}
-	}
-	return out
-}
-
-// asmFunc is a defined function: its type and its code (instructions,
-// without the final end; no locals but the parameters).
-type asmFunc struct {
-	export         string // exported under this name ("" for none)
-	symbol         bool   // and published as a symbol by raceless_init
-	params, result []byte
-	code           []byte
-}
-
-// asmModule assembles a module importing raceless.export, import and call
-// (function indices 0, 1, 2), with one page of exported memory holding the
-// names at 0, one mutable i32 global per import (initially -1), an init
-// that imports the symbols of imports (their handles in globals 0, 1...;
-// it fails if one cannot be imported) and exports every symbol function,
-// an exit returning 0, and funcs.
-func asmModule(imports []string, funcs ...asmFunc) []byte {
-	const nimp = 3
-	// Types: 0 = (i32 i32) -> i32, 1 = (i32 x5) -> i32, 2 = () -> i32,
-	// then one per defined function.
-	types := [][]byte{
-		functype([]byte{tI32, tI32}, []byte{tI32}),
-		functype([]byte{tI32, tI32, tI32, tI32, tI32}, []byte{tI32}),
-		functype(nil, []byte{tI32}),
-	}
-	var data []byte
-	name := func(s string) (int32, int32) {
-		off := int32(len(data))
-		data = append(data, s...)
-		return off, int32(len(s))
-	}
-	// init: handles of the imports into globals, then export the symbols;
-	// it returns the OR of the codes (0 when every one succeeded).
-	var initCode []byte
-	initCode = append(initCode, i32const(0)...)
-	for g, imp := range imports {
-		off, n := name(imp)
-		initCode = append(initCode, i32const(off)...)
-		initCode = append(initCode, i32const(n)...)
-		initCode = append(initCode, callFn(1)...)
-		initCode = append(initCode, 0x24) // global.set
-		initCode = append(initCode, wasmtest.ULEB(uint32(g))...)
-		initCode = append(initCode, 0x23) // global.get
-		initCode = append(initCode, wasmtest.ULEB(uint32(g))...)
-		initCode = append(initCode, i32const(31)...)
-		initCode = append(initCode, 0x75, 0x72) // i32.shr_s, i32.or: -1 if the handle is negative
-	}
-	for _, f := range funcs {
-		if f.symbol {
-			off, n := name(f.export)
-			initCode = append(initCode, i32const(off)...)
-			initCode = append(initCode, i32const(n)...)
-			initCode = append(initCode, callFn(0)...)
-			initCode = append(initCode, 0x72) // i32.or
-		}
-	}
-	all := append([]asmFunc{
-		{export: "raceless_init", result: []byte{tI32}, code: initCode},
-		{export: "raceless_exit", result: []byte{tI32}, code: i32const(0)},
-	}, funcs...)
-	var fsec, exps, codes [][]byte
-	for i, f := range all {
-		types = append(types, functype(f.params, f.result))
-		fsec = append(fsec, wasmtest.ULEB(uint32(len(types)-1)))
-		if f.export != "" {
-			exps = append(exps, append(wasmtest.Name(f.export), append([]byte{0}, wasmtest.ULEB(uint32(nimp+i))...)...))
-		}
-		body := append(append([]byte{0}, f.code...), 0x0b) // no locals
-
-		codes = append(codes, append(wasmtest.ULEB(uint32(len(body))), body...))
-	}
-	exps = append(exps, append(wasmtest.Name("memory"), 2, 0))
-	imp := func(name string, typ uint32) []byte {
-		return append(append(wasmtest.Name("raceless"), wasmtest.Name(name)...), append([]byte{0}, wasmtest.ULEB(typ)...)...)
-	}
-	var globals [][]byte
-	for range max(len(imports), 1) {
-		globals = append(globals, append([]byte{tI32, 1}, append(i32const(-1), 0x0b)...))
-	}
-	b := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
-	b = append(b, wasmtest.Section(1, wasmtest.Vec(types...))...)
-	b = append(b, wasmtest.Section(2, wasmtest.Vec(imp("export", 0), imp("import", 0), imp("call", 1)))...)
-	b = append(b, wasmtest.Section(3, wasmtest.Vec(fsec...))...)
-	b = append(b, wasmtest.Section(5, wasmtest.Vec([]byte{0, 1}))...)
-	b = append(b, wasmtest.Section(6, wasmtest.Vec(globals...))...)
-	b = append(b, wasmtest.Section(7, wasmtest.Vec(exps...))...)
-	b = append(b, wasmtest.Section(10, wasmtest.Vec(codes...))...)
-	seg := append([]byte{0}, append(i32const(0), 0x0b)...)
-	seg = append(seg, wasmtest.Name(string(data))...)
-	b = append(b, wasmtest.Section(11, wasmtest.Vec(seg))...)
-	return b
-}
 
 func appendInfo(bin []byte, name string) []byte {
 	b, err := modinfo.Append(bin, tinyInfo(name))
@@ -173,25 +39,25 @@ func (e *env) loadBytes(name string, bin []byte) *raceless.Instance {
 
 // valuesModule exports symbols of every value type.
 func valuesModule() []byte {
-	sym := func(name string, params, result []byte, code ...byte) asmFunc {
-		return asmFunc{export: name, symbol: true, params: params, result: result, code: code}
+	sym := func(name string, params, result []byte, code ...byte) wasmtest.Func {
+		return wasmtest.Func{Export: name, Symbol: true, Params: params, Result: result, Code: code}
 	}
-	return asmModule(nil,
+	return wasmtest.Module(nil,
 		// one32(i64) -> i32: 1. Its result takes the argument's slot.
-		sym("one32", []byte{tI64}, []byte{tI32}, 0x41, 1),
+		sym("one32", []byte{wasmtest.I64}, []byte{wasmtest.I32}, 0x41, 1),
 		// neg32() -> i32: -5.
-		sym("neg32", nil, []byte{tI32}, i32const(-5)...),
+		sym("neg32", nil, []byte{wasmtest.I32}, wasmtest.I32Const(-5)...),
 		// id32(i32) -> i32, and hi32(i32) -> i64: the argument zero-extended
 		// as the guest sees it (i64.extend_i32_u).
-		sym("id32", []byte{tI32}, []byte{tI32}, 0x20, 0),
-		sym("ext32", []byte{tI32}, []byte{tI64}, 0x20, 0, 0xad),
-		sym("id64", []byte{tI64}, []byte{tI64}, 0x20, 0),
-		sym("idf32", []byte{tF32}, []byte{tF32}, 0x20, 0),
-		sym("idf64", []byte{tF64}, []byte{tF64}, 0x20, 0),
+		sym("id32", []byte{wasmtest.I32}, []byte{wasmtest.I32}, 0x20, 0),
+		sym("ext32", []byte{wasmtest.I32}, []byte{wasmtest.I64}, 0x20, 0, 0xad),
+		sym("id64", []byte{wasmtest.I64}, []byte{wasmtest.I64}, 0x20, 0),
+		sym("idf32", []byte{wasmtest.F32}, []byte{wasmtest.F32}, 0x20, 0),
+		sym("idf64", []byte{wasmtest.F64}, []byte{wasmtest.F64}, 0x20, 0),
 		// pair(i64) -> (i32, i32): the argument wrapped, and -1.
-		sym("pair", []byte{tI64}, []byte{tI32, tI32}, 0x20, 0, 0xa7, 0x41, 0x7f),
+		sym("pair", []byte{wasmtest.I64}, []byte{wasmtest.I32, wasmtest.I32}, 0x20, 0, 0xa7, 0x41, 0x7f),
 		// mixed(i64, i32, f32) -> i64: the i32 argument sign-extended.
-		sym("mixed", []byte{tI64, tI32, tF32}, []byte{tI64}, 0x20, 1, 0xac),
+		sym("mixed", []byte{wasmtest.I64, wasmtest.I32, wasmtest.F32}, []byte{wasmtest.I64}, 0x20, 1, 0xac),
 	)
 }
 
@@ -302,28 +168,28 @@ func TestImportedCallResults(t *testing.T) {
 	// callsym(handle global g, nargs n)(args..., max i32) -> (code i32,
 	// r0 i64, r1 i64): the arguments stored at 64, call(handle, 64, n,
 	// 128, max), then the code and the two result slots at 128.
-	callsym := func(name string, g uint32, nargs int) asmFunc {
+	callsym := func(name string, g uint32, nargs int) wasmtest.Func {
 		var code, params []byte
 		for i := range nargs {
-			code = append(code, i32const(int32(64+8*i))...)
+			code = append(code, wasmtest.I32Const(int32(64+8*i))...)
 			code = append(code, 0x20, byte(i)) // local.get i
 			code = append(code, 0x37, 3, 0)    // i64.store align=8
-			params = append(params, tI64)
+			params = append(params, wasmtest.I64)
 		}
 		code = append(code, 0x23, byte(g)) // global.get g: the handle
-		code = append(code, i32const(64)...)
-		code = append(code, i32const(int32(nargs))...)
-		code = append(code, i32const(128)...)
+		code = append(code, wasmtest.I32Const(64)...)
+		code = append(code, wasmtest.I32Const(int32(nargs))...)
+		code = append(code, wasmtest.I32Const(128)...)
 		code = append(code, 0x20, byte(nargs)) // local.get: max
-		code = append(code, callFn(2)...)
-		code = append(code, i32const(128)...)
+		code = append(code, wasmtest.Call(2)...)
+		code = append(code, wasmtest.I32Const(128)...)
 		code = append(code, 0x29, 3, 0) // i64.load align=8
-		code = append(code, i32const(136)...)
+		code = append(code, wasmtest.I32Const(136)...)
 		code = append(code, 0x29, 3, 0)
-		return asmFunc{export: name, symbol: true, params: append(params, tI32),
-			result: []byte{tI32, tI64, tI64}, code: code}
+		return wasmtest.Func{Export: name, Symbol: true, Params: append(params, wasmtest.I32),
+			Result: []byte{wasmtest.I32, wasmtest.I64, wasmtest.I64}, Code: code}
 	}
-	e.loadBytes("caller", asmModule([]string{"pair", "neg32"},
+	e.loadBytes("caller", wasmtest.Module([]string{"pair", "neg32"},
 		callsym("callpair", 0, 1), callsym("callneg", 1, 0)))
 	if h := vals.Holders(); len(h) != 1 || h[0] != "caller" {
 		t.Fatalf("vals holders %v, want [caller]", h)
@@ -379,7 +245,7 @@ func TestImportNotFunc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := e.l.OpenBytes("/virtual/importer.wasm", appendInfo(asmModule([]string{"notfn"}), "importer"))
+	src, err := e.l.OpenBytes("/virtual/importer.wasm", appendInfo(wasmtest.Module([]string{"notfn"}), "importer"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,35 +272,30 @@ type nativeMod func(k *raceless.Kernel) error
 func (f nativeMod) Init(k *raceless.Kernel) error { return f(k) }
 func (nativeMod) Exit() (int, error)              { return 0, nil }
 
-// TestSignature checks that the loader reports a symbol's types (the CLI
-// formats values with them) and nothing for what it did not export.
+// TestSignature checks that a wasm module declares its symbols' types
+// (raceless.Signer, read through Binding.Signature: the CLI formats values
+// with them, Replace compares them) and that a released Binding tells
+// nothing.
 func TestSignature(t *testing.T) {
 	e := newEnv(t, wasmConfig())
-	m := e.loadBytes("vals", valuesModule())
-	p, r, ok := e.l.Signature(m, "mixed")
-	if !ok || typeNames(p) != "i64 i32 f32" || typeNames(r) != "i64" {
-		t.Fatalf("mixed: %v %v %v", p, r, ok)
-	}
-	if p, r, ok := e.l.Signature(m, "pair"); !ok || typeNames(p) != "i64" || typeNames(r) != "i32 i32" {
-		t.Fatalf("pair: %v %v %v", p, r, ok)
-	}
-	if _, _, ok := e.l.Signature(m, "raceless_init"); ok {
-		t.Fatal("raceless_init has a signature")
+	e.loadBytes("vals", valuesModule())
+	for sym, want := range map[string]string{"mixed": "(i64,i32,f32)->(i64)", "pair": "(i64)->(i32,i32)"} {
+		b, err := e.h.Acquire(raceless.KindSymbol, sym)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, ok := b.Signature()
+		if !ok || sig.String() != want {
+			t.Fatalf("%s: %v %v, want %s", sym, sig, ok, want)
+		}
+		b.Release()
+		if _, ok := b.Signature(); ok {
+			t.Fatalf("%s: a released Binding has a signature", sym)
+		}
 	}
 	if err := e.h.Unload(context.Background(), "vals", raceless.UnloadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := e.l.Signature(m, "mixed"); ok {
-		t.Fatal("a gone module has a signature")
-	}
-}
-
-func typeNames(ts []api.ValueType) string {
-	s := make([]string, len(ts))
-	for i, t := range ts {
-		s[i] = api.ValueTypeName(t)
-	}
-	return strings.Join(s, " ")
 }
 
 func equal(a, b []uint64) bool {
@@ -506,12 +367,12 @@ func testForcedUnloadInImport(t *testing.T, honour bool) {
 	var code []byte
 	code = append(code, 0x23, 0) // global.get 0: the handle
 	for _, v := range []int32{64, 0, 128, 1} {
-		code = append(code, i32const(v)...)
+		code = append(code, wasmtest.I32Const(v)...)
 	}
-	code = append(code, callFn(2)...)
+	code = append(code, wasmtest.Call(2)...)
 	code = append(code, 0xac) // i64.extend_i32_s
-	e.loadBytes("caller", asmModule([]string{"park"}, asmFunc{
-		export: "callpark", symbol: true, result: []byte{tI64}, code: code,
+	e.loadBytes("caller", wasmtest.Module([]string{"park"}, wasmtest.Func{
+		Export: "callpark", Symbol: true, Result: []byte{wasmtest.I64}, Code: code,
 	}))
 	b, err := e.h.Acquire(raceless.KindSymbol, "callpark")
 	if err != nil {

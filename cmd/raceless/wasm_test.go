@@ -6,8 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm"
+	"github.com/raceless/raceless/wasm/modinfo"
 )
 
 // moduleDir builds the example wasm modules (provider exports add and mul
@@ -168,4 +170,75 @@ func TestDepmodSkipsMalformedFile(t *testing.T) {
 	if dep, _ := os.ReadFile(filepath.Join(dir, "modules.dep")); string(dep) != "provider.wasm:\n" {
 		t.Fatalf("modules.dep:\n%s", dep)
 	}
+}
+
+// raceless replace swaps a module that others import (issue 15, point 11):
+// allowed when the new version exports every symbol the importers hold,
+// with the same types, and the importers then call the new version;
+// refused otherwise, naming the symbols; a version that drops a symbol
+// nobody imports is refused unless forced.
+func TestReplaceImportedWasmModule(t *testing.T) {
+	dir := moduleDir(t)
+	// Versions of provider, without a Go runtime: add of (i64, i64) ->
+	// i64 returning a+b+bias (the bias tells the versions apart), mul,
+	// or add retyped to (i32, i32) -> i32.
+	version := func(file string, funcs ...wasmtest.Func) string {
+		bin, err := modinfo.Append(wasmtest.Module(nil, funcs...), raceless.Info{Name: "provider", Version: file, License: "MIT"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), file)
+		if err := os.WriteFile(path, bin, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	op := func(name string, t byte, add byte, bias int64) wasmtest.Func {
+		code := []byte{0x20, 0, 0x20, 1, add} // local.get 0, local.get 1, add
+		if t == wasmtest.I64 {
+			code = append(append(code, wasmtest.I64Const(bias)...), 0x7c)
+		} else {
+			code = append(append(code, wasmtest.I32Const(int32(bias))...), 0x6a)
+		}
+		return wasmtest.Func{Export: name, Symbol: true, Params: []byte{t, t}, Result: []byte{t}, Code: code}
+	}
+	add := func(bias int64) wasmtest.Func { return op("add", wasmtest.I64, 0x7c, bias) }
+	mul := op("mul", wasmtest.I64, 0x7e, 0) // i64.mul
+	v2 := version("provider2.wasm", add(1000), mul)
+	noAdd := version("provider3.wasm", mul)
+	retyped := version("provider4.wasm", op("add", wasmtest.I32, 0x6a, 0), mul)
+	noMul := version("provider5.wasm", add(2000))
+
+	d := startDaemon(t, "--modules", dir)
+	d.run("insmod", filepath.Join(dir, "provider.wasm")).ok(t)
+	d.run("insmod", filepath.Join(dir, "consumer.wasm")).ok(t)
+	if got := d.run("call", "sum3", "1", "2", "3").ok(t).stdout; got != "6\n" {
+		t.Fatalf("sum3 before: %q", got)
+	}
+	d.run("replace", v2).ok(t)
+	// consumer's imported add now calls version 2: (1+2+1000)+3+1000.
+	if got := d.run("call", "sum3", "1", "2", "3").ok(t).stdout; got != "2006\n" {
+		t.Fatalf("sum3 after the replace: %q", got)
+	}
+	if got := d.run("cat", "/proc/modules").ok(t).stdout; !strings.Contains(got, "provider ") || !strings.Contains(got, " 1 consumer,") {
+		t.Fatalf("/proc/modules after the replace:\n%s", got)
+	}
+	if got := d.run("modinfo", "-F", "version", "provider").ok(t).stdout; got != "provider2.wasm\n" {
+		t.Fatalf("version after the replace: %q", got)
+	}
+	d.run("replace", noAdd).fails(t, 5, "replace: ERROR: could not replace module "+noAdd+": Device or resource busy (replace provider: busy: the replacement does not serve its importers: add (imported by consumer) is missing)")
+	d.run("replace", "-f", noAdd).fails(t, 5, "replace: ERROR: could not replace module "+noAdd+": Device or resource busy (replace provider: busy: the replacement does not serve its importers: add (imported by consumer) is missing)")
+	d.run("replace", retyped).fails(t, 5, "replace: ERROR: could not replace module "+retyped+": Device or resource busy (replace provider: busy: the replacement does not serve its importers: add (imported by consumer) changes type from (i64,i64)->(i64) to (i32,i32)->(i32))")
+	d.run("replace", noMul).fails(t, 5, "replace: ERROR: could not replace module "+noMul+": Device or resource busy (replace provider: busy: the replacement drops symbols that callers may hold: mul (force to drop them))")
+	// Every refusal left version 2 serving.
+	if got := d.run("call", "sum3", "1", "2", "3").ok(t).stdout; got != "2006\n" {
+		t.Fatalf("sum3 after the refusals: %q", got)
+	}
+	d.run("replace", "--force", noMul).ok(t)
+	if got := d.run("call", "sum3", "1", "2", "3").ok(t).stdout; got != "4006\n" {
+		t.Fatalf("sum3 after the forced replace: %q", got)
+	}
+	d.run("call", "mul", "2", "3").fails(t, 3, "call: ERROR: acquire mul: symbol: not found")
+	d.run("rmmod", "provider").fails(t, 5, "rmmod: ERROR: Module provider is in use by: consumer")
+	d.run("rmmod", "consumer", "provider").ok(t)
 }

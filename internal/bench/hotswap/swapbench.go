@@ -125,7 +125,7 @@ func Measure(ctx context.Context, opts Options) (Result, error) {
 		gap := opts.Phase / time.Duration(opts.Swaps)
 		for v := 1; v <= opts.Swaps; v++ {
 			t0 := time.Now()
-			if _, err := h.Replace(ctx, "swapped", source(v), nil); err != nil {
+			if _, err := h.Replace(ctx, "swapped", source(v), nil, raceless.ReplaceOptions{}); err != nil {
 				swapErr = err
 				return
 			}

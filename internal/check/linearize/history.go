@@ -386,7 +386,7 @@ func client(ctx context.Context, h *raceless.Host, ns *vfs.Namespace, rec *Recor
 			}
 			octx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
 			call := rec.Now()
-			inst, err := h.Replace(octx, name, sources[name][c], nil)
+			inst, err := h.Replace(octx, name, sources[name][c], nil, raceless.ReplaceOptions{})
 			ret := rec.Now()
 			hung := octx.Err() != nil
 			cancel()

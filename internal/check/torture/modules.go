@@ -198,9 +198,11 @@ func (m *tmod) Stop() {
 func (m *tmod) noteForced() {
 	if inst := m.inst.Load(); inst != nil {
 		for _, t := range inst.Taints() {
-			// A forced unload, or an undone hot swap that unloads the
-			// new instance although its Exit refused (documented).
-			if strings.Contains(t, "forced") || strings.Contains(t, "undoing a replacement") {
+			// A forced unload, or an instance that never served whose
+			// Exit refused and which the host freed anyway (documented):
+			// the new instance of an undone hot swap, a replacement
+			// refused for its exports, a failed Start's.
+			if strings.Contains(t, "forced") || strings.Contains(t, "exit refused while") {
 				m.forced.Store(true)
 				return
 			}

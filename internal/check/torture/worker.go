@@ -477,7 +477,7 @@ func (w *worker) opReplace(ctx context.Context) {
 	}
 	cctx, stop := w.withCancel(pctx, 10)
 	defer stop()
-	inst, err := w.r.host.Replace(cctx, s.name, s.src, nil)
+	inst, err := w.r.host.Replace(cctx, s.name, s.src, nil, raceless.ReplaceOptions{})
 	if err != nil && pctx != octx && pctx.Err() != nil && octx.Err() == nil {
 		w.outcomes["replace/patience"]++
 	} else {

@@ -146,7 +146,7 @@ func init() {
 			what: "run the daemon"},
 		"insmod": {run: runInsmod, usage: "insmod FILE [key=value ...]",
 			what: "load a module file", daemon: true, json: "print the loaded module's status as JSON"},
-		"replace": {run: runReplace, usage: "replace FILE [key=value ...]",
+		"replace": {run: runReplace, flags: replaceFlags, usage: "replace [-f|--force] FILE [key=value ...]",
 			what: "hot swap: replace the live module of the same name without failing a call", daemon: true, json: "print the new instance's status as JSON"},
 		"rmmod": {run: runRmmod, flags: rmmodFlags, usage: "rmmod [-f|--force] [-w|--wait[=DURATION]] [-v] NAME ... | rmmod -a",
 			what: "unload modules", daemon: true, json: "with -a: print the removed modules as JSON"},

@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tetratelabs/wazero/api"
-
 	"github.com/raceless/raceless/cmd/raceless/internal/control"
 	"github.com/raceless/raceless/cmd/raceless/internal/daemon"
 )
@@ -156,15 +154,6 @@ func jsonValue(v uint64, typ string) any {
 		return s
 	}
 	return json.Number(s)
-}
-
-// typeNames names WebAssembly value types as the text format does.
-func typeNames(ts []api.ValueType) []string {
-	out := make([]string, len(ts))
-	for i, t := range ts {
-		out[i] = api.ValueTypeName(t)
-	}
-	return out
 }
 
 func runPing(e *env) error {

@@ -25,6 +25,10 @@ func params(args []string) (map[string]string, error) {
 
 func runInsmod(e *env) error { return loadFile(e, "load", "insert") }
 
+var replaceFlags = []flagSpec{
+	{short: "f", long: "force", help: "let the new version drop symbols the old one exports that no module imports"},
+}
+
 // runReplace hot-swaps the live module of the same name for FILE.
 func runReplace(e *env) error { return loadFile(e, "replace", "replace") }
 
@@ -47,7 +51,8 @@ func loadFile(e *env, op, verb string) error {
 		return e.fail(err, "could not load module %s: No such file or directory", file)
 	}
 	var st daemon.ModuleStatus
-	if err := e.callInto(&control.Request{Op: op, Path: abs, Params: p}, &st); err != nil {
+	req := &control.Request{Op: op, Path: abs, Params: p, Force: e.args.has("force")}
+	if err := e.callInto(req, &st); err != nil {
 		if errors.Is(err, control.ErrNoDaemon) {
 			return err
 		}

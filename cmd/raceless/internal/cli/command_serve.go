@@ -152,10 +152,6 @@ func runServe(e *env) error {
 		Mounts:          defaults.Mounts(),
 		Open:            open,
 		ReadInfo:        readInfo,
-		Signature: func(owner *raceless.Instance, symbol string) (params, results []string, ok bool) {
-			p, r, ok := loader.Signature(owner, symbol)
-			return typeNames(p), typeNames(r), ok
-		},
 	})
 	if err != nil {
 		return e.fail(err, "cannot start: %v", err)

@@ -42,12 +42,7 @@ type Config struct {
 	Boot     []string          // built-in modules loaded at start
 	Open     modindex.OpenFunc // opens loadable module files; nil: not supported
 	ReadInfo func(path string) (raceless.Info, error)
-	// Signature reports the value types ("i32", "i64", "f32", "f64") of
-	// the parameters and results of symbol, a Func owner exports, where
-	// they are known (a wasm module's); nil: never known. raceless call
-	// parses its arguments and prints its results with them.
-	Signature func(owner *raceless.Instance, symbol string) (params, results []string, ok bool)
-	Mounts    []BootMount // mounted at start, in order
+	Mounts   []BootMount // mounted at start, in order
 }
 
 // BootMount is a mount made at start.

@@ -172,7 +172,7 @@ func (d *Daemon) opReplace(ctx context.Context, req *control.Request) (any, erro
 		return nil, err
 	}
 	name := src.Info().Name
-	m, err := d.host.Replace(ctx, name, src, req.Params)
+	m, err := d.host.Replace(ctx, name, src, req.Params, raceless.ReplaceOptions{Force: req.Force})
 	if err != nil {
 		d.metrics.failed(name, "replace")
 		return nil, err
@@ -454,8 +454,11 @@ type Signature struct {
 	Results []string `json:"results"`
 }
 
-// opSignature answers the types of the Func symbol req.Name, or null when
-// they are not known (a native module's Func takes and returns uint64).
+// opSignature answers the types of the Func symbol req.Name, as its owner
+// declares them (raceless.Signer: a wasm module always does), or null when
+// they are not declared (a native module's Func may take and return any
+// uint64). raceless call parses its arguments and prints its results with
+// them.
 func (d *Daemon) opSignature(req *control.Request) (any, error) {
 	b, err := d.host.Acquire(raceless.KindSymbol, req.Name)
 	if err != nil {
@@ -465,14 +468,20 @@ func (d *Daemon) opSignature(req *control.Request) (any, error) {
 	if _, ok := b.Value().(raceless.Func); !ok {
 		return nil, fmt.Errorf("symbol %s of %s is a %T, not a function: %w", req.Name, b.Owner().Name(), b.Value(), raceless.ErrInvalid)
 	}
-	if d.cfg.Signature == nil {
-		return nil, nil
-	}
-	p, r, ok := d.cfg.Signature(b.Owner(), req.Name)
+	sig, ok := b.Signature()
 	if !ok {
 		return nil, nil
 	}
-	return Signature{Params: nonNil(p), Results: nonNil(r)}, nil
+	return Signature{Params: typeNames(sig.Params), Results: typeNames(sig.Results)}, nil
+}
+
+// typeNames names value types as the WebAssembly text format does.
+func typeNames(ts []raceless.ValueType) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.String()
+	}
+	return out
 }
 
 func (d *Daemon) opCall(ctx context.Context, req *control.Request) (any, error) {
