@@ -144,5 +144,6 @@ func (c *Caller) CallHooks(ctx context.Context, event string, arg any) error {
 		c.inHooks = false
 		r.reader.Unlock()
 	}()
-	return c.h.callHooks(ctx, c.h.reg.snap.Load().hooks[event], event, arg)
+	var buf [8]*registration
+	return c.h.callHooks(ctx, c.h.reg.hookList(event, buf[:0]), event, arg)
 }

@@ -64,8 +64,8 @@
 //
 // Their costs and contracts:
 //
-//   - Host.Acquire looks the name up (one atomic load of the published
-//     snapshot and a map lookup) and takes a reference on the owner (one
+//   - Host.Acquire looks the name up (a lock-free hash probe and a check of
+//     the owner's publication) and takes a reference on the owner (one
 //     atomic add on a slot of the owner's counter, striped so that
 //     goroutines rarely share one); Binding.Release drops it. Hold a
 //     Binding across many calls, or for a value that is not a function (a

@@ -30,14 +30,17 @@ type Host struct {
 	// mutex (Kill, Revive). Every other lock here is a leaf. None is held
 	// while module code or a subscriber runs.
 
-	// mu guards byName, seq and every Instance's deps, holders,
+	// mu guards byName, autoclean, seq and every Instance's deps, holders,
 	// imported, swap, waitingFor, replaces, restored, events, delivering
 	// and unloading fields, the hotSwap records, and state transitions. It is never held while module code
 	// runs. Held, it may be followed by Instance.regMu, registry.mu and a
 	// ref.Ref's mutex.
 	mu     sync.Mutex
 	byName map[string]*Instance // the current instance of each name, coming/live/going
-	seq    uint64
+	// autoclean holds the demand-loaded instances not yet gone: the
+	// candidates of an autoclean sweep, which so never walks the others.
+	autoclean map[*Instance]struct{}
+	seq       uint64
 
 	subMu sync.Mutex                     // serialises writers of subs; a leaf
 	subs  atomic.Pointer[[]*func(Event)] // the notifier chain, copy-on-write
@@ -136,10 +139,11 @@ func WithResolver(r Resolver) Option { return func(h *Host) { h.resolver = r } }
 // New returns a host with no module loaded.
 func New(opts ...Option) *Host {
 	h := &Host{
-		log:    slog.Default(),
-		grace:  grace.New(),
-		reg:    newRegistry(),
-		byName: make(map[string]*Instance),
+		log:       slog.Default(),
+		grace:     grace.New(),
+		reg:       newRegistry(),
+		byName:    make(map[string]*Instance),
+		autoclean: make(map[*Instance]struct{}),
 	}
 	for _, o := range opts {
 		o(h)
@@ -191,19 +195,22 @@ func (h *Host) Acquire(kind Kind, name string) (Binding, error) {
 // for Handle's cache and Kernel.Import. On success a reference was taken on
 // its owner; on an error, none was.
 func (h *Host) acquire(kind Kind, name string) (*registration, error) {
-	reg := h.reg.snap.Load().lookup(kind, name)
+	reg := h.reg.lookup(kind, name)
 	for {
 		if reg == nil {
 			return nil, modErr("acquire", name, fmt.Errorf("%s: %w", kind, ErrNotFound))
 		}
-		if reg.owner.tryGet() {
+		// The registration's copy of the owner's Ref and its own use
+		// mark: no load of the owner's Instance on this path.
+		if reg.refs.TryGet() {
+			reg.noteUse()
 			return reg, nil
 		}
-		// The owner's Kill is ordered after the swap's snapshot store
-		// (both under Host.mu in that order), so a TryGet that failed
-		// because of a swap is followed by a load that sees the new
-		// snapshot.
-		next := h.reg.snap.Load().lookup(kind, name)
+		// The owner's Kill is ordered after the swap's step (the store
+		// of the cell's state; both under Host.mu in that order), so a
+		// TryGet that failed because of a swap is followed by a lookup
+		// that sees the new registration.
+		next := h.reg.lookup(kind, name)
 		if next == reg {
 			// Still published after its owner's TryGet failed: the owner
 			// was going then (killed, being unloaded). It may be gone by
@@ -231,7 +238,8 @@ func (h *Host) Lookup(kind Kind) []Registration { return h.reg.list(kind) }
 func (h *Host) CallHooks(ctx context.Context, event string, arg any) error {
 	tok := h.grace.Lock()
 	defer h.grace.Unlock(tok)
-	return h.callHooks(ctx, h.reg.snap.Load().hooks[event], event, arg)
+	var buf [8]*registration
+	return h.callHooks(ctx, h.reg.hookList(event, buf[:0]), event, arg)
 }
 
 // sectionKey is the context key marking a read section of the host h

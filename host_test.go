@@ -922,4 +922,17 @@ func TestTaintFlags(t *testing.T) {
 	if got := m.Taints(); !slices.Equal(got, []string{"w", "d", "r", "unknown"}) {
 		t.Fatalf("reasons %q", got)
 	}
+	// A module's own taints leave the host as it was, but for E: an
+	// unsigned module taints the host too (the kernel's add_taint_module).
+	if h.TaintMask() != 0 {
+		t.Fatalf("host mask %#x after module taints", h.TaintMask())
+	}
+	m.name = "m"
+	m.Taint(TaintUnsignedModule, "no signature")
+	if got, mask := m.TaintFlags(), h.TaintMask(); got != "RDWE" || mask != 1<<13 || h.TaintFlags() != "E" {
+		t.Fatalf("after E: module %q, host %q %#x", got, h.TaintFlags(), mask)
+	}
+	if got := h.Taints(); !slices.Equal(got, []string{"m: no signature"}) {
+		t.Fatalf("host reasons %q", got)
+	}
 }

@@ -244,11 +244,18 @@ func (m *Instance) caught(what, detail string, sentinel error, err *error, p any
 }
 
 // Taint marks the module as tainted with flag (TaintDied for a panic or a
-// trap, TaintForcedUnload for a forced unload, TaintWarn otherwise; an
-// unknown flag counts as TaintWarn), saying why.
+// trap, TaintForcedUnload for a forced unload, TaintUnsignedModule for a
+// module whose signature was not checked against a trusted key, TaintWarn
+// otherwise; an unknown flag counts as TaintWarn), saying why. An unsigned
+// module taints the host too, as the kernel's add_taint_module does for
+// TAINT_UNSIGNED_MODULE ("module verification failed: ... tainting
+// kernel"): what runs in the host is then not all vouched for.
 func (m *Instance) Taint(flag TaintFlag, reason string) {
 	m.taints.add(flag, reason)
 	m.host.log.Warn("module tainted", "module", m.name, "flag", string(flag), "reason", reason)
+	if flag == TaintUnsignedModule {
+		m.host.taint(flag, m.name+": "+reason)
+	}
 }
 
 // Taints returns the reasons the module was tainted, oldest first. As for
@@ -301,7 +308,9 @@ func (b *Binding) Owner() *Instance { return b.owner }
 func (b *Binding) Release() {
 	if o := b.owner; o != nil {
 		b.owner = nil
-		o.put()
+		if !b.reg.refs.Put() { // o.put, without loading o's Instance
+			o.host.collectUnderflows(o)
+		}
 	}
 }
 

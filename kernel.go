@@ -100,8 +100,13 @@ func (k *Kernel) Import(ctx context.Context, name string) (any, error) {
 	for {
 		reg, err := h.acquire(KindSymbol, name)
 		if err != nil && isNotFound(err) && h.resolver != nil {
-			if _, rerr := h.request(ctx, "symbol:"+name, k.inst); rerr == nil {
+			_, rerr := h.request(ctx, "symbol:"+name, k.inst)
+			if rerr == nil {
 				reg, err = h.acquire(KindSymbol, name)
+			} else if !isNotFound(rerr) {
+				// The demand load found a module and failed it (its
+				// init, a rejected signature): that is the reason.
+				err = rerr
 			}
 		}
 		if err != nil {

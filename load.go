@@ -164,6 +164,9 @@ func (h *Host) newInstance(info Info, key string, params map[string]string, lo l
 	}
 	h.queueEvent(m, StateComing) // delivered by initialize
 	m.autoclean.Store(lo.autoclean)
+	if lo.autoclean {
+		h.autoclean[m] = struct{}{}
+	}
 	// A demand load is a use: the module survives at least one whole
 	// sweep period even if nobody calls it before the next sweep.
 	m.used.Store(lo.autoclean)
@@ -396,6 +399,7 @@ func (h *Host) finishGone(m *Instance) {
 	if h.byName[m.name] == m {
 		delete(h.byName, m.name)
 	}
+	delete(h.autoclean, m)
 	h.mu.Unlock()
 	h.deliver(m) // gone
 	close(m.gone)

@@ -529,3 +529,25 @@ func TestImportFromAHookDuringReplace(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestImportSaysWhyTheDemandLoadFailed: an import whose provider the
+// resolver finds but cannot load fails with that reason (here its Init's
+// error), not with "not found"; an unknown symbol is still ErrNotFound.
+func TestImportSaysWhyTheDemandLoadFailed(t *testing.T) {
+	boom := errors.New("boom")
+	h := quietHost(t, WithResolver(mapResolver{
+		"symbol:add": src("provider", &testModule{init: func(*Kernel) error { return boom }}),
+	}))
+	var addErr, nopeErr error
+	mustLoad(t, h, src("consumer", &testModule{init: func(k *Kernel) error {
+		_, addErr = k.Import(context.Background(), "add")
+		_, nopeErr = k.Import(context.Background(), "nope")
+		return nil
+	}}))
+	if !errors.Is(addErr, boom) || !errors.Is(addErr, ErrInit) || errors.Is(addErr, ErrNotFound) {
+		t.Fatalf("import of a provider whose init fails: %v", addErr)
+	}
+	if !errors.Is(nopeErr, ErrNotFound) {
+		t.Fatalf("import of an unknown symbol: %v", nopeErr)
+	}
+}

@@ -52,7 +52,7 @@ func TestReplaceSwapsAndUnloadsOld(t *testing.T) {
 	if cur, _ := h.Module("svc"); cur != m {
 		t.Fatal("name not taken by the new instance")
 	}
-	if n := len(h.reg.snap.Load().hooks["tick"]); n != 1 {
+	if n := len(h.reg.hookList("tick", nil)); n != 1 {
 		t.Fatalf("%d tick hooks published, want 1", n)
 	}
 	if err := h.Unload(deadline(t), "svc", UnloadOptions{}); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 )
@@ -199,8 +200,8 @@ func (h *Host) Autoclean(ctx context.Context) ([]string, error) {
 	}
 	var removed []string
 	var errs []error
-	for _, m := range h.Modules() {
-		if !m.Autoclean() || m.State() != StateLive {
+	for _, m := range h.autocleanCandidates() {
+		if m.State() != StateLive {
 			continue
 		}
 		if m.takeUsed() {
@@ -220,6 +221,19 @@ func (h *Host) Autoclean(ctx context.Context) ([]string, error) {
 		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+// autocleanCandidates returns the demand-loaded instances not yet gone,
+// newest first: O(candidates), however many other modules are loaded.
+func (h *Host) autocleanCandidates() []*Instance {
+	h.mu.Lock()
+	out := make([]*Instance, 0, len(h.autoclean))
+	for m := range h.autoclean {
+		out = append(out, m)
+	}
+	h.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].seq > out[j].seq })
+	return out
 }
 
 func isContextErr(err error) bool {

@@ -23,6 +23,11 @@ const (
 	// TaintWarn: anything else a module or the host reports, such as an
 	// exit refused where it cannot be (TAINT_WARN).
 	TaintWarn TaintFlag = 'W'
+	// TaintUnsignedModule: a module was loaded whose signature could not
+	// be checked against a trusted key, because it has none or because
+	// its key is not in the host's keyring (TAINT_UNSIGNED_MODULE). A
+	// module whose signature does not verify is never loaded.
+	TaintUnsignedModule TaintFlag = 'E'
 )
 
 // taintBit is each flag's bit in the kernel's taint mask.
@@ -34,13 +39,15 @@ func (f TaintFlag) bit() (uint, bool) {
 		return 7, true
 	case TaintWarn:
 		return 9, true
+	case TaintUnsignedModule:
+		return 13, true
 	}
 	return 0, false
 }
 
 // taintOrder is the order in which the kernel prints its letters (bit
 // order), restricted to the flags raceless sets.
-var taintOrder = []TaintFlag{TaintForcedUnload, TaintDied, TaintWarn}
+var taintOrder = []TaintFlag{TaintForcedUnload, TaintDied, TaintWarn, TaintUnsignedModule}
 
 // taintsKept is how many taint reasons a host or an instance keeps. The
 // kernel keeps only flags; we keep reasons, because "why" is what an

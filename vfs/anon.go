@@ -51,7 +51,7 @@ func (a *AnonMount) NewFile(ctx context.Context, name string, h Handle, flag int
 		}
 		var m *Mount
 		if err == nil {
-			m, err = newMount(ctx, sb, a.t, nil, a.fstype, "", mountInternal)
+			m, err = newMount(ctx, sb, a.t, MountRequest{Source: a.fstype, Cred: processCred()}, mountInternal)
 		}
 		if err != nil {
 			a.mu.Unlock()
@@ -64,7 +64,7 @@ func (a *AnonMount) NewFile(ctx context.Context, name string, h Handle, flag int
 	a.count++
 	m := a.mnt
 	a.mu.Unlock()
-	return &File{m: m, n: m.root, h: h, name: name, flag: flag, onClose: a.closed}, nil
+	return &File{m: m, n: m.root, ino: m.rootIno, h: h, name: name, flag: flag, onClose: a.closed}, nil
 }
 
 // pin takes the internal mount's reference on the module, as

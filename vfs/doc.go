@@ -64,6 +64,31 @@
 // own rules instead: it refuses what fs.ValidPath refuses, names that are
 // not UTF-8 included, with fs.ErrInvalid.
 //
+// # Paths and Locs
+//
+// Every path operation has a Loc form, as Linux's system calls have *at
+// forms: a Loc (a mount and a node, reached by a lookup) stands for the
+// directory file descriptor a relative name starts from (MkdirAt, OpenAt,
+// LookupAt, RenameAt, ...), or for the node itself (Loc.Stat, Loc.Open,
+// Loc.ReadDir, ...). Both forms run one core per operation; the path form
+// starts from the Proc's working directory. A Loc holds no reference: an
+// operation on it takes one for its duration and fails ENOENT once the
+// mount is dead. The FUSE view is built on Locs, so that it never rebuilds
+// a path: Linux limits the length of the path a process passes (PathMax),
+// not the depth of a tree.
+//
+// # Permissions
+//
+// New nodes are owned as Linux's inode_init_owner owns them: by the
+// caller's credentials (a Proc's Cred, or the Cred given to an *At
+// operation), with the group of a setgid directory, which a new directory
+// also inherits the setgid bit of. The VFS itself checks no permission
+// bits: a Proc acts as the process that made it, which is the namespace's
+// owner (as a FUSE server acts on its own files), and creation modes are
+// taken as given (no umask). Through FUSE the kernel checks every access
+// (the mount's default_permissions: see vfs/fusefs), with the caller's
+// groups and capabilities, which a FUSE request does not carry.
+//
 // # Panics in filesystems
 //
 // Every call into a filesystem's code (FileSystemType.Mount, the
@@ -71,7 +96,8 @@
 // through one recovering path (guard, in guard.go). A panic there fails the
 // operation with an error wrapping EIO (a *PanicError naming the filesystem
 // type and the operation, inside the usual *fs.PathError; a FUSE client
-// reads EIO), taints the module owning the filesystem type, and leaves no
+// reads EIO), taints the module owning the filesystem type (the host logs
+// "module tainted" with the module's name and the error), and leaves no
 // VFS lock or reference behind: a panicking Handle.Release still closes the
 // file, a panicking Superblock.Release still drops the module reference.
 // The host, the namespace and the FUSE server go on.
@@ -123,11 +149,14 @@
 //
 // # Caveats
 //
-//   - There are no permission checks: mode bits are stored and reported,
-//     every caller acts as root.
+//   - In process there are no permission checks (see "Permissions").
 //   - MNT_FORCE is a plain umount.
 //   - Mount propagation (shared/slave mounts), pivot_root and mount
 //     namespaces cloning are not implemented.
-//   - A FUSE view maps (superblock, inode) pairs to FUSE inode numbers and
-//     never forgets a pair.
+//   - Opening a named pipe, socket or device node in process is ENXIO
+//     unless the filesystem opens it (ramfs does not); through FUSE the
+//     kernel opens them itself.
+//   - No extended attributes, fallocate, O_TMPFILE, file locks or rename
+//     flags (RENAME_NOREPLACE, RENAME_EXCHANGE: EINVAL).
+//   - docs/vfs.md lists every difference from Linux, with its reason.
 package vfs

@@ -17,11 +17,12 @@ type Errno syscall.Errno
 
 // The errors the VFS returns. Each is documented where it is returned.
 const (
-	EPERM        = Errno(syscall.EPERM)        // link of a directory; operation not permitted by the filesystem
-	ENOENT       = Errno(syscall.ENOENT)       // no such file or directory; a detached mount has no path
+	EPERM        = Errno(syscall.EPERM)        // link of a directory; mkdir, mknod, symlink, link, unlink, rmdir, rename, setattr in a filesystem without the operation
+	ENOENT       = Errno(syscall.ENOENT)       // no such file or directory; a detached mount has no path; a Loc whose mount is gone
+	ENXIO        = Errno(syscall.ENXIO)        // open of a special file (socket, named pipe, device node) the filesystem cannot open
 	EBADF        = Errno(syscall.EBADF)        // file not open for reading/writing
 	EAGAIN       = Errno(syscall.EAGAIN)       // MNT_EXPIRE: mount marked for expiry
-	EACCES       = Errno(syscall.EACCES)       // permission denied
+	EACCES       = Errno(syscall.EACCES)       // permission denied (the filesystem's); O_CREAT in a directory without the create operation
 	EBUSY        = Errno(syscall.EBUSY)        // mount in use; mount point of rmdir/rename/unlink
 	EEXIST       = Errno(syscall.EEXIST)       // file exists
 	EXDEV        = Errno(syscall.EXDEV)        // rename/link across mounts
@@ -29,8 +30,10 @@ const (
 	ENOTDIR      = Errno(syscall.ENOTDIR)      // a path component, or a mount point, is not a directory
 	EISDIR       = Errno(syscall.EISDIR)       // write open of a directory
 	EINVAL       = Errno(syscall.EINVAL)       // not a mount point; bad flags; rename into itself
-	ENOSPC       = Errno(syscall.ENOSPC)       // filesystem full
-	EROFS        = Errno(syscall.EROFS)        // read-only filesystem
+	ENOSPC       = Errno(syscall.ENOSPC)       // filesystem full: its data or its inodes
+	EFBIG        = Errno(syscall.EFBIG)        // a size or a write past the filesystem's maximum file size
+	EMLINK       = Errno(syscall.EMLINK)       // a link past the filesystem's link count limit
+	EROFS        = Errno(syscall.EROFS)        // read-only filesystem (returned by filesystems; the VFS has no read-only mounts)
 	ENAMETOOLONG = Errno(syscall.ENAMETOOLONG) // a component over NameMax bytes, a path over PathMax
 	ENOTEMPTY    = Errno(syscall.ENOTEMPTY)    // rmdir or rename over a non-empty directory
 	ELOOP        = Errno(syscall.ELOOP)        // more than MaxSymlinks symlinks; move under itself

@@ -17,6 +17,7 @@ import (
 type File struct {
 	m    *Mount
 	n    Node
+	ino  uint64
 	h    Handle // nil for directories
 	name string
 	flag int
@@ -84,6 +85,10 @@ func (f *File) Stat() (fs.FileInfo, error) {
 // Node returns the filesystem node (for views such as FUSE).
 func (f *File) Node() Node { return f.n }
 
+// Loc returns the place of the open node (which the File keeps alive; the
+// Loc alone does not).
+func (f *File) Loc() Loc { return Loc{m: f.m, n: f.n, ino: f.ino, name: baseName(f.name)} }
+
 func (f *File) readable() bool { return f.flag&(os.O_WRONLY|os.O_RDWR) != os.O_WRONLY }
 func (f *File) writable() bool { return f.flag&(os.O_WRONLY|os.O_RDWR) != 0 }
 
@@ -139,7 +144,7 @@ func (f *File) write(p []byte, off int64) (int, int64, error) {
 	if !f.writable() {
 		return 0, 0, pathErr("write", f.name, EBADF)
 	}
-	if off < 0 {
+	if off < 0 || off+int64(len(p)) < off { // rw_verify_area: a negative offset, or an end past int64
 		return 0, 0, pathErr("write", f.name, EINVAL)
 	}
 	if f.flag&os.O_APPEND != 0 {
@@ -217,27 +222,26 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 	return f.off, nil
 }
 
-// Truncate changes the file's size.
+// Truncate changes the file's size, as ftruncate(2): EINVAL for a
+// negative size, a file not open for writing or not a regular file; the
+// modification time becomes now even when the size does not change.
 func (f *File) Truncate(size int64) error {
 	if err := f.check("truncate"); err != nil {
 		return err
 	}
-	if !f.writable() || f.dir {
+	if !f.writable() || f.dir || size < 0 {
 		return pathErr("truncate", f.name, EINVAL)
 	}
-	return pathErr("truncate", f.name, truncateNode(f.m.sb, f.n, size))
+	return pathErr("truncate", f.name, truncateNode(f.m.sb, f.n, size, true))
 }
 
-// Setattr changes the file's metadata (fchmod, ftruncate, futimes).
+// Setattr changes the file's metadata (fchmod, ftruncate, futimes); a Size
+// is checked as truncate(2) checks it.
 func (f *File) Setattr(a SetAttr) error {
 	if err := f.check("setattr"); err != nil {
 		return err
 	}
-	sn, ok := f.n.(SetattrNode)
-	if !ok {
-		return pathErr("setattr", f.name, EPERM)
-	}
-	return pathErr("setattr", f.name, f.m.sb.setattr(sn, a))
+	return pathErr("setattr", f.name, setattrNode(f.m.sb, f.n, a))
 }
 
 // Sync flushes the file, when the filesystem can.

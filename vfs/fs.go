@@ -31,6 +31,30 @@ type MountRequest struct {
 	Source  string     // the device or source string ("none" when empty)
 	Options string     // comma-separated options, as given (the "data" argument)
 	NS      *Namespace // the namespace being mounted in; nil for internal mounts
+	Cred    Cred       // who mounts: the owner of the root directory unless options say otherwise (as tmpfs)
+}
+
+// Cred is who performs an operation: the filesystem user and group IDs
+// (fsuid, fsgid), as a FUSE request's header carries them. The VFS makes
+// new nodes owned by it; it checks no permissions itself (see
+// "Permissions" in the package doc).
+type Cred struct {
+	UID, GID uint32
+}
+
+// CreateAttr is what a new node is made with. The VFS computes it as
+// Linux's inode_init_owner does: the owner is the caller's Cred, except
+// that in a directory with the setgid bit the group is the directory's,
+// and a new directory there gets the setgid bit too.
+type CreateAttr struct {
+	// Mode is the new node's whole mode: the type bits (none for a
+	// regular file; fs.ModeDir, fs.ModeSymlink; for Mknod fs.ModeNamedPipe,
+	// fs.ModeSocket, fs.ModeDevice with or without fs.ModeCharDevice) and
+	// the permission bits with setuid, setgid and sticky, masked as
+	// mkdir(2), open(2) and mknod(2) mask them (a symlink is always 0777).
+	Mode     fs.FileMode
+	UID, GID uint32
+	Rdev     uint64 // the device number of a device node, as Attr.Rdev; 0 otherwise
 }
 
 // Superblock is one instance of a filesystem. Its Release is the module's
@@ -58,10 +82,16 @@ type Attr struct {
 	Size                int64
 	Nlink               uint32
 	UID, GID            uint32
+	Rdev                uint64 // device number of a device node, as stat(2)'s st_rdev (FUSE carries the low 32 bits)
+	Blocks              int64  // 512-byte blocks allocated (st_blocks): less than Size/512 for a sparse file
 	Atime, Mtime, Ctime time.Time
 }
 
-// SetAttr changes metadata: nil fields stay as they are.
+// SetAttr changes metadata: nil fields stay as they are. A filesystem
+// applies it as Linux's setattr does: the change time becomes now,
+// except for a Size equal to the current size given alone (truncate(2)
+// to the same size changes nothing); a Size that changes the size also
+// sets the modification time to now, unless Mtime is given.
 type SetAttr struct {
 	Mode         *fs.FileMode // permission bits only
 	Size         *int64
@@ -97,18 +127,30 @@ type DirNode interface {
 }
 
 // WritableDir is a directory whose entries can change. Names are single
-// components, never "." or "..", at most NameMax bytes.
+// components, never "." or "..", at most NameMax bytes, without NUL or
+// '/'. The VFS decides a new node's mode and owner (CreateAttr); the
+// filesystem stores them. ENOSPC when the filesystem is full (its data or
+// its inodes); ENOENT when the directory was removed.
 type WritableDir interface {
 	DirNode
-	Create(name string, mode fs.FileMode) (Node, error) // EEXIST if it exists
-	Mkdir(name string, mode fs.FileMode) (Node, error)
-	Symlink(target, name string) (Node, error)
+	Create(name string, a CreateAttr) (Node, error) // a regular file; EEXIST if name exists
+	Mkdir(name string, a CreateAttr) (Node, error)
+	Symlink(target, name string, a CreateAttr) (Node, error)
 	Unlink(name string) error // EISDIR for a directory
 	Rmdir(name string) error  // ENOTEMPTY, ENOTDIR
 	// Rename moves oldName to newDir/newName; newDir is of the same
 	// superblock. Replacing follows rename(2).
 	Rename(oldName string, newDir DirNode, newName string) error
-	Link(target Node, name string) error
+	Link(target Node, name string) error // EMLINK at the filesystem's link limit
+}
+
+// MknodDir is a WritableDir that can make special files: named pipes,
+// sockets and device nodes (a.Mode's type bits say which; a.Rdev is a
+// device's number). A directory without it answers mknod(2) EPERM, as
+// Linux does for a filesystem without a mknod operation.
+type MknodDir interface {
+	WritableDir
+	Mknod(name string, a CreateAttr) (Node, error)
 }
 
 // SymlinkNode is a symbolic link.
@@ -117,7 +159,9 @@ type SymlinkNode interface {
 	Readlink() (string, error)
 }
 
-// OpenNode can be opened for I/O. flag is the os.O_* flag set.
+// OpenNode can be opened for I/O. flag is the os.O_* flag set. A special
+// file (named pipe, socket, device node) the filesystem cannot open
+// answers ENXIO, as Linux does for a socket or a device without a driver.
 type OpenNode interface {
 	Node
 	Open(flag int) (Handle, error)
@@ -132,6 +176,13 @@ type SetattrNode interface {
 // Handle is an open file of a filesystem. Release is its release
 // operation: the VFS calls it exactly once, at the last close, before it
 // drops the mount (and with it, maybe, the module) reference.
+//
+// WriteAt follows write(2): a write that cannot go past the filesystem's
+// maximum file size writes what fits and fails EFBIG (EFBIG alone when
+// off is at or past it), one that runs out of space writes what fits and
+// fails ENOSPC; n counts the bytes written either way. The VFS refuses
+// negative offsets and offsets whose end overflows int64 (EINVAL) before
+// calling it.
 type Handle interface {
 	ReadAt(p []byte, off int64) (int, error)
 	WriteAt(p []byte, off int64) (int, error)

@@ -23,11 +23,14 @@ import (
 // panicked. It wraps EIO (so errors.Is(err, syscall.EIO) holds and a FUSE
 // client reads EIO); the owning module was tainted with the same text.
 type PanicError struct {
+	Module string // the module owning the filesystem type ("" for the built-in rootfs)
 	FSType string // the filesystem type
 	Op     string // the operation: "lookup", "read", "release", ...
 	Value  any    // what was passed to panic
 }
 
+// Error is the text the module is tainted with; it names the filesystem
+// type and the operation (Module names the module).
 func (e *PanicError) Error() string {
 	return fmt.Sprintf("panic in filesystem %s %s: %v", e.FSType, e.Op, e.Value)
 }
@@ -43,6 +46,7 @@ func guard[T any](sb *superblock, op string, fn func() (T, error)) (v T, err err
 		if p := recover(); p != nil {
 			pe := &PanicError{FSType: sb.fstype, Op: op, Value: p}
 			if o := sb.owner(); o != nil {
+				pe.Module = o.Name()
 				o.Taint(raceless.TaintDied, pe.Error())
 			}
 			var zero T

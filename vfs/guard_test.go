@@ -44,6 +44,7 @@ var panicOps = map[string]func(ns *vfs.Namespace, dir string) error{
 	"rmdir":    func(ns *vfs.Namespace, dir string) error { return ns.Rmdir(dir + "/d") },
 	"rename":   func(ns *vfs.Namespace, dir string) error { return ns.Rename(dir+"/f", dir+"/g") },
 	"link":     func(ns *vfs.Namespace, dir string) error { return ns.Link(dir+"/f", dir+"/h") },
+	"mknod":    func(ns *vfs.Namespace, dir string) error { return ns.Mknod(dir+"/p", fs.ModeNamedPipe|0o644, 0) },
 	"setattr":  func(ns *vfs.Namespace, dir string) error { return ns.Chmod(dir+"/f", 0o600) },
 	"open":     func(ns *vfs.Namespace, dir string) error { return closeFile(ns.Open(dir+"/f", os.O_RDWR, 0)) },
 	"read": withFile(os.O_RDONLY, func(f *vfs.File) error {
@@ -148,7 +149,7 @@ func TestFilesystemPanics(t *testing.T) {
 			if !errors.Is(err, syscall.EIO) || !errors.Is(err, vfs.EIO) || !errors.As(err, &pe) || !errors.As(err, &pathErr) {
 				t.Fatalf("%s: got %v (%T), want a *fs.PathError wrapping a *vfs.PanicError (EIO)", op, err, err)
 			}
-			if pe.Op != op || pe.FSType != "panicfs" || pe.Value != panicfs.Value(op) || pe.Error() != want {
+			if pe.Op != op || pe.FSType != "panicfs" || pe.Module != "panicmod" || pe.Value != panicfs.Value(op) || pe.Error() != want {
 				t.Fatalf("panic error %+v", pe)
 			}
 			if vfs.ToErrno(err) != syscall.EIO {

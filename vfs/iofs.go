@@ -9,8 +9,9 @@ import (
 // are fs.ValidPath paths (so UTF-8: a name the native methods accept but
 // fs.ValidPath refuses is fs.ErrInvalid here; ReadDir still lists it as it
 // is), resolved across mount points. The view
-// implements fs.ReadDirFS, fs.StatFS and fs.ReadFileFS. Each open fs.File
-// is a *File and pins its mount until closed.
+// implements fs.ReadDirFS, fs.StatFS, fs.ReadFileFS and fs.ReadLinkFS
+// (ReadLink and Lstat: a symlink is not followed). Each open fs.File is a
+// *File and pins its mount until closed.
 func (p *Proc) FS() fs.FS { return iofs{p} }
 
 type iofs struct{ p *Proc }
@@ -70,4 +71,25 @@ func (v iofs) ReadFile(name string) ([]byte, error) {
 	}
 	b, err := v.p.ReadFile(n)
 	return b, rename(err, name)
+}
+
+func (v iofs) Lstat(name string) (fs.FileInfo, error) {
+	n, err := v.name("lstat", name)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := v.p.Lstat(n)
+	if err != nil {
+		return nil, rename(err, name)
+	}
+	return fi, nil
+}
+
+func (v iofs) ReadLink(name string) (string, error) {
+	n, err := v.name("readlink", name)
+	if err != nil {
+		return "", err
+	}
+	t, err := v.p.Readlink(n)
+	return t, rename(err, name)
 }

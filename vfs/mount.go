@@ -25,9 +25,9 @@ type Host interface {
 // ("Concurrency").
 //
 // Reference counts (Mount.refs, superblock.mounts) are atomic: an increment
-// happens only by someone already holding a reference or under treeMu while
-// the mount is attached (the tree holds one), so a count never rises from
-// zero.
+// happens only by someone already holding a reference, under treeMu while
+// the mount is attached (the tree holds one), or by Mount.tryGet, which
+// raises a count only from above zero; so a count never rises from zero.
 var (
 	mpMu   sync.Mutex   // mount points against rmdir, unlink, rename; outermost; held across some filesystem calls
 	treeMu sync.RWMutex // the mount trees; under mpMu; a leaf, never held across filesystem code
@@ -126,6 +126,10 @@ type Mount struct {
 	mpIno    uint64 // its Ino
 	mpRel    string // its path within parent, from parent's root
 	children map[*Mount]struct{}
+	// prev and next link the namespace's attached mounts in the order
+	// they entered it (Namespace.first), the order /proc/mounts lists
+	// them in, as Linux's mount list does.
+	prev, next *Mount
 }
 
 type mpKey struct {
@@ -134,6 +138,21 @@ type mpKey struct {
 }
 
 func (m *Mount) get() { m.refs.Add(1) }
+
+// tryGet takes a reference unless the mount is dead (its count at zero):
+// for a Loc, which holds none. A dead mount's superblock may be released
+// and its module gone, so nothing may reach its nodes.
+func (m *Mount) tryGet() bool {
+	for {
+		n := m.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if m.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
 
 // put drops a reference and clears the expiry mark (any access does).
 func (m *Mount) put() {
@@ -159,6 +178,10 @@ func (m *Mount) putNoExpire() {
 	m.sb.put()
 }
 
+// ID is the mount's number, unique in the process and never reused (as
+// /proc/self/mountinfo's mount ID, but never reused).
+func (m *Mount) ID() uint64 { return m.id }
+
 // Refs reports the mount's reference count (for tests and /proc views).
 func (m *Mount) Refs() int64 { return m.refs.Load() }
 
@@ -182,6 +205,37 @@ type Namespace struct {
 	root *Mount // the rootfs mount; never unmounted
 
 	points map[mpKey]*Mount // guarded by treeMu: what covers (mount, ino)
+	// first and last end the list of the attached mounts, in the order
+	// they entered the namespace (Mount.next; guarded by treeMu): Mounts
+	// walks it, O(mounts), where a walk of the tree would sort.
+	first, last *Mount
+}
+
+// link appends m, a mount entering the namespace, to its list. treeMu
+// held.
+func (ns *Namespace) link(m *Mount) {
+	m.prev, m.next = ns.last, nil
+	if ns.last != nil {
+		ns.last.next = m
+	} else {
+		ns.first = m
+	}
+	ns.last = m
+}
+
+// unlink takes m, a mount leaving the namespace, off its list. treeMu held.
+func (ns *Namespace) unlink(m *Mount) {
+	if m.prev != nil {
+		m.prev.next = m.next
+	} else {
+		ns.first = m.next
+	}
+	if m.next != nil {
+		m.next.prev = m.prev
+	} else {
+		ns.last = m.prev
+	}
+	m.prev, m.next = nil, nil
 }
 
 // NewNamespace returns a namespace whose root is an empty in-memory rootfs
@@ -200,9 +254,10 @@ func NewNamespace(h Host) *Namespace {
 		state: mountAttached, ns: ns, children: map[*Mount]struct{}{}}
 	m.refs.Store(1)
 	ns.root = m
+	ns.link(m)
 	l := loc{m: m, n: root, ino: a.Ino, rel: "/"}
 	m.refs.Add(2)
-	ns.Proc = &Proc{ns: ns, root: l, cwd: l}
+	ns.Proc = &Proc{ns: ns, root: l, cwd: l, cred: processCred()}
 	return ns
 }
 
@@ -242,15 +297,7 @@ func subtree(c *Mount) []*Mount {
 	return out
 }
 
-// path of an attached mount's root in its namespace. treeMu held.
-func (m *Mount) pathLocked() string {
-	if m.parent == nil {
-		return "/"
-	}
-	p := m.parent.pathLocked()
-	return joinPath(p, m.mpRel)
-}
-
+// joinPath joins a mount's path and a path relative to its root.
 func joinPath(dir, rel string) string {
 	if rel == "/" || rel == "" {
 		return dir
@@ -275,15 +322,26 @@ type MountInfo struct {
 func (ns *Namespace) Mounts() []MountInfo {
 	treeMu.RLock()
 	defer treeMu.RUnlock()
-	all := subtree(ns.root)
-	sort.Slice(all, func(a, b int) bool { return all[a].id < all[b].id })
-	out := make([]MountInfo, 0, len(all))
-	for _, m := range all {
+	var out []MountInfo
+	paths := map[*Mount]string{} // each mount's path, found once
+	var path func(m *Mount) string
+	path = func(m *Mount) string {
+		if m.parent == nil {
+			return "/"
+		}
+		p, ok := paths[m]
+		if !ok {
+			p = joinPath(path(m.parent), m.mpRel)
+			paths[m] = p
+		}
+		return p
+	}
+	for m := ns.first; m != nil; m = m.next {
 		opts := "rw"
 		if m.options != "" {
 			opts += "," + m.options
 		}
-		out = append(out, MountInfo{ID: m.id, Source: m.source, Target: m.pathLocked(),
+		out = append(out, MountInfo{ID: m.id, Source: m.source, Target: path(m),
 			FSType: m.sb.fstype, Options: opts, Refs: m.refs.Load()})
 	}
 	return out
@@ -358,26 +416,27 @@ func acquireType(ctx context.Context, h Host, name string, b *raceless.Binding) 
 // mountType mounts a new instance of the filesystem type fstype, found
 // through h (acquireType). On success the returned mount holds one
 // reference (its creator's) and is not attached.
-func mountType(ctx context.Context, h Host, ns *Namespace, source, fstype, options string, state mountState) (*Mount, error) {
+func mountType(ctx context.Context, h Host, req MountRequest, fstype string, state mountState) (*Mount, error) {
 	sb := &superblock{fstype: fstype}
 	t, err := acquireType(ctx, h, fstype, &sb.binding)
 	if err != nil {
 		return nil, err
 	}
-	return newMount(ctx, sb, t, ns, source, options, state)
+	return newMount(ctx, sb, t, req, state)
 }
 
 // newMount mounts a new instance of t as sb, which holds a module
 // reference (its binding or self) that passes to the superblock, or is
 // dropped on an error. On success the returned mount holds one reference
 // (its creator's) and is not attached.
-func newMount(ctx context.Context, sb *superblock, t FileSystemType, ns *Namespace, source, options string, state mountState) (*Mount, error) {
+func newMount(ctx context.Context, sb *superblock, t FileSystemType, req MountRequest, state mountState) (*Mount, error) {
 	fstype := sb.fstype
-	if source == "" {
-		source = "none"
+	if req.Source == "" {
+		req.Source = "none"
 	}
+	source, options := req.Source, req.Options
 	sbi, err := guard(sb, "mount", func() (Superblock, error) {
-		return t.Mount(ctx, MountRequest{Source: source, Options: options, NS: ns})
+		return t.Mount(ctx, req)
 	})
 	if err == nil && sbi == nil {
 		err = fmt.Errorf("%s mount returned no superblock: %w", fstype, EIO)

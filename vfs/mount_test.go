@@ -2,7 +2,10 @@ package vfs_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,14 +34,14 @@ func TestMountErrors(t *testing.T) {
 func TestMountOptionsAndProcMounts(t *testing.T) {
 	_, ns := setup(t)
 	must(t, ns.Mkdir("/mnt", 0o755))
-	must(t, ns.Mount(ctx, "dev0", "/mnt", "ramfs", "mode=0700,size=10"))
+	must(t, ns.Mount(ctx, "dev0", "/mnt", "ramfs", "mode=0700,size=4k"))
 	fi, err := ns.Stat("/mnt")
 	must(t, err)
 	if fi.Mode().Perm() != 0o700 || !fi.IsDir() {
 		t.Fatalf("mode %v, want drwx------", fi.Mode())
 	}
-	mustErr(t, ns.WriteFile("/mnt/big", make([]byte, 11), 0o644), vfs.ENOSPC)
-	want := "rootfs / rootfs rw 0 0\nrootfs / ramfs rw 0 0\ndev0 /mnt ramfs rw,mode=0700,size=10 0 0\n"
+	mustErr(t, ns.WriteFile("/mnt/big", make([]byte, 4097), 0o644), vfs.ENOSPC) // one page
+	want := "rootfs / rootfs rw 0 0\nrootfs / ramfs rw 0 0\ndev0 /mnt ramfs rw,mode=0700,size=4k 0 0\n"
 	if got := ns.FormatMounts(); got != want {
 		t.Fatalf("mounts:\n%s\nwant:\n%s", got, want)
 	}
@@ -316,4 +319,42 @@ func TestDotDotCrossesMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	must(t, p.Close())
+}
+
+// TestMountListFollowsTheTree: after random mounts, binds (plain and
+// recursive), moves, unmounts and lazy unmounts, the namespace's mount
+// list (what /proc/mounts walks, O(mounts)) holds exactly the mounts the
+// tree reaches, in the order they were made.
+func TestMountListFollowsTheTree(t *testing.T) {
+	_, ns := setup(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range 12 {
+		if err := ns.Mkdir(fmt.Sprintf("/d%d", i), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := func() string { return fmt.Sprintf("/d%d", rng.IntN(12)) }
+	for step := range 400 {
+		var err error
+		switch rng.IntN(6) {
+		case 0, 1:
+			err = ns.Mount(ctx, "none", dir(), "ramfs", "")
+		case 2:
+			err = ns.Bind(dir(), dir(), rng.IntN(2) == 0)
+		case 3:
+			err = ns.Move(dir(), dir())
+		case 4:
+			err = ns.Unmount(dir(), 0)
+		case 5:
+			err = ns.Unmount(dir(), vfs.MNT_DETACH)
+		}
+		_ = err // many are refused (busy, not a mount point, a loop): the list must follow either way
+		var got []uint64
+		for _, m := range ns.Mounts() {
+			got = append(got, m.ID)
+		}
+		if want := vfs.MountIDsByTree(ns); !slices.Equal(got, want) {
+			t.Fatalf("step %d: list %v, tree %v", step, got, want)
+		}
+	}
 }

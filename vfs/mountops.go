@@ -3,6 +3,7 @@ package vfs
 import (
 	"context"
 	"path"
+	"sort"
 )
 
 // Unmount flags, as umount2(2) has them.
@@ -30,7 +31,7 @@ func (p *Proc) Mount(ctx context.Context, source, target, fstype, options string
 	if !t.isDir() {
 		return pathErr("mount", target, ENOTDIR)
 	}
-	m, err := mountType(ctx, p.ns.host, p.ns, source, fstype, options, mountDetached)
+	m, err := mountType(ctx, p.ns.host, MountRequest{Source: source, Options: options, NS: p.ns, Cred: p.cred}, fstype, mountDetached)
 	if err != nil {
 		return pathErr("mount", target, err)
 	}
@@ -62,9 +63,14 @@ func (p *Proc) graft(m *Mount, t loc) error {
 		}
 		top = loc{m: c, n: c.root, ino: c.rootIno, rel: "/"}
 	}
-	for _, c := range subtree(m) {
+	entering := subtree(m)
+	// A tree of new mounts (a recursive bind) enters in id order: the
+	// order its mounts were made in.
+	sort.Slice(entering, func(a, b int) bool { return entering[a].id < entering[b].id })
+	for _, c := range entering {
 		c.state = mountAttached
 		c.ns = p.ns
+		p.ns.link(c)
 	}
 	p.ns.attach(m, top.m, top.n, top.ino, top.rel)
 	return nil
@@ -119,6 +125,7 @@ func (p *Proc) Unmount(target string, flags int) error {
 				if c.parent != nil {
 					p.ns.unhook(c)
 				}
+				p.ns.unlink(c)
 				c.children = map[*Mount]struct{}{}
 				c.state = mountDetached
 				c.ns = nil
@@ -133,6 +140,7 @@ func (p *Proc) Unmount(target string, flags int) error {
 			return EAGAIN
 		}
 		p.ns.unhook(m)
+		p.ns.unlink(m)
 		m.state = mountDetached
 		m.ns = nil
 		gone = []*Mount{m}

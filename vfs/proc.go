@@ -2,6 +2,7 @@ package vfs
 
 import (
 	"errors"
+	"os"
 	"sync"
 )
 
@@ -12,15 +13,35 @@ var errClosedProc = errors.New("process context closed")
 // mount that is some Proc's root or working directory cannot be unmounted
 // (EBUSY) until the Proc leaves it (Chdir) or is closed. Relative paths
 // resolve from the working directory, absolute ones from the root, and ".."
-// never climbs above the root. Safe for concurrent use.
+// never climbs above the root. What a Proc creates is owned by its
+// credentials (Cred); it is not permission-checked (see "Permissions" in
+// the package doc). Safe for concurrent use.
 type Proc struct {
-	ns *Namespace
+	ns   *Namespace
+	cred Cred // immutable: the owner of what the path methods create
 
 	mu     sync.Mutex // guards cwd and closed
 	root   loc        // immutable after creation; holds a mount reference
 	cwd    loc        // holds a mount reference
 	closed bool
 }
+
+// processCred is the credentials of this process (effective IDs): a
+// namespace's own context acts as the process that made it, so that a
+// daemon run by a user owns what it creates, as a FUSE server's own files
+// are its user's.
+func processCred() Cred {
+	uid, gid := os.Geteuid(), os.Getegid()
+	if uid < 0 || gid < 0 { // no such IDs on this system (Windows)
+		return Cred{}
+	}
+	return Cred{UID: uint32(uid), GID: uint32(gid)}
+}
+
+// Cred returns the credentials the Proc creates nodes with: the namespace's
+// own context has the process's effective user and group IDs, a Proc made
+// by NewProc those of the Proc it was made from.
+func (p *Proc) Cred() Cred { return p.cred }
 
 // NewProc returns a process context whose root and working directory are
 // the directory root (resolved in p); Close releases them.
@@ -33,7 +54,7 @@ func (p *Proc) NewProc(root string) (*Proc, error) {
 		l.m.put()
 		return nil, pathErr("chroot", root, ENOTDIR)
 	}
-	return &Proc{ns: p.ns, root: l, cwd: l.dup()}, nil
+	return &Proc{ns: p.ns, cred: p.cred, root: l, cwd: l.dup()}, nil
 }
 
 // Namespace returns the namespace the context lives in.

@@ -17,10 +17,13 @@ type rootfs struct {
 	root *rootDir
 }
 
+var _ WritableDir = (*rootDir)(nil)
+
 type rootDir struct {
 	fs       *rootfs
 	ino      uint64
 	mode     fs.FileMode
+	uid, gid uint32
 	mtime    time.Time
 	parent   *rootDir
 	children map[string]*rootDir
@@ -29,14 +32,15 @@ type rootDir struct {
 
 func newRootfs() *rootfs {
 	r := &rootfs{}
-	r.root = r.newDir(nil, 0o755)
+	c := processCred() // the namespace's maker owns its root, as the mounter owns a tmpfs's
+	r.root = r.newDir(nil, CreateAttr{Mode: fs.ModeDir | 0o755, UID: c.UID, GID: c.GID})
 	r.root.parent = r.root
 	return r
 }
 
-func (r *rootfs) newDir(parent *rootDir, mode fs.FileMode) *rootDir {
-	return &rootDir{fs: r, ino: r.ino.Add(1), mode: fs.ModeDir | mode.Perm(), mtime: time.Now(),
-		parent: parent, children: map[string]*rootDir{}}
+func (r *rootfs) newDir(parent *rootDir, a CreateAttr) *rootDir {
+	return &rootDir{fs: r, ino: r.ino.Add(1), mode: fs.ModeDir | a.Mode&(fs.ModePerm|fs.ModeSetgid|fs.ModeSticky),
+		uid: a.UID, gid: a.GID, mtime: time.Now(), parent: parent, children: map[string]*rootDir{}}
 }
 
 func (r *rootfs) Root() Node { return r.root }
@@ -52,7 +56,8 @@ func (d *rootDir) Stat() (Attr, error) {
 	if d.removed {
 		n = 0
 	}
-	return Attr{Ino: d.ino, Mode: d.mode, Nlink: n, Atime: d.mtime, Mtime: d.mtime, Ctime: d.mtime, Size: 4096}, nil
+	return Attr{Ino: d.ino, Mode: d.mode, Nlink: n, UID: d.uid, GID: d.gid,
+		Atime: d.mtime, Mtime: d.mtime, Ctime: d.mtime, Size: 4096}, nil
 }
 
 func (d *rootDir) Lookup(name string) (Node, error) {
@@ -81,7 +86,7 @@ func (d *rootDir) ReadDir() ([]DirEntry, error) {
 	return out, nil
 }
 
-func (d *rootDir) Mkdir(name string, mode fs.FileMode) (Node, error) {
+func (d *rootDir) Mkdir(name string, a CreateAttr) (Node, error) {
 	d.fs.mu.Lock()
 	defer d.fs.mu.Unlock()
 	if d.removed {
@@ -90,7 +95,7 @@ func (d *rootDir) Mkdir(name string, mode fs.FileMode) (Node, error) {
 	if _, ok := d.children[name]; ok {
 		return nil, EEXIST
 	}
-	c := d.fs.newDir(d, mode)
+	c := d.fs.newDir(d, a)
 	d.children[name] = c
 	return c, nil
 }
@@ -110,8 +115,10 @@ func (d *rootDir) Rmdir(name string) error {
 	return nil
 }
 
-func (d *rootDir) Create(string, fs.FileMode) (Node, error) { return nil, EPERM }
-func (d *rootDir) Symlink(string, string) (Node, error)     { return nil, EPERM }
+// The rootfs holds directories only (mount points): it refuses files and
+// symlinks with EPERM.
+func (d *rootDir) Create(string, CreateAttr) (Node, error)          { return nil, EPERM }
+func (d *rootDir) Symlink(string, string, CreateAttr) (Node, error) { return nil, EPERM }
 func (d *rootDir) Unlink(name string) error {
 	if _, err := d.Lookup(name); err != nil {
 		return err

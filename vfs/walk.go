@@ -12,10 +12,51 @@ type loc struct {
 	m   *Mount
 	n   Node
 	ino uint64
-	rel string // path of n within m, from m's root ("/" for the root)
+	rel string // path of n within m, from m's root ("/" for the root); "" when reached from a Loc (unknown)
 }
 
 func (l loc) dup() loc { l.m.get(); return l }
+
+// Loc is a place in a namespace as a lookup reached it: a mount and a node
+// of it (Linux's struct path: vfsmount and dentry). It is what a directory
+// file descriptor is to the *at system calls, and what a FUSE inode is to
+// vfs/fusefs. Unlike a *File it holds no reference: the mount may be
+// unmounted, and its filesystem shut down, while a Loc names it. Each
+// operation on a Loc takes a mount reference for its duration and fails
+// ENOENT once the mount is dead (its last reference dropped), like an
+// operation in a working directory that was removed. A Loc in a detached
+// (lazily unmounted) mount that is still alive keeps working, as a working
+// directory there does on Linux. The zero Loc names nothing (EINVAL).
+// Locs are values: compare them with Same.
+type Loc struct {
+	m    *Mount
+	n    Node
+	ino  uint64
+	name string // the name it was reached by, for error messages
+}
+
+// Mount returns the mount the Loc is in (nil for the zero Loc).
+func (l Loc) Mount() *Mount { return l.m }
+
+// Ino returns the node's inode number within its filesystem.
+func (l Loc) Ino() uint64 { return l.ino }
+
+// Same reports whether l and o name the same node of the same mount.
+func (l Loc) Same(o Loc) bool { return l.m == o.m && l.ino == o.ino }
+
+// hold returns l as a held loc, or ENOENT when its mount is dead.
+func (l Loc) hold() (loc, error) {
+	if l.m == nil {
+		return loc{}, EINVAL
+	}
+	if !l.m.tryGet() {
+		return loc{}, ENOENT
+	}
+	return loc{m: l.m, n: l.n, ino: l.ino}, nil
+}
+
+// export returns the Loc of l, reached by name.
+func (l loc) export(name string) Loc { return Loc{m: l.m, n: l.n, ino: l.ino, name: name} }
 
 // Names are bytes. A path or name is any byte string: it is split at '/'
 // and nothing else is interpreted, so bytes that are not UTF-8 are kept as
@@ -114,33 +155,88 @@ func (p *Proc) dotdot(l loc) (loc, error) {
 	if err != nil {
 		return l, err
 	}
-	return loc{m: l.m, n: pn, ino: a.Ino, rel: path.Dir(l.rel)}, nil
+	rel := l.rel
+	if rel != "" {
+		rel = path.Dir(rel)
+	}
+	return loc{m: l.m, n: pn, ino: a.Ino, rel: rel}, nil
 }
 
-// walk resolves name to a held loc. follow says whether a symlink in the
-// last component is followed. Errors are bare Errnos (callers wrap them);
-// a NUL byte in name is EINVAL.
-func (p *Proc) walk(name string, follow bool) (loc, error) {
-	if hasNUL(name) {
-		return loc{}, EINVAL
+// checkPath refuses, before any lookup, what no Linux path system call
+// accepts: a NUL byte (EINVAL), an empty path (ENOENT), a path of PathMax
+// bytes or more (ENAMETOOLONG: PATH_MAX counts the terminating NUL).
+func checkPath(name string) error {
+	switch {
+	case hasNUL(name):
+		return EINVAL
+	case name == "":
+		return ENOENT
+	case len(name) >= PathMax:
+		return ENAMETOOLONG
 	}
-	if name == "" {
-		return loc{}, ENOENT
+	return nil
+}
+
+// begin returns the held loc a walk of name starts from: the root for an
+// absolute name; otherwise at (a directory Loc, as a *at call's dirfd)
+// or, when at is nil, the working directory. The root and the working
+// directory are crossed down to what is mounted on them; at is not (a
+// directory file descriptor does not follow a mount made on it later).
+func (p *Proc) begin(at *Loc, name string) (loc, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return loc{}, errClosedProc
 	}
-	if len(name) >= PathMax {
-		return loc{}, ENAMETOOLONG
+	var l loc
+	switch {
+	case strings.HasPrefix(name, "/"):
+		l = p.root.dup()
+	case at == nil:
+		l = p.cwd.dup()
+	default:
+		p.mu.Unlock()
+		return at.hold()
 	}
-	cur, err := p.start(name)
+	p.mu.Unlock()
+	return p.crossDown(l), nil
+}
+
+// walkAt resolves name (from at, see begin) to a held loc. follow says
+// whether a symlink in the last component is followed; a trailing slash
+// follows it and requires a directory (ENOTDIR otherwise), as on Linux.
+// Errors are bare Errnos (callers wrap them).
+func (p *Proc) walkAt(at *Loc, name string, follow bool) (loc, error) {
+	if err := checkPath(name); err != nil {
+		return loc{}, err
+	}
+	cur, err := p.begin(at, name)
 	if err != nil {
 		return loc{}, err
 	}
-	cur = p.crossDown(cur)
-	comps := splitPath(name)
+	trailing := strings.HasSuffix(name, "/")
+	cur, err = p.resolve(cur, splitPath(name), follow || trailing)
+	if err != nil {
+		return loc{}, err
+	}
+	if trailing && !cur.isDir() {
+		cur.m.put()
+		return loc{}, ENOTDIR
+	}
+	return cur, nil
+}
+
+// walk is walkAt from the working directory (or the root).
+func (p *Proc) walk(name string, follow bool) (loc, error) { return p.walkAt(nil, name, follow) }
+
+// resolve walks comps from the held loc cur (consumed) to a held loc.
+func (p *Proc) resolve(cur loc, comps []string, follow bool) (loc, error) {
 	links := 0
 	for len(comps) > 0 {
 		c := comps[0]
 		comps = comps[1:]
 		last := len(comps) == 0
+		var err error
 		switch c {
 		case ".":
 			if !cur.isDir() {
@@ -202,57 +298,49 @@ func (p *Proc) walk(name string, follow bool) (loc, error) {
 			comps = append(splitPath(target), comps...)
 			continue
 		}
-		cur = p.crossDown(loc{m: cur.m, n: child, ino: a.Ino, rel: path.Join(cur.rel, c)})
+		cur = p.crossDown(loc{m: cur.m, n: child, ino: a.Ino, rel: joinRel(cur.rel, c)})
 	}
 	return cur, nil
 }
 
-// walkParent resolves all but the last component of name: it returns the
-// held parent directory and the last name (never "", "." or "..": those
-// give EINVAL... or EEXIST for creation, decided by the caller).
-func (p *Proc) walkParent(name string) (loc, string, error) {
-	if hasNUL(name) {
-		return loc{}, "", EINVAL
-	}
-	if name == "" {
-		return loc{}, "", ENOENT
-	}
-	if len(name) >= PathMax {
-		return loc{}, "", ENAMETOOLONG
+// lastRoot is the last component walkParentAt gives for the root ("/"):
+// Linux's LAST_ROOT, which each operation answers its own way (rmdir and
+// rename EBUSY, unlink and open O_CREAT EISDIR, creations EEXIST).
+const lastRoot = "/"
+
+// walkParentAt resolves all but the last component of name (from at, see
+// begin): it returns the held parent directory, the last name and whether
+// name ended in '/'. The last name may be ".", ".." or lastRoot; each
+// operation decides what those give.
+func (p *Proc) walkParentAt(at *Loc, name string) (d loc, last string, trailing bool, err error) {
+	if err := checkPath(name); err != nil {
+		return loc{}, "", false, err
 	}
 	trimmed := strings.TrimRight(name, "/")
-	if trimmed == "" {
-		return loc{}, "", EBUSY // the root itself
+	trailing = len(trimmed) < len(name)
+	if trimmed == "" { // the root itself
+		trimmed, trailing = "/", false
 	}
 	i := strings.LastIndexByte(trimmed, '/')
 	dir, last := trimmed[:i+1], trimmed[i+1:]
+	if last == "" {
+		last = lastRoot
+	}
 	if len(last) > NameMax {
-		return loc{}, "", ENAMETOOLONG
+		return loc{}, "", false, ENAMETOOLONG
 	}
-	if dir == "" {
-		dir = "."
-	}
-	d, err := p.walk(dir, true)
+	d, err = p.begin(at, name)
 	if err != nil {
-		return loc{}, "", err
+		return loc{}, "", false, err
+	}
+	if d, err = p.resolve(d, splitPath(dir), true); err != nil {
+		return loc{}, "", false, err
 	}
 	if !d.isDir() {
 		d.m.put()
-		return loc{}, "", ENOTDIR
+		return loc{}, "", false, ENOTDIR
 	}
-	return d, last, nil
-}
-
-func (p *Proc) start(name string) (loc, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return loc{}, errClosedProc
-	}
-	if strings.HasPrefix(name, "/") {
-		return p.root.dup(), nil
-	}
-	return p.cwd.dup(), nil
+	return d, last, trailing, nil
 }
 
 func (p *Proc) rootLoc() loc {

@@ -1,6 +1,6 @@
 // Package wasm makes WebAssembly files raceless modules: a Loader reads a
-// .wasm file (Open), checks it and its modinfo block, and returns a
-// raceless.Source; Host.Load then compiles it (through wazero's compilation
+// .wasm file (Open), checks its signature, its structure and its modinfo
+// block, and returns a raceless.Source; Host.Load then compiles it (through wazero's compilation
 // cache), instantiates it and runs its init; Host.Unload runs its exit and
 // frees it for real: the instance's linear memory, and with the last
 // instance of that binary its compiled code. A Handle, Binding or Func
@@ -54,6 +54,27 @@
 //     the dependency order and cannot wait on each other in a cycle.
 //   - Registrations (symbols, hooks, imports) are accepted only while the
 //     guest's init runs, as the core stages them.
+//   - A module's signature is checked before anything else of its file is
+//     read (package modsig), against Config.Keyring. One that does not
+//     verify is refused (ErrKeyRejected), always; an unsigned module, or
+//     one signed by a key not in the keyring, is refused once signatures
+//     are enforced (Config.SigEnforce, Loader.EnforceSignatures: never
+//     switched off), and otherwise loads tainted with
+//     raceless.TaintUnsignedModule when Config.SigCheck is set. Enforcement
+//     is checked again as a Source is instantiated, so a Source opened
+//     before it was switched on is refused too. A refused module compiles
+//     nothing and leaves nothing behind. What is verified is what runs: a
+//     Source holds its file's bytes, read once.
+//   - A guest gets from WASI its clocks, sleep, random numbers and stdout
+//     and stderr (into the host's log), and nothing else it was not
+//     granted: no arguments, no environment, no preopened directory. The
+//     capabilities its modinfo block declares are granted by
+//     Config.Granter, or the load fails (ErrCapability, naming the
+//     capability); a grant it did not declare is not given. A granted file
+//     system is the guest's read-only root ("/"): its files are offered
+//     with their reading methods only. A grant is released once, when the
+//     instance is closed (after wazero closed the files the guest left
+//     open) or when the load fails.
 //   - Errors about a file are *FileError (op, path) wrapping a sentinel;
 //     errors of calls are *raceless.ModuleError naming the module.
 //

@@ -32,6 +32,12 @@ var (
 	// ErrMissingExport is returned when a required export of the ABI
 	// (raceless_init, raceless_exit, memory) is missing or ill-typed.
 	ErrMissingExport = errors.New("missing or ill-typed ABI export")
+	// ErrKeyRejected is returned when a module's signature refuses it:
+	// always when its signature does not verify (modsig.ErrBadSignature,
+	// wrapped too), and, once signatures are enforced, when it is unsigned
+	// or signed by a key not in the keyring (modsig.ErrUnsigned,
+	// modsig.ErrUnknownKey). The kernel's EKEYREJECTED.
+	ErrKeyRejected = errors.New("key rejected")
 
 	// Instantiate (compiling and linking).
 
@@ -43,6 +49,10 @@ var (
 	// ErrInstantiate is returned when instantiation (including the WASI
 	// reactor's _initialize) fails.
 	ErrInstantiate = errors.New("instantiation failed")
+	// ErrCapability is returned when a module declares a capability
+	// (modinfo.Block.Capabilities) that the Loader's Granter does not
+	// grant it; the error names the module and the capability.
+	ErrCapability = errors.New("capability not granted")
 
 	// Calls (symbols, hooks, lifecycle points).
 
@@ -69,7 +79,7 @@ var (
 
 // FileError is the error of an operation on a module file.
 type FileError struct {
-	Op   string // "open", "read", "modinfo", "compile", "instantiate"
+	Op   string // "open", "read", "verify", "modinfo", "compile", "instantiate"
 	Path string
 	Err  error
 }

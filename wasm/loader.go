@@ -19,6 +19,7 @@ import (
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/internal/atomicfile"
 	"github.com/raceless/raceless/wasm/modinfo"
+	"github.com/raceless/raceless/wasm/modsig"
 )
 
 // Config configures a Loader. The zero value is usable: no on-disk cache,
@@ -47,6 +48,26 @@ type Config struct {
 	// Stderr, if set, receives the guests' stdout and stderr as well
 	// (each instance also keeps the last few KiB for error messages).
 	Stderr io.Writer
+
+	// SigCheck turns signature checking on, as the kernel's
+	// CONFIG_MODULE_SIG does: a module that is unsigned, or signed by a
+	// key not in Keyring, loads (unless SigEnforce) and taints itself with
+	// raceless.TaintUnsignedModule. Without it such a module loads
+	// untainted. A module whose signature does not verify is refused
+	// (ErrKeyRejected) either way: it was changed after it was signed.
+	SigCheck bool
+	// Keyring holds the keys whose signatures are trusted; nil trusts none.
+	Keyring *modsig.Keyring
+	// SigEnforce refuses (ErrKeyRejected) every module not signed by a key
+	// of Keyring, from the start; Loader.EnforceSignatures turns it on
+	// later. It implies SigCheck.
+	SigEnforce bool
+	// Granter grants the capabilities modules declare in their modinfo
+	// block; nil grants none, so a module that declares one fails to load
+	// (ErrCapability). A module gets nothing from its host through WASI but
+	// what it was granted, clocks and random numbers: no preopened
+	// directory, no environment, no arguments.
+	Granter Granter
 }
 
 // Defaults for Config.
@@ -92,6 +113,9 @@ type Loader struct {
 	// so that starting a call reads an atomic instead of the clock.
 	tick   atomic.Int64
 	period time.Duration
+	// enforce is signature enforcement: set by Config.SigEnforce or
+	// EnforceSignatures, never cleared.
+	enforce atomic.Bool
 	// callTicks and initTicks are Config.CallTimeout and InitTimeout in
 	// ticks, rounded up, plus one for the tick in progress; noDeadline
 	// when deadlines are off.
@@ -159,6 +183,9 @@ func NewLoader(ctx context.Context, cfg Config) (*Loader, error) {
 		_ = cache.Close(ctx)
 		return nil, fmt.Errorf("wasm: host module: %w", err)
 	}
+	if cfg.SigEnforce {
+		l.enforce.Store(true)
+	}
 	l.callTicks, l.initTicks = noDeadline, noDeadline
 	if cfg.CallTimeout > 0 {
 		// The watchdog's resolution is an eighth of the shorter
@@ -170,6 +197,33 @@ func NewLoader(ctx context.Context, cfg Config) (*Loader, error) {
 		go l.watchdog()
 	}
 	return l, nil
+}
+
+// EnforceSignatures turns signature enforcement on for good: from now on
+// every module not signed by a key of the keyring is refused with
+// ErrKeyRejected, including Sources opened before (Instantiate checks
+// again). As the kernel's module.sig_enforce, there is no way to turn it
+// off again: that takes a new Loader (a restart of the daemon).
+func (l *Loader) EnforceSignatures() { l.enforce.Store(true) }
+
+// SignaturesEnforced reports whether signature enforcement is on.
+func (l *Loader) SignaturesEnforced() bool { return l.enforce.Load() }
+
+// Keyring returns the keys the Loader trusts (Config.Keyring).
+func (l *Loader) Keyring() *modsig.Keyring { return l.cfg.Keyring }
+
+// trust checks a module's signature, sig, as enforcement stands now: nil
+// lets the module load.
+func (l *Loader) trust(name string, sig modsig.Result) error {
+	switch {
+	case sig.Status == modsig.Trusted:
+		return nil
+	case sig.Status == modsig.Bad:
+		return fileErr("verify", name, fmt.Errorf("%w: %w", ErrKeyRejected, sig.Err))
+	case l.enforce.Load():
+		return fileErr("verify", name, fmt.Errorf("%w: %w (signatures are enforced)", ErrKeyRejected, sig.Err))
+	}
+	return nil
 }
 
 // Close frees every instance and compiled module of the Loader and closes
@@ -221,13 +275,16 @@ func (l *Loader) watchdog() {
 }
 
 // Source is a module file opened by a Loader: its bytes (read once, so a
-// later change of the file does not affect it) and its modinfo.
+// later change of the file does not affect it), its modinfo and its
+// signature.
 type Source struct {
 	l    *Loader
 	path string
 	bin  []byte
 	sum  string
 	info raceless.Info
+	caps []string      // the capabilities its modinfo block declares
+	sig  modsig.Result // its signature, checked against the Loader's keyring when opened
 	// memLimit is this module's memory limit in pages; 0 means the
 	// Loader's (Config.MemoryLimitPages), which also caps it.
 	memLimit uint32
@@ -245,10 +302,12 @@ func (s *Source) WithMemoryLimit(pages uint32) *Source {
 
 var _ raceless.Source = (*Source)(nil)
 
-// Open reads and checks a module file: size, wasm header, section
-// structure, modinfo block and the ABI's required exports. It does not
-// compile it (Instantiate does, through the cache). Errors are *FileError
-// values naming path and wrapping a sentinel of this package.
+// Open reads and checks a module file: size, signature (before anything
+// else of the file is read, as the kernel checks a module's signature
+// first), wasm header, section structure, modinfo block and the ABI's
+// required exports. It does not compile it (Instantiate does, through the
+// cache). Errors are *FileError values naming path and wrapping a sentinel
+// of this package.
 func (l *Loader) Open(path string) (*Source, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -267,7 +326,11 @@ func (l *Loader) OpenBytes(name string, bin []byte) (*Source, error) {
 	if int64(len(bin)) > l.cfg.MaxFileSize {
 		return nil, fileErr("open", name, fmt.Errorf("%d bytes, limit %d: %w", len(bin), l.cfg.MaxFileSize, ErrTooLarge))
 	}
-	info, err := checkBinary(name, bin)
+	sig := l.cfg.Keyring.Check(bin)
+	if err := l.trust(name, sig); err != nil {
+		return nil, err
+	}
+	blk, err := checkBinary(name, bin)
 	if err != nil {
 		return nil, err
 	}
@@ -284,17 +347,44 @@ func (l *Loader) OpenBytes(name string, bin []byte) (*Source, error) {
 		}
 	}
 	sum := sha256.Sum256(bin)
-	return &Source{l: l, path: name, bin: bin, sum: hex.EncodeToString(sum[:]), info: info}, nil
+	return &Source{l: l, path: name, bin: bin, sum: hex.EncodeToString(sum[:]), info: blk.Info, caps: blk.Capabilities, sig: sig}, nil
 }
 
 // ReadInfo returns the modinfo block of a module file without compiling or
-// instantiating it (what `modinfo FILE` shows).
+// instantiating it (what depmod reads).
 func ReadInfo(path string) (raceless.Info, error) {
 	bin, err := readFile(path, DefaultMaxFileSize)
 	if err != nil {
 		return raceless.Info{}, err
 	}
-	return checkBinary(path, bin)
+	blk, err := checkBinary(path, bin)
+	return blk.Info, err
+}
+
+// FileInfo is what `modinfo FILE` shows of a module file.
+type FileInfo struct {
+	Block modinfo.Block // its modinfo block, capabilities included
+	// Signature is its signature checked against a keyring (Inspect's).
+	Signature modsig.Result
+	// Sum is the SHA-256 of the file, in hexadecimal, as in Source.Key.
+	Sum string
+}
+
+// Inspect reads a module file's modinfo block and checks its signature
+// against keys (nil trusts none), without compiling or instantiating it.
+// A bad signature is reported in FileInfo.Signature, not as an error: a
+// file modinfo cannot load may still be looked at.
+func Inspect(path string, keys *modsig.Keyring) (FileInfo, error) {
+	bin, err := readFile(path, DefaultMaxFileSize)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	blk, err := checkBinary(path, bin)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	sum := sha256.Sum256(bin)
+	return FileInfo{Block: blk, Signature: keys.Check(bin), Sum: hex.EncodeToString(sum[:])}, nil
 }
 
 func readFile(path string, limit int64) ([]byte, error) {
@@ -332,23 +422,32 @@ func readFile(path string, limit int64) ([]byte, error) {
 }
 
 // checkBinary checks the header and section structure and decodes modinfo.
-func checkBinary(name string, bin []byte) (raceless.Info, error) {
+func checkBinary(name string, bin []byte) (modinfo.Block, error) {
 	if len(bin) == 0 {
-		return raceless.Info{}, fileErr("open", name, ErrEmpty)
+		return modinfo.Block{}, fileErr("open", name, ErrEmpty)
 	}
-	info, err := modinfo.Read(bin)
+	blk, err := modinfo.ReadBlock(bin)
 	switch {
 	case err == nil:
-		return info, nil
+		return blk, nil
 	case errors.Is(err, modinfo.ErrMalformed), errors.Is(err, modinfo.ErrTooLarge), errors.Is(err, modinfo.ErrDuplicate):
-		return raceless.Info{}, fileErr("modinfo", name, fmt.Errorf("%w: %w", ErrBadModinfo, err))
+		return modinfo.Block{}, fileErr("modinfo", name, fmt.Errorf("%w: %w", ErrBadModinfo, err))
 	default:
-		return raceless.Info{}, fileErr("open", name, err)
+		return modinfo.Block{}, fileErr("open", name, err)
 	}
 }
 
 // Info returns the module's modinfo block.
 func (s *Source) Info() raceless.Info { return s.info }
+
+// Capabilities returns the capabilities the module's modinfo block
+// declares: what it will be granted, or refused.
+func (s *Source) Capabilities() []string { return append([]string(nil), s.caps...) }
+
+// Signature returns the module's signature as Open checked it against the
+// Loader's keyring (Trusted, UnknownKey or Unsigned: a Source is never
+// opened from a module whose signature is bad).
+func (s *Source) Signature() modsig.Result { return s.sig }
 
 // Key returns "file:" + absolute path + "@" + sha256 of the contents.
 func (s *Source) Key() string { return "file:" + s.path + "@" + s.sum }

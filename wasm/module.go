@@ -19,6 +19,7 @@ import (
 
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/internal/callconv"
+	"github.com/raceless/raceless/wasm/modsig"
 )
 
 // instance is one loaded wasm module: the raceless.Module the host drives.
@@ -89,6 +90,10 @@ type instance struct {
 	memSize atomic.Int64           // linear memory size (kept by linearMemory)
 	out     tailBuffer             // the guest's stdout+stderr, last few KiB
 
+	// grants are what the instance was granted (Config.Granter), released
+	// by closeLocked; set at creation, cleared under the call lock.
+	grants *grants
+
 	teardownOnce sync.Once
 }
 
@@ -132,11 +137,20 @@ func (f *frame) Value(key any) any {
 func (f *frame) AfterFunc(fn func()) (stop func() bool) { return context.AfterFunc(f.in.base, fn) }
 
 func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module, error) {
-	c, err := l.acquireCompiled(ctx, src)
+	// Enforcement may have been turned on since src was opened.
+	if err := l.trust(src.path, src.sig); err != nil {
+		return nil, err
+	}
+	g, err := l.grant(src)
 	if err != nil {
 		return nil, err
 	}
-	in := &instance{l: l, src: src, c: c, name: src.info.Name}
+	c, err := l.acquireCompiled(ctx, src)
+	if err != nil {
+		g.release()
+		return nil, err
+	}
+	in := &instance{l: l, src: src, c: c, name: src.info.Name, grants: g}
 	base, cancel := context.WithCancelCause(context.Background())
 	in.base, in.cancel, in.root = base, cancel, &frame{in: in}
 	in.out.tee = l.cfg.Stderr
@@ -146,6 +160,7 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 		l.mu.Unlock()
 		cancel(ErrClosed)
 		l.releaseCompiled(c)
+		g.release()
 		return nil, fileErr("instantiate", src.path, ErrClosed)
 	}
 	l.seq++
@@ -153,13 +168,19 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 	l.mu.Unlock()
 
 	// No start functions: the WASI reactor's _initialize runs below as a
-	// call, under a deadline, once the interrupt flag is reachable.
+	// call, under a deadline, once the interrupt flag is reachable. The
+	// guest gets clocks, sleep and random numbers, and of the host's files
+	// only what it was granted: no arguments, no environment (wazero
+	// passes none unless told to).
 	cfg := wazero.NewModuleConfig().
 		WithName(fmt.Sprintf("%s#%d", in.name, seq)).
 		WithStartFunctions().
 		WithStdout(&in.out).WithStderr(&in.out).
 		WithSysWalltime().WithSysNanotime().WithSysNanosleep().
 		WithRandSource(rand.Reader)
+	if g.fsConfig != nil {
+		cfg = cfg.WithFSConfig(g.fsConfig)
+	}
 	limit := l.cfg.MemoryLimitPages
 	if src.memLimit > 0 {
 		limit = min(limit, src.memLimit)
@@ -179,6 +200,7 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 			_ = mod.Close(context.Background())
 		}
 		l.releaseCompiled(c)
+		g.release()
 		return nil, fileErr("instantiate", src.path, fmt.Errorf("%w: %v%s", ErrInstantiate, err, in.out.suffix()))
 	}
 	in.mod = mod
@@ -214,6 +236,11 @@ func (l *Loader) instantiate(ctx context.Context, src *Source) (raceless.Module,
 // (a non-zero code, a trap) tears the instance down before returning: the
 // host never calls Exit for a module whose Init failed.
 func (in *instance) Init(k *raceless.Kernel) error {
+	// As the kernel taints a module it could not verify (and itself)
+	// before the module's init runs: TAINT_UNSIGNED_MODULE.
+	if sig := in.src.sig; sig.Status != modsig.Trusted && (in.l.cfg.SigCheck || in.l.enforce.Load()) {
+		k.Taint(raceless.TaintUnsignedModule, fmt.Sprintf("module verification failed: %v", sig.Err))
+	}
 	in.lock(in.l.initTicks)
 	in.k = k
 	in.initing = true
@@ -364,14 +391,17 @@ func (in *instance) teardown(kill bool) {
 // compiled code.
 func (in *instance) closeLocked() {
 	in.kill(raceless.ErrGone)
-	_ = in.mod.Close(context.Background())
-	c := in.c
+	_ = in.mod.Close(context.Background()) // closes the files the guest left open
+	c, g := in.c, in.grants
 	in.dropWazero()
 	in.calls.unlock()
 	in.l.mu.Lock()
 	delete(in.l.live, in)
 	in.l.mu.Unlock()
 	in.l.releaseCompiled(c)
+	// Without the call lock: releasing a grant may drop the last reference
+	// of a VFS mount, and with it a filesystem module's reference.
+	g.release()
 }
 
 // Signature reports the WebAssembly types of the parameters and results of
@@ -395,7 +425,7 @@ func (in *instance) dropWazero() {
 	for _, p := range in.syms {
 		*p = nil
 	}
-	in.syms, in.imports, in.c = nil, nil, nil
+	in.syms, in.imports, in.c, in.grants = nil, nil, nil, nil
 }
 
 // lock takes the call lock with a deadline ticks from now.

@@ -211,7 +211,9 @@ func (e *docEnv) serve(t *testing.T, args []string) {
 		}
 	}
 	// The daemon belongs to the document, not to the block's subtest.
-	e.d = startDaemon(e.t, abs...)
+	// With HTTP as the real default serves it (and so the default route
+	// module the documents show), on a port of its own.
+	e.d = startDaemonEnv(e.t, []string{"XDG_CACHE_HOME=" + cacheHome, "RACELESS_HTTP=127.0.0.1:0"}, abs...)
 	t.Logf("started: raceless serve %s", strings.Join(abs, " "))
 }
 

@@ -63,6 +63,11 @@ func testMain(m *testing.M) int {
 	// A race-enabled child sleeps 1s at exit by default (atexit_sleep_ms);
 	// a race it detects makes it exit 66, which the tests see.
 	os.Setenv("GORACE", "atexit_sleep_ms=0 exitcode=66")
+	// The tests' daemons serve no HTTP (and so do not load the default
+	// route module, whose line every lsmod would show) unless a test asks:
+	// the documents' daemons (docs_test.go) and TestServeHTTP serve it on
+	// a port of their own, as tests run in parallel.
+	os.Setenv("RACELESS_HTTP", "off")
 	code := m.Run()
 	if code == 0 {
 		// Every child process was waited for, every helper goroutine ended.

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -47,7 +48,7 @@ func TestTortureWasm(t *testing.T) {
 // builds a wasm module: not under -short, and through the CLI only
 // without -race (see there).
 func TestBench(t *testing.T) {
-	runCmd(t, "", nil, "raceless", "bench", "nope").fails(t, 2, `bench: ERROR: unknown benchmark "nope" (calls, wasm or swap) (usage: bench calls|wasm|swap [--quick] [--json])`)
+	runCmd(t, "", nil, "raceless", "bench", "nope").fails(t, 2, `bench: ERROR: unknown benchmark "nope" (calls, wasm, swap, scale or http) (usage: bench calls|wasm|swap|scale|http [--quick] [--json])`)
 	type row = map[string]any
 	rows := func(t *testing.T, which string) []row {
 		t.Helper()
@@ -83,6 +84,37 @@ func TestBench(t *testing.T) {
 		}
 		if f, ok := m["failed_calls"]["value"].(float64); !ok || f != 0 {
 			t.Errorf("bench swap: failed calls %v (a hot swap must fail no call)", m["failed_calls"])
+		}
+	})
+	t.Run("scale", func(t *testing.T) {
+		var kinds []string
+		for _, r := range rows(t, "scale") {
+			kinds = append(kinds, fmt.Sprint(r["kind"], " ", r["n"]))
+			if l, _ := r["list_us_per_item"].(float64); l <= 0 {
+				t.Errorf("bench scale: row %v lists in %v µs per item", r, r["list_us_per_item"])
+			}
+		}
+		if got := strings.Join(kinds, ", "); got != "modules 10, modules 100, mounts 10, mounts 100" {
+			t.Errorf("bench scale rows: %s", got)
+		}
+	})
+	t.Run("http", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("builds a wasm module")
+		}
+		if raceEnabled {
+			// As bench wasm below: the same run (httpbench.Quick) is
+			// internal/bench/httpbench's TestQuick, under -race there.
+			t.Skip("bench http under -race: see internal/bench/httpbench TestQuick; this runs without -race")
+		}
+		m := byName(rows(t, "http"))
+		for _, n := range []string{"nethttp_native", "module_native", "module_wasm", "wazero_naive"} {
+			if v, ok := m[n]["rps"].(float64); !ok || v <= 0 {
+				t.Errorf("bench http: %s = %v", n, m[n])
+			}
+		}
+		if f, ok := m["swap"]["failed"].(float64); !ok || f != 0 {
+			t.Errorf("bench http: swap %v (a swap must fail no request)", m["swap"])
 		}
 	})
 	t.Run("wasm", func(t *testing.T) {

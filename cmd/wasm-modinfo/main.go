@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm/modinfo"
 )
 
@@ -41,19 +40,23 @@ func run(file, set, out string) error {
 		return err
 	}
 	if set == "" {
-		info, err := modinfo.Read(b)
+		blk, err := modinfo.ReadBlock(b)
 		if err != nil {
 			return fmt.Errorf("%s: %w", file, err)
 		}
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(info)
+		return enc.Encode(blk)
 	}
-	info, err := wasmtest.ReadInfoFile(set)
+	p, err := os.ReadFile(set)
 	if err != nil {
 		return err
 	}
-	nb, err := modinfo.Append(b, info)
+	blk, err := modinfo.DecodeBlock(p) // capabilities included
+	if err != nil {
+		return fmt.Errorf("%s: %w", set, err)
+	}
+	nb, err := modinfo.AppendBlock(b, blk)
 	if err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}

@@ -182,11 +182,16 @@ func hashDir(h interface{ Write([]byte) (int, error) }, dir string) error {
 }
 
 // BuildTo builds the module in dir into out (no caching) and appends the
-// modinfo block read from dir/modinfo.json.
+// modinfo block read from dir/modinfo.json (capabilities included).
 func BuildTo(ctx context.Context, dir, out string) error {
-	info, err := ReadInfoFile(filepath.Join(dir, "modinfo.json"))
+	path := filepath.Join(dir, "modinfo.json")
+	p, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("wasmtest: %w", err)
+	}
+	blk, err := modinfo.DecodeBlock(p)
+	if err != nil {
+		return fmt.Errorf("wasmtest: %s: %w", path, err)
 	}
 	cmd := exec.CommandContext(ctx, goTool(),
 		"build", "-buildmode=c-shared", "-o", out, ".")
@@ -195,20 +200,14 @@ func BuildTo(ctx context.Context, dir, out string) error {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("wasmtest: go build %s: %v\n%s", dir, err, b)
 	}
-	return AppendInfoFile(out, info)
-}
-
-// ReadInfoFile reads a modinfo.json file (validated as modinfo.Decode does).
-func ReadInfoFile(path string) (raceless.Info, error) {
-	b, err := os.ReadFile(path)
+	bin, err := os.ReadFile(out)
 	if err != nil {
-		return raceless.Info{}, fmt.Errorf("wasmtest: %w", err)
+		return err
 	}
-	info, err := modinfo.Decode(b)
-	if err != nil {
-		return raceless.Info{}, fmt.Errorf("wasmtest: %s: %w", path, err)
+	if bin, err = modinfo.AppendBlock(bin, blk); err != nil {
+		return fmt.Errorf("%s: %w", out, err)
 	}
-	return info, nil
+	return os.WriteFile(out, bin, 0o644)
 }
 
 // AppendInfoFile rewrites the wasm file at path with info as its modinfo

@@ -7,16 +7,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
-	"time"
 
-	"github.com/hanwen/go-fuse/v2/posixtest"
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/internal/testdeadline"
 	ramfsmod "github.com/raceless/raceless/modules/ramfs"
@@ -45,10 +45,10 @@ func needFuse(t *testing.T) {
 
 // setup gives a host with a ramfs root and a "tmpfs" module (module
 // "tmpmod") mounted at /mnt, exposed through FUSE at a temporary directory.
-func setup(t *testing.T) (*raceless.Host, *vfs.Namespace, *fusefs.Server, string) {
+func setup(t *testing.T, opts ...raceless.Option) (*raceless.Host, *vfs.Namespace, *fusefs.Server, string) {
 	t.Helper()
 	needFuse(t)
-	h := raceless.New()
+	h := raceless.New(opts...)
 	for _, src := range []raceless.Source{ramfsmod.Source(), ramfsmod.SourceAs("tmpmod", "tmpfs")} {
 		if _, err := h.Load(ctx, src, nil); err != nil {
 			t.Fatal(err)
@@ -65,6 +65,13 @@ func setup(t *testing.T) (*raceless.Host, *vfs.Namespace, *fusefs.Server, string
 		t.Fatalf("cannot mount FUSE (as root, with /dev/fuse): %v", err)
 	}
 	t.Cleanup(func() {
+		// the releases of the files the test closed, which an unmount
+		// would lose (a file still open fails the wait at the deadline)
+		ctx, cancel := testdeadline.Context(t)
+		defer cancel()
+		if err := srv.WaitOpenFiles(ctx, 0); err != nil {
+			t.Errorf("%d FUSE files still open at the end of the test", srv.OpenFiles())
+		}
 		if err := srv.Unmount(); err != nil {
 			// a test left something open: detach it like umount -l
 			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
@@ -83,6 +90,25 @@ func setup(t *testing.T) (*raceless.Host, *vfs.Namespace, *fusefs.Server, string
 	return h, ns, srv, dir
 }
 
+// syncBuffer is a log the FUSE server's goroutines write while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -90,17 +116,14 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// eventually polls cond (observing server-side state, never to synchronize
-// with our own actions) until it holds or the test's deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
+// released waits until at most n FUSE files are open (the kernel sends
+// RELEASE after close returns), failing the test at its deadline.
+func released(t *testing.T, srv *fusefs.Server, n int64, what string) {
 	t.Helper()
-	wctx, cancel := testdeadline.Context(t)
+	ctx, cancel := testdeadline.Context(t)
 	defer cancel()
-	for !cond() {
-		if wctx.Err() != nil {
-			t.Fatalf("gave up at the test's deadline waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
+	if err := srv.WaitOpenFiles(ctx, n); err != nil {
+		t.Fatalf("gave up at the test's deadline waiting for %s (%d files open, want %d)", what, srv.OpenFiles(), n)
 	}
 }
 
@@ -134,7 +157,7 @@ func TestProcessPinsModule(t *testing.T) {
 	if line, err := out.ReadString('\n'); err != nil || line != "opened\n" {
 		t.Fatalf("child: %q %v", line, err)
 	}
-	eventually(t, "our write handle's release (the child's open is the only one)", func() bool { return srv.OpenFiles() == 1 })
+	released(t, srv, 1, "our write handle's release (the child's open is the only one)")
 
 	if err := ns.Unmount("/mnt", 0); !errors.Is(err, syscall.EBUSY) {
 		t.Fatalf("umount with a process holding a file: %v", err)
@@ -155,7 +178,7 @@ func TestProcessPinsModule(t *testing.T) {
 	if string(got) != "held data\n" {
 		t.Fatalf("child read %q", got)
 	}
-	eventually(t, "the kernel's release", func() bool { return srv.OpenFiles() == 0 })
+	released(t, srv, 0, "the kernel's release")
 	if r := refs(h, "tmpmod"); r != 0 {
 		t.Fatalf("tmpmod refs %d", r)
 	}
@@ -192,41 +215,14 @@ func TestMountChangesVisible(t *testing.T) {
 	}
 }
 
-// skipPosix lists the go-fuse POSIX tests that cannot pass, and why.
-var skipPosix = map[string]string{
-	"XAttr":               "extended attributes are not implemented by the VFS",
-	"XAttrLarge":          "extended attributes are not implemented by the VFS",
-	"Fallocate":           "fallocate(2) is not implemented by the VFS (ENOTSUP is the correct answer)",
-	"FallocateKeepSize":   "fallocate(2) is not implemented by the VFS (ENOTSUP is the correct answer)",
-	"FcntlFlockLocksFile": "file locks are not implemented by the server (go-fuse EnableLocks off); the kernel's local locking does not give the conflict this test expects",
-}
-
-func TestPosix(t *testing.T) {
-	_, ns, _, dir := setup(t)
-	names := make([]string, 0, len(posixtest.All))
-	for n := range posixtest.All {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		fn := posixtest.All[name]
-		t.Run(name, func(t *testing.T) {
-			if why, ok := skipPosix[name]; ok {
-				t.Skip(why)
-			}
-			sub := "/mnt/" + name
-			must(t, ns.Mkdir(sub, 0o755))
-			fn(t, filepath.Join(dir, sub))
-		})
-	}
-}
-
 // TestPanicReturnsEIO: a filesystem whose read panics, read through FUSE by
-// another process: the process gets EIO, the module is tainted, and the
-// FUSE server and the mount stay up (the same file reads again once the
-// module stops panicking; other filesystems were never affected).
+// another process: the process gets EIO, the module is tainted and named
+// in the host's log, and the FUSE server and the mount stay up (the same
+// file reads again once the module stops panicking; other filesystems
+// were never affected).
 func TestPanicReturnsEIO(t *testing.T) {
-	h, ns, srv, dir := setup(t)
+	var log syncBuffer
+	h, ns, srv, dir := setup(t, raceless.WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 	src, trap := panicfs.Source("panicmod", "panicfs")
 	inst, err := h.Load(ctx, src, nil)
 	must(t, err)
@@ -248,6 +244,9 @@ func TestPanicReturnsEIO(t *testing.T) {
 	if ts := inst.Taints(); len(ts) == 0 || ts[0] != "panic in filesystem panicfs read: "+panicfs.Value("read") {
 		t.Fatalf("taints %q", ts)
 	}
+	if want := `level=WARN msg="module tainted" module=panicmod flag=D reason="panic in filesystem panicfs read: panicfs: read"`; !strings.Contains(log.String(), want) {
+		t.Fatalf("the host's log lacks %s:\n%s", want, log.String())
+	}
 	if b, err := exec.Command("cat", f).Output(); err != nil || string(b) != "boom data\n" {
 		t.Fatalf("after the panics: %q %v", b, err)
 	}
@@ -255,7 +254,7 @@ func TestPanicReturnsEIO(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "mnt/other")); err != nil || string(b) != "x" {
 		t.Fatalf("another filesystem: %q %v", b, err)
 	}
-	eventually(t, "the kernel's releases", func() bool { return srv.OpenFiles() == 0 })
+	released(t, srv, 0, "the kernel's releases")
 	must(t, ns.Unmount("/boom", 0))
 	must(t, h.Unload(ctx, "panicmod", raceless.UnloadOptions{}))
 }
@@ -307,6 +306,6 @@ func TestNamesAreBytes(t *testing.T) {
 		t.Fatalf("umount of the other name: %v", err)
 	}
 	// the kernel sends RELEASE after close returns
-	eventually(t, "the kernel's releases", func() bool { return srv.OpenFiles() == 0 })
+	released(t, srv, 0, "the kernel's releases")
 	must(t, ns.Unmount("/d\xff", 0))
 }

@@ -14,10 +14,29 @@ import (
 	ramfsmod "github.com/raceless/raceless/modules/ramfs"
 	"github.com/raceless/raceless/vfs"
 	"github.com/raceless/raceless/vfs/procfs"
+	"github.com/raceless/raceless/vfs/vfstest"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	vfstest.Main()
+	goleak.VerifyTestMain(m)
+}
+
+// TestConformance holds the procfs view to the filesystem suite, as a
+// read-only type: it is the module modules/procfs showing the host it is
+// loaded into.
+func TestConformance(t *testing.T) {
+	vfstest.Run(t, vfstest.Type{
+		Name: "proc",
+		Load: func(ctx context.Context, h *raceless.Host) error {
+			_, err := h.Load(ctx, procmod.Source(h), nil)
+			return err
+		},
+		ReadOnly: true,
+		Files:    []string{"modules", "mounts", "filesystems", "sys/kernel/tainted", "procfs/refcnt", "procfs/initstate"},
+	})
+}
 
 type symMod struct {
 	imp string

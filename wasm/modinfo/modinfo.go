@@ -1,6 +1,7 @@
 // Package modinfo reads and writes the metadata block of a raceless
 // WebAssembly module: a wasm custom section named "raceless.modinfo" whose
-// payload is one JSON object (raceless.Info), at most MaxSize bytes.
+// payload is one JSON object (a Block: the module's raceless.Info and the
+// capabilities it asks its host for), at most MaxSize bytes.
 //
 // The block is readable without compiling or instantiating the module: Read
 // walks the section headers of the binary and decodes only the custom
@@ -13,9 +14,15 @@
 //   - A module has at most one modinfo section; two are ErrDuplicate.
 //   - Decode is strict: unknown fields, trailing data, a non-object, an
 //     invalid module name, dependency name, import, parameter name or
-//     type, or a default that does not type-check are ErrMalformed; more than MaxSize
-//     bytes is ErrTooLarge. What Decode accepts, Encode reproduces and
-//     Decode accepts again (checked by FuzzDecode).
+//     type, a default that does not type-check, or an unknown or repeated
+//     capability are ErrMalformed; more than MaxSize bytes is ErrTooLarge.
+//     What DecodeBlock accepts, EncodeBlock reproduces and DecodeBlock
+//     accepts again (checked by FuzzDecode).
+//   - The functions of raceless.Info (Decode, Read, Encode, Append) accept
+//     a block that declares capabilities and leave them out of what they
+//     return: raceless.Info has no place for them. Append writes the Info
+//     it is given, so it drops the capabilities of the block it replaces;
+//     AppendBlock keeps what it is given whole.
 //   - Functions here never panic on any input and keep no state; they are
 //     safe for concurrent use.
 package modinfo
@@ -69,6 +76,42 @@ var (
 )
 
 var wasmHeader = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
+
+// Block is a whole modinfo block: the module's raceless.Info (its fields
+// at the top level of the JSON object) and the capabilities it asks its
+// host for, which only a WebAssembly module has.
+type Block struct {
+	raceless.Info
+	// Capabilities are what the module wants from its host beyond clocks
+	// and random numbers, which every module has: each one of the
+	// Capabilities constants, listed once. A host grants a capability by
+	// its policy; a load that wants one the policy does not grant is
+	// refused.
+	Capabilities []string `json:"capabilities,omitempty"`
+	// Routes are the HTTP route patterns (net/http ServeMux syntax) an
+	// http-wasm handler guest serves (package wasm/httpwasm); Pool the
+	// size of its instance pool (0: the host's default).
+	Routes []string `json:"routes,omitempty"`
+	Pool   int      `json:"pool,omitempty"`
+}
+
+// CapFSRead is the capability to read a directory of the host's VFS,
+// which the module sees through WASI as its root ("/"). Which directory
+// is the policy's choice.
+const CapFSRead = "fs-read"
+
+// Capabilities lists every capability a module may declare.
+var Capabilities = []string{CapFSRead}
+
+// KnownCapability reports whether c is one of Capabilities.
+func KnownCapability(c string) bool {
+	for _, k := range Capabilities {
+		if c == k {
+			return true
+		}
+	}
+	return false
+}
 
 // Section is one section of a wasm binary as Sections reports it.
 type Section struct {
@@ -173,20 +216,33 @@ func Extract(b []byte) ([]byte, error) {
 	return found, nil
 }
 
-// Read returns the decoded modinfo block of a wasm binary.
+// Read returns the decoded modinfo block of a wasm binary, without its
+// capabilities (ReadBlock has them).
 func Read(b []byte) (raceless.Info, error) {
+	blk, err := ReadBlock(b)
+	return blk.Info, err
+}
+
+// ReadBlock returns the whole decoded modinfo block of a wasm binary.
+func ReadBlock(b []byte) (Block, error) {
 	p, err := Extract(b)
 	if err != nil {
-		return raceless.Info{}, err
+		return Block{}, err
 	}
-	return Decode(p)
+	return DecodeBlock(p)
 }
 
 // Append returns a copy of the wasm binary b with info as its modinfo
 // section, appended at the end. An existing modinfo section is removed
-// first, so Append is idempotent. info is validated as Decode would.
+// first, so Append is idempotent. info is validated as Decode would. The
+// new block declares no capabilities (AppendBlock for one that does).
 func Append(b []byte, info raceless.Info) ([]byte, error) {
-	payload, err := Encode(info)
+	return AppendBlock(b, Block{Info: info})
+}
+
+// AppendBlock is Append of a whole block.
+func AppendBlock(b []byte, blk Block) ([]byte, error) {
+	payload, err := EncodeBlock(blk)
 	if err != nil {
 		return nil, err
 	}
@@ -211,11 +267,14 @@ func Append(b []byte, info raceless.Info) ([]byte, error) {
 }
 
 // Encode validates info and returns its payload encoding (indented JSON).
-func Encode(info raceless.Info) ([]byte, error) {
-	if err := Validate(info); err != nil {
+func Encode(info raceless.Info) ([]byte, error) { return EncodeBlock(Block{Info: info}) }
+
+// EncodeBlock is Encode of a whole block.
+func EncodeBlock(blk Block) ([]byte, error) {
+	if err := ValidateBlock(blk); err != nil {
 		return nil, err
 	}
-	p, err := json.MarshalIndent(info, "", "  ")
+	p, err := json.MarshalIndent(blk, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
@@ -225,23 +284,31 @@ func Encode(info raceless.Info) ([]byte, error) {
 	return p, nil
 }
 
-// Decode parses and validates a modinfo payload.
+// Decode parses and validates a modinfo payload, leaving out its
+// capabilities (DecodeBlock has them).
 func Decode(p []byte) (raceless.Info, error) {
-	var info raceless.Info
+	blk, err := DecodeBlock(p)
+	return blk.Info, err
+}
+
+// DecodeBlock parses and validates a whole modinfo payload.
+func DecodeBlock(p []byte) (Block, error) {
+	var blk Block
 	if len(p) > MaxSize {
-		return info, fmt.Errorf("%d bytes, limit %d: %w", len(p), MaxSize, ErrTooLarge)
+		return blk, fmt.Errorf("%d bytes, limit %d: %w", len(p), MaxSize, ErrTooLarge)
 	}
 	dec := json.NewDecoder(bytes.NewReader(p))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&info); err != nil {
-		return raceless.Info{}, fmt.Errorf("%w: %v", ErrMalformed, err)
+	if err := dec.Decode(&blk); err != nil {
+		return Block{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return raceless.Info{}, fmt.Errorf("%w: trailing data after the JSON object", ErrMalformed)
+		return Block{}, fmt.Errorf("%w: trailing data after the JSON object", ErrMalformed)
 	}
-	if err := Validate(info); err != nil {
-		return raceless.Info{}, err
+	if err := ValidateBlock(blk); err != nil {
+		return Block{}, err
 	}
+	info := &blk.Info
 	// "depends": [] means no dependencies: normalize to nil, as Encode
 	// omits empty lists.
 	if len(info.Depends) == 0 {
@@ -256,7 +323,46 @@ func Decode(p []byte) (raceless.Info, error) {
 	if len(info.Params) == 0 {
 		info.Params = nil
 	}
-	return info, nil
+	if len(blk.Capabilities) == 0 {
+		blk.Capabilities = nil
+	}
+	if len(blk.Routes) == 0 {
+		blk.Routes = nil
+	}
+	return blk, nil
+}
+
+// ValidateBlock is Validate of a whole block: the Info, and capabilities
+// each one of Capabilities, listed once.
+func ValidateBlock(blk Block) error {
+	if err := Validate(blk.Info); err != nil {
+		return err
+	}
+	if len(blk.Capabilities) > maxListLen {
+		return fmt.Errorf("%w: more than %d capabilities", ErrMalformed, maxListLen)
+	}
+	if len(blk.Routes) > maxListLen {
+		return fmt.Errorf("%w: more than %d routes", ErrMalformed, maxListLen)
+	}
+	for _, r := range blk.Routes {
+		if r == "" || len(r) > maxFieldLen || strings.ContainsAny(r, "\x00\n") {
+			return fmt.Errorf("%w: invalid route %q", ErrMalformed, r)
+		}
+	}
+	if blk.Pool < 0 || blk.Pool > 4096 {
+		return fmt.Errorf("%w: pool %d out of range (0 to 4096)", ErrMalformed, blk.Pool)
+	}
+	seen := make(map[string]bool, len(blk.Capabilities))
+	for _, c := range blk.Capabilities {
+		if !KnownCapability(c) {
+			return fmt.Errorf("%w: unknown capability %q (known: %s)", ErrMalformed, c, strings.Join(Capabilities, ", "))
+		}
+		if seen[c] {
+			return fmt.Errorf("%w: capability %q declared twice", ErrMalformed, c)
+		}
+		seen[c] = true
+	}
+	return nil
 }
 
 // Validate checks a block: a valid module name, valid dependency names,

@@ -132,18 +132,22 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"name":"x","params":[{"name":"p","type":"bool","default":"yes"}]}`))
 	f.Add([]byte(`[]`))
 	f.Add([]byte(`{"name":"x","imports":["add","mul"]}`))
+	f.Add([]byte(`{"name":"x","capabilities":["fs-read"]}`))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		info, err := modinfo.Decode(p)
+		blk, err := modinfo.DecodeBlock(p)
+		if info, ierr := modinfo.Decode(p); (ierr == nil) != (err == nil) || !reflect.DeepEqual(info, blk.Info) {
+			t.Fatalf("Decode (%v) and DecodeBlock (%v) disagree", ierr, err)
+		}
 		if err != nil {
 			return
 		}
-		q, err := modinfo.Encode(info)
+		q, err := modinfo.EncodeBlock(blk)
 		if err != nil {
 			t.Fatalf("Encode of decoded block: %v", err)
 		}
-		info2, err := modinfo.Decode(q)
-		if err != nil || !reflect.DeepEqual(info, info2) {
-			t.Fatalf("round trip: %+v != %+v (%v)", info, info2, err)
+		blk2, err := modinfo.DecodeBlock(q)
+		if err != nil || !reflect.DeepEqual(blk, blk2) {
+			t.Fatalf("round trip: %+v != %+v (%v)", blk, blk2, err)
 		}
 	})
 }
@@ -210,5 +214,51 @@ func TestImports(t *testing.T) {
 		if _, err := modinfo.Encode(raceless.Info{Name: "x", Imports: bad}); !errors.Is(err, modinfo.ErrMalformed) {
 			t.Errorf("Encode with imports %q: %v, want ErrMalformed", bad, err)
 		}
+	}
+}
+
+// A block's capabilities: kept by the Block functions, left out (and
+// accepted) by the Info ones; an unknown or repeated capability is
+// malformed.
+func TestCapabilities(t *testing.T) {
+	blk := modinfo.Block{Info: sampleInfo(), Capabilities: []string{modinfo.CapFSRead}}
+	b, err := modinfo.AppendBlock(emptyModule, blk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := modinfo.ReadBlock(b)
+	if err != nil || !reflect.DeepEqual(got, blk) {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	if info, err := modinfo.Read(b); err != nil || !reflect.DeepEqual(info, sampleInfo()) {
+		t.Fatalf("Read of a block with capabilities: %+v, %v", info, err)
+	}
+	p, _ := modinfo.Extract(b)
+	if !bytes.Contains(p, []byte(`"capabilities": [`)) {
+		t.Fatalf("payload:\n%s", p)
+	}
+	// Append writes the Info it is given: no capabilities.
+	b2, err := modinfo.Append(b, sampleInfo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := modinfo.ReadBlock(b2); err != nil || got.Capabilities != nil {
+		t.Fatalf("after Append: %+v, %v", got, err)
+	}
+	for _, p := range []string{
+		`{"name":"x","capabilities":["net"]}`,
+		`{"name":"x","capabilities":["fs-read","fs-read"]}`,
+		`{"name":"x","capabilities":[""]}`,
+		`{"name":"x","capabilities":"fs-read"}`,
+	} {
+		if _, err := modinfo.DecodeBlock([]byte(p)); !errors.Is(err, modinfo.ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", p, err)
+		}
+		if _, err := modinfo.Decode([]byte(p)); !errors.Is(err, modinfo.ErrMalformed) {
+			t.Errorf("Decode %s: %v, want ErrMalformed", p, err)
+		}
+	}
+	if blk, err := modinfo.DecodeBlock([]byte(`{"name":"x","capabilities":[]}`)); err != nil || blk.Capabilities != nil {
+		t.Fatalf("empty list: %+v, %v", blk, err)
 	}
 }

@@ -52,6 +52,7 @@ var (
 	fastPkgs  = []string{"./internal/primitives/percpu", "./internal/primitives/grace", "./internal/primitives/ref"}
 	gracePkgs = []string{"./internal/primitives/grace"}
 	refPkgs   = []string{"./internal/primitives/ref"}
+	rootPkgs  = []string{"."}
 	both      = []string{"", "race"}
 )
 
@@ -157,6 +158,22 @@ var mutations = []mutation{
 			{"\tfor n < 0 {\n", "\tr.mode.Store(modeDead) // MUTATION: late\n\tfor n < 0 {\n"},
 		},
 		Pkgs:  refPkgs,
+		Modes: both,
+	},
+	{
+		Name:  "registry-install-primary-first",
+		What:  "a hot swap installs the new registration before keeping the visible one as secondary (a lookup between the stores finds nothing)",
+		File:  "registry.go",
+		Edits: []edit{{"\t\ts.secondary.Store(keep)\n\t\tif r.betweenStores != nil {\n\t\t\tr.betweenStores()\n\t\t}\n\t}\n\ts.primary.Store(reg)", "\t\ts.primary.Store(reg) // MUTATION: primary first\n\t\tif r.betweenStores != nil {\n\t\t\tr.betweenStores()\n\t\t}\n\t\ts.secondary.Store(keep)\n\t} else {\n\t\ts.primary.Store(reg)\n\t}"}},
+		Pkgs:  rootPkgs,
+		Modes: both,
+	},
+	{
+		Name:  "registry-uninstall-clears-secondary",
+		What:  "dropping an undone replacement empties the secondary before promoting it",
+		File:  "registry.go",
+		Edits: []edit{{"\t\t\ts.primary.Store(q)\n\t\t\tif r.betweenStores != nil {", "\t\t\ts.secondary.Store(nil) // MUTATION\n\t\t\tif r.betweenStores != nil {"}},
+		Pkgs:  rootPkgs,
 		Modes: both,
 	},
 	{

@@ -18,9 +18,15 @@
 //
 // # Slots and the dead bit
 //
-// A slot is one padded uint64 word, chosen by percpu.Spread (a hash of the
+// A slot is one uint64 word, chosen by percpu.Spread (a hash of the
 // goroutine's stack address; goroutines running at the same time rarely share
-// one). Every slot access is an atomic read-modify-write, so which slot an
+// one). The slots are packed as Linux's per-CPU allocator packs per-CPU
+// variables: slot i of 16 Refs share cache line i of a block (a row), so
+// that a Ref costs 8 bytes per slot rather than a line per slot (4 slots
+// per P: 64 bytes on 2 Ps, 8 KiB on 256, where padded slots took 1 KiB and
+// 128 KiB). Goroutines running at the same time use different rows, and so
+// different lines, whichever of the block's Refs they count on; two share a
+// line only when their slots collide, as they would on one Ref. Every slot access is an atomic read-modify-write, so which slot an
 // operation picks never matters for correctness, only for contention. A live
 // slot holds slotBias + c, where c is its share of the count (any sign:
 // get on one slot, put on another); bit 63 (deadBit) is clear. A dead slot
@@ -115,14 +121,15 @@ const (
 // for concurrent use, may be called from module code and from inside grace
 // read sections; only WaitZero blocks.
 type Ref struct {
-	// Read-mostly line: the fast path reads slots and shift.
-	slots []slot // counter slots, chosen by percpu.Spread
-	shift uint   // percpu.Spread() >> shift indexes slots
+	// Read-mostly line: the fast path reads rows, col and shift.
+	rows  []slotRow // the block's rows: slot i is rows[i].n[col]
+	col   uintptr   // this Ref's column in every row (< refsPerRow)
+	shift uint      // percpu.Spread() >> shift indexes rows
 	// words is the set whose Words this Ref counts (Words.New);
 	// nil for none.
 	words *Words
 	mode  atomic.Uint32 // modeLive or modeDead; written under mu by Kill/Revive; read first by TryGet
-	_     [percpu.CacheLine - 24 - 8 - 8 - 4]byte
+	_     [percpu.CacheLine - 24 - 8 - 8 - 8 - 4]byte
 
 	shared atomic.Int64 // dead: the exact count; live: bias + slow-path operations
 	under  atomic.Int64 // detected unmatched Puts
@@ -131,17 +138,47 @@ type Ref struct {
 	zero chan struct{} // closed when the dead count reaches zero or on Kill; nil when nobody waits
 }
 
-// slot is one counter word on its own line (see the package comment).
-type slot struct {
-	n atomic.Uint64 // live: slotBias + share of the count; dead: deadBit + slotBias + junk
-	_ [percpu.CacheLine - 8]byte
+// refsPerRow is how many Refs share a block (one word each per row).
+const refsPerRow = int(percpu.CacheLine / 8)
+
+// slotRow is one cache line of a block: slot i of each of its Refs. A word
+// holds, live, slotBias + the Ref's share of the count in that slot; dead,
+// deadBit + slotBias + junk.
+type slotRow struct {
+	n [refsPerRow]atomic.Uint64
+}
+
+// blocks hands out columns of slot blocks to new Refs. A column is never
+// reused: a block is freed by the collector once none of its Refs is
+// reachable (a stale Handle may still TryGet on a gone module's Ref).
+var blocks struct {
+	mu   sync.Mutex // guards the fields below; a leaf
+	cur  []slotRow  // the block being handed out
+	next int        // its next free column
+}
+
+// newSlots returns a column of a block of n rows (a power of two: rows of
+// 128 bytes and a power-of-two count keep every row on its own line, the
+// allocator aligning such objects to their size class).
+func newSlots(n int) ([]slotRow, uintptr) {
+	blocks.mu.Lock()
+	defer blocks.mu.Unlock()
+	if len(blocks.cur) != n || blocks.next == refsPerRow {
+		blocks.cur, blocks.next = make([]slotRow, n), 0
+	}
+	col := blocks.next
+	blocks.next++
+	return blocks.cur, uintptr(col)
 }
 
 // New returns a Ref with count zero. If dead, TryGet fails until Revive
 // (a module starts dead while "coming"; its own Gets still count, exactly).
+// It has 4 slots per P (GOMAXPROCS now: no more goroutines than that run
+// at once; a later increase only makes their slots collide more often).
 func New(dead bool) *Ref {
-	n, shift := percpu.Slots(max(runtime.GOMAXPROCS(0), runtime.NumCPU()))
-	r := &Ref{slots: make([]slot, n), shift: shift}
+	n, shift := percpu.Slots(runtime.GOMAXPROCS(0))
+	rows, col := newSlots(n)
+	r := &Ref{rows: rows, col: col, shift: shift}
 	init := slotBias
 	if dead {
 		r.mode.Store(modeDead)
@@ -149,15 +186,20 @@ func New(dead bool) *Ref {
 	} else {
 		r.shared.Store(bias)
 	}
-	for i := range r.slots {
-		r.slots[i].n.Store(init)
+	for i := range r.rows {
+		r.slotAt(i).Store(init)
 	}
 	return r
 }
 
+// slotAt returns slot i of the Ref.
+func (r *Ref) slotAt(i int) *atomic.Uint64 {
+	return &r.rows[i].n[r.col%uintptr(refsPerRow)]
+}
+
 // slot returns the calling goroutine's counter slot.
 func (r *Ref) slot() *atomic.Uint64 {
-	return &r.slots[percpu.Spread()>>(r.shift&63)].n
+	return &r.rows[percpu.Spread()>>(r.shift&63)].n[r.col%uintptr(refsPerRow)]
 }
 
 // TryGet takes a reference unless the Ref has been killed (or was created
@@ -263,10 +305,10 @@ func (r *Ref) Kill() bool {
 	}
 	r.mode.Store(modeDead)
 	var sum int64
-	for i := range r.slots {
+	for i := range r.rows {
 		// Live, so deadBit is clear in old: every add before this Swap is
 		// counted in it, every add after it sees deadBit.
-		old := r.slots[i].n.Swap(deadBit | slotBias)
+		old := r.slotAt(i).Swap(deadBit | slotBias)
 		sum += int64(old - slotBias)
 	}
 	n := r.shared.Add(sum - bias) // the switch: the exact count, less the Words'
@@ -298,10 +340,10 @@ func (r *Ref) Revive() {
 		return
 	}
 	r.shared.Add(bias) // before any slot goes live: slow-path Puts stay off zero
-	for i := range r.slots {
+	for i := range r.rows {
 		// Discards the junk of adds that saw deadBit (they acted on the
 		// shared counter); adds after this store count in the slot.
-		r.slots[i].n.Store(slotBias)
+		r.slotAt(i).Store(slotBias)
 	}
 	r.mode.Store(modeLive)
 }
@@ -312,8 +354,8 @@ func (r *Ref) Count() int64 {
 	v := r.shared.Load()
 	if v >= bias/2 {
 		v -= bias
-		for i := range r.slots {
-			if x := r.slots[i].n.Load(); x&deadBit == 0 { // a Kill may be in progress
+		for i := range r.rows {
+			if x := r.slotAt(i).Load(); x&deadBit == 0 { // a Kill may be in progress
 				v += int64(x - slotBias)
 			}
 		}
@@ -371,4 +413,5 @@ func (r *Ref) signalZeroLocked() {
 // still in its CPU's store buffer until the barrier (TestKillBarrier).
 var heavy = percpu.Heavy
 
-var _ [percpu.CacheLine - unsafe.Sizeof(slot{})]byte
+var _ [unsafe.Sizeof(slotRow{}) - percpu.CacheLine]byte // a row is one line
+var _ [percpu.CacheLine - unsafe.Sizeof(slotRow{})]byte

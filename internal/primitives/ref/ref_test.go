@@ -256,8 +256,8 @@ func TestKillReviveJunk(t *testing.T) {
 	r := New(false)
 	r.Get()
 	r.Kill()
-	for i := range r.slots {
-		r.slots[i].n.Add(3) // as if three in-flight adds had seen deadBit
+	for i := range r.rows {
+		r.slotAt(i).Add(3) // as if three in-flight adds had seen deadBit
 	}
 	if r.TryGet() {
 		t.Fatal("TryGet on a dead Ref succeeded")
@@ -423,8 +423,8 @@ func TestKillZeroRace(t *testing.T) {
 // working; a live slot may drift far either way without effect.
 func TestSlotDrift(t *testing.T) {
 	r := New(false)
-	r.slots[0].n.Add(1 << 40)
-	r.slots[1].n.Add(^uint64(1<<40 - 1)) // -(1<<40)
+	r.slotAt(0).Add(1 << 40)
+	r.slotAt(1).Add(^uint64(1<<40 - 1)) // -(1<<40)
 	r.Get()
 	if r.Kill() {
 		t.Fatal("Kill saw zero with a reference held")
@@ -432,8 +432,8 @@ func TestSlotDrift(t *testing.T) {
 	if got := r.Count(); got != 1 {
 		t.Fatalf("Count = %d, want 1", got)
 	}
-	for i := range r.slots {
-		r.slots[i].n.Add(junkMax + 1)
+	for i := range r.rows {
+		r.slotAt(i).Add(junkMax + 1)
 	}
 	if r.TryGet() {
 		t.Fatal("TryGet on a dead Ref succeeded")
@@ -443,8 +443,8 @@ func TestSlotDrift(t *testing.T) {
 	// resets that slot.
 	r.Get()
 	reset := 0
-	for i := range r.slots {
-		if r.slots[i].n.Load() == deadBit|slotBias {
+	for i := range r.rows {
+		if r.slotAt(i).Load() == deadBit|slotBias {
 			reset++
 		}
 	}
@@ -454,8 +454,8 @@ func TestSlotDrift(t *testing.T) {
 	if !r.Put() { // the Get's reference
 		t.Fatal("Put refused")
 	}
-	for i := range r.slots {
-		r.slots[i].n.Store(deadBit | slotBias - junkMax - 1) // drifted down (Puts)
+	for i := range r.rows {
+		r.slotAt(i).Store(deadBit | slotBias - junkMax - 1) // drifted down (Puts)
 	}
 	r.Get()
 	for i := 0; i < 2; i++ {
@@ -464,8 +464,8 @@ func TestSlotDrift(t *testing.T) {
 		}
 	}
 	reset = 0
-	for i := range r.slots {
-		if v := r.slots[i].n.Load(); v-(deadBit|slotBias-2) <= 4 {
+	for i := range r.rows {
+		if v := r.slotAt(i).Load(); v-(deadBit|slotBias-2) <= 4 {
 			reset++
 		}
 	}

@@ -11,7 +11,6 @@ package panicfs
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"sync/atomic"
 
 	"github.com/raceless/raceless"
@@ -24,7 +23,7 @@ import (
 var Ops = []string{
 	"mount", "root", "statfs", "superblock release",
 	"stat", "lookup", "readdir", "create", "mkdir", "symlink", "readlink",
-	"unlink", "rmdir", "rename", "link", "setattr", "open",
+	"unlink", "rmdir", "rename", "link", "mknod", "setattr", "open",
 	"read", "write", "append", "size", "sync", "release",
 }
 
@@ -70,7 +69,7 @@ func (m *mod) Init(k *raceless.Kernel) error {
 	return k.Register(raceless.KindFilesystem, m.fstype, vfs.FileSystemTypeFunc(
 		func(ctx context.Context, req vfs.MountRequest) (vfs.Superblock, error) {
 			m.t.at("mount")
-			f, err := ramfs.New(req.Options)
+			f, err := ramfs.New(req.Options, req.Cred)
 			if err != nil {
 				return nil, err
 			}
@@ -100,27 +99,27 @@ func (s *sb) Release() {
 	s.f.Release()
 }
 
-// ramfs nodes implement every node interface; so does node.
+// ramfsNode is every node interface: ramfs nodes implement them all; so
+// does node.
+type ramfsNode interface {
+	vfs.MknodDir
+	vfs.SymlinkNode
+	vfs.OpenNode
+	vfs.SetattrNode
+}
+
+var _ ramfsNode = (*node)(nil)
+
 type node struct {
 	s *sb
-	n interface {
-		vfs.WritableDir
-		vfs.SymlinkNode
-		vfs.OpenNode
-		vfs.SetattrNode
-	}
+	n ramfsNode
 }
 
 func (s *sb) wrap(n vfs.Node) vfs.Node {
 	if n == nil {
 		return nil
 	}
-	return &node{s: s, n: n.(interface {
-		vfs.WritableDir
-		vfs.SymlinkNode
-		vfs.OpenNode
-		vfs.SetattrNode
-	})}
+	return &node{s: s, n: n.(ramfsNode)}
 }
 
 func (s *sb) wrapped(n vfs.Node, err error) (vfs.Node, error) {
@@ -152,19 +151,24 @@ func (n *node) ReadDir() ([]vfs.DirEntry, error) {
 	return n.n.ReadDir()
 }
 
-func (n *node) Create(name string, mode fs.FileMode) (vfs.Node, error) {
+func (n *node) Create(name string, a vfs.CreateAttr) (vfs.Node, error) {
 	n.s.t.at("create")
-	return n.s.wrapped(n.n.Create(name, mode))
+	return n.s.wrapped(n.n.Create(name, a))
 }
 
-func (n *node) Mkdir(name string, mode fs.FileMode) (vfs.Node, error) {
+func (n *node) Mkdir(name string, a vfs.CreateAttr) (vfs.Node, error) {
 	n.s.t.at("mkdir")
-	return n.s.wrapped(n.n.Mkdir(name, mode))
+	return n.s.wrapped(n.n.Mkdir(name, a))
 }
 
-func (n *node) Symlink(target, name string) (vfs.Node, error) {
+func (n *node) Mknod(name string, a vfs.CreateAttr) (vfs.Node, error) {
+	n.s.t.at("mknod")
+	return n.s.wrapped(n.n.Mknod(name, a))
+}
+
+func (n *node) Symlink(target, name string, a vfs.CreateAttr) (vfs.Node, error) {
 	n.s.t.at("symlink")
-	return n.s.wrapped(n.n.Symlink(target, name))
+	return n.s.wrapped(n.n.Symlink(target, name, a))
 }
 
 func (n *node) Readlink() (string, error) {

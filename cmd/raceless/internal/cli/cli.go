@@ -24,16 +24,17 @@ import (
 
 // Exit statuses (control.Classes maps every error to one of them).
 const (
-	ExitOK          = 0 // success
-	ExitFailure     = 1 // any other failure
-	ExitUsage       = 2 // bad command line
-	ExitNotFound    = 3 // no such module, file, alias, symbol or mount (ENOENT)
-	ExitExists      = 4 // already loaded / already exists (EEXIST)
-	ExitBusy        = 5 // in use, or a wait timed out (EBUSY)
-	ExitPermission  = 6 // refused: not the daemon's owner (EPERM)
-	ExitInvalid     = 7 // invalid parameters, module or index (EINVAL, ENOEXEC)
-	ExitNoDaemon    = 8 // the daemon is not running (cannot connect)
-	ExitUnsupported = 9 // not built in this version
+	ExitOK          = 0  // success
+	ExitFailure     = 1  // any other failure
+	ExitUsage       = 2  // bad command line
+	ExitNotFound    = 3  // no such module, file, alias, symbol or mount (ENOENT)
+	ExitExists      = 4  // already loaded / already exists (EEXIST)
+	ExitBusy        = 5  // in use, or a wait timed out (EBUSY)
+	ExitPermission  = 6  // refused: not the daemon's owner (EPERM)
+	ExitInvalid     = 7  // invalid parameters, module or index (EINVAL, ENOEXEC)
+	ExitNoDaemon    = 8  // the daemon is not running (cannot connect)
+	ExitUnsupported = 9  // not built in this version
+	ExitKeyRejected = 10 // the module's signature refuses it (EKEYREJECTED)
 )
 
 // ExitCode maps an error to an exit status: a usage error of the command
@@ -138,11 +139,11 @@ type command struct {
 var commands map[string]command
 
 // order is the order of the commands in the help.
-var order = []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "mount", "umount", "request", "call", "hook", "cat", "ls", "bench", "torture", "ping"}
+var order = []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "keygen", "sign", "sig-enforce", "mount", "umount", "request", "call", "hook", "cat", "ls", "bench", "torture", "ping"}
 
 func init() {
 	commands = map[string]command{
-		"serve": {run: runServe, usage: "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr HOST:PORT] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--cache-dir DIR|off] [--log-format text|json] [--log-level LEVEL]",
+		"serve": {run: runServe, usage: "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr HOST:PORT] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--cache-dir DIR|off] [--keyring DIR] [--sig-enforce] [--policy FILE] [--log-format text|json] [--log-level LEVEL]",
 			what: "run the daemon"},
 		"insmod": {run: runInsmod, usage: "insmod FILE [key=value ...]",
 			what: "load a module file", daemon: true, json: "print the loaded module's status as JSON"},
@@ -152,12 +153,18 @@ func init() {
 			what: "unload modules", daemon: true, json: "with -a: print the removed modules as JSON"},
 		"lsmod": {run: runLsmod, usage: "lsmod [--json]",
 			what: "list the loaded modules", daemon: true, json: "print the modules' status as JSON"},
-		"modinfo": {run: runModinfo, flags: modinfoFlags, usage: "modinfo [-F FIELD] [--json] FILE|NAME",
+		"modinfo": {run: runModinfo, flags: modinfoFlags, usage: "modinfo [-F FIELD] [--keyring DIR] [--json] FILE|NAME",
 			what: "show a module's information (a FILE is read without the daemon)", daemon: true, json: "print the information as JSON"},
 		"modprobe": {run: runModprobe, flags: modprobeFlags, usage: "modprobe [-r] [-n] [-v] [--first-time] NAME|ALIAS [key=value ...]",
 			what: "load (or remove) a module and its dependencies", daemon: true, json: "print the module and the actions as JSON"},
 		"depmod": {run: runDepmod, flags: depmodFlags, usage: "depmod [-n] [--json] DIR",
 			what: "write DIR's modules.dep and modules.alias (without the daemon)", json: "print the index as JSON instead of writing it"},
+		"keygen": {run: runKeygen, usage: "keygen NAME",
+			what: "make an Ed25519 key pair for signing modules, NAME.key (private) and NAME.pub (public, for a keyring) (without the daemon)"},
+		"sign": {run: runSign, flags: signFlags, usage: "sign --key KEY [-o OUT] FILE",
+			what: "sign a module file with a private key, replacing any signature it had (without the daemon)"},
+		"sig-enforce": {run: runSigEnforce, usage: "sig-enforce [on]",
+			what: "print whether the daemon enforces module signatures, or turn enforcement on (nothing turns it off)", daemon: true, json: "print the state as JSON"},
 		"mount": {run: runMount, flags: mountFlags, usage: "mount [-t TYPE] SRC DIR [-o OPTS] | mount --bind|--rbind SRC DIR | mount --move SRC DIR | mount [--json]",
 			what: "list the mounts, or mount in the daemon's namespace", daemon: true, json: "list the mounts as JSON"},
 		"umount": {run: runUmount, flags: umountFlags, usage: "umount [-l] DIR",
@@ -172,7 +179,7 @@ func init() {
 			what: "print a file of the daemon's namespace, e.g. /proc/modules", daemon: true},
 		"ls": {run: runLs, flags: lsFlags, usage: "ls [-l] [-p] [PATH ...]",
 			what: "list a directory of the daemon's namespace, one name per line, e.g. /proc/hello/holders", daemon: true},
-		"bench": {run: runBench, flags: benchFlags, usage: "bench calls|wasm|swap [--quick] [--json]",
+		"bench": {run: runBench, flags: benchFlags, usage: "bench calls|wasm|swap|scale|http [--quick] [--json]",
 			what: "run a benchmark in this process (without the daemon)", json: "print the results as JSON"},
 		"torture": {run: runTorture, flags: tortureFlags, usage: "torture [--duration D] [--seed S] [--ops N] [--wasm] [--json]",
 			what: "run the rcutorture-style invariant check in this process (without the daemon)", json: "print the report as JSON"},

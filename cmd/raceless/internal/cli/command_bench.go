@@ -7,6 +7,8 @@ import (
 
 	"github.com/raceless/raceless/internal/bench/calls"
 	"github.com/raceless/raceless/internal/bench/hotswap"
+	"github.com/raceless/raceless/internal/bench/httpbench"
+	"github.com/raceless/raceless/internal/bench/scale"
 	"github.com/raceless/raceless/internal/bench/wasmcalls"
 	"github.com/raceless/raceless/internal/check/torture"
 )
@@ -27,7 +29,7 @@ var benchFlags = []flagSpec{
 // checks that the benchmark works (the tests' smoke run, under -race too).
 func runBench(e *env) error {
 	if len(e.args.pos) != 1 {
-		return usageErrorf("want calls, wasm or swap")
+		return usageErrorf("want calls, wasm, swap, scale or http")
 	}
 	quick := e.args.has("quick")
 	switch e.args.pos[0] {
@@ -58,8 +60,26 @@ func runBench(e *env) error {
 			return e.fail(err, "bench swap: %v", err)
 		}
 		return nil
+	case "http":
+		opts := httpbench.Options{}
+		if quick {
+			opts = httpbench.Quick()
+		}
+		if err := httpbench.Run(e.ctx, e.stdout, e.args.has("json"), opts); err != nil {
+			return e.fail(err, "bench http: %v", err)
+		}
+		return nil
+	case "scale":
+		opts := scale.Options{}
+		if quick {
+			opts = scale.Quick()
+		}
+		if err := scale.Run(e.ctx, e.stdout, e.args.has("json"), opts); err != nil {
+			return e.fail(err, "bench scale: %v", err)
+		}
+		return nil
 	}
-	return usageErrorf("unknown benchmark %q (calls, wasm or swap)", e.args.pos[0])
+	return usageErrorf("unknown benchmark %q (calls, wasm, swap, scale or http)", e.args.pos[0])
 }
 
 // runTorture runs the torture test in this process; violations exit 1.

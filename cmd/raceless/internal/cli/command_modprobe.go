@@ -87,6 +87,8 @@ func (e *env) modprobeError(name string, err error, remove bool) error {
 		if we != nil && strings.HasPrefix(we.Message, "could not insert") {
 			return e.fail(err, "%s", we.Message)
 		}
+	case ExitKeyRejected: // kmod: could not insert 'm': Key was rejected by service
+		return e.fail(err, "could not insert '%s': %s (%s)", name, kmodReason(err), msg)
 	}
 	if !remove && we != nil && we.Module != "" {
 		return e.fail(err, "could not insert '%s': %s", we.Module, msg)

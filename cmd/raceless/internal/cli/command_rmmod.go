@@ -100,6 +100,8 @@ func (e *env) rmmodError(name string, err error) error {
 			return e.fail(err, "Module %s is in use by: %s", name, joinComma(we.Holders))
 		case we != nil && we.Reason != "" && !strings.HasPrefix(we.Reason, "in use"):
 			return e.fail(err, "could not remove module %s: %s", name, we.Message)
+		case we != nil && len(we.Routes) > 0:
+			return e.fail(err, "Module %s is in use: requests in flight on routes: %s", name, strings.Join(we.Routes, ", "))
 		}
 		return e.fail(err, "Module %s is in use", name)
 	}

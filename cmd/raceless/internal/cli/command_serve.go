@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,7 +14,9 @@ import (
 	"time"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/vfs"
 	"github.com/raceless/raceless/wasm"
+	"github.com/raceless/raceless/wasm/httpwasm"
 
 	"github.com/raceless/raceless/cmd/raceless/internal/control"
 	"github.com/raceless/raceless/cmd/raceless/internal/daemon"
@@ -27,7 +30,11 @@ type serveFlags struct {
 	socket, modules, fuse, metricsAddr, logFormat, logLevel *string
 	cacheDir                                                *string
 	autoclean, shutdownTimeout                              *time.Duration
-	noAutoload                                              *bool
+	noAutoload, allowOther                                  *bool
+	keyring, policy                                         *string
+	sigEnforce                                              *bool
+	httpAddr                                                *string
+	httpBodyLimit                                           *int64
 }
 
 func newServeFlags() *serveFlags {
@@ -38,14 +45,36 @@ func newServeFlags() *serveFlags {
 		socket:          fs.String("socket", control.DefaultSocketPath(), "control socket `PATH`"),
 		modules:         fs.String("modules", "", "module directory `DIR`: .wasm files and their index (depmod DIR)"),
 		fuse:            fs.String("fuse", "", "expose the namespace at `DIR` through FUSE"),
+		allowOther:      fs.Bool("allow-other", false, "let users other than the daemon's reach the --fuse directory (FUSE's allow_other; the permission bits then decide)"),
 		metricsAddr:     fs.String("metrics-addr", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics"),
+		httpAddr:        fs.String("http", defaultHTTPAddr(), "serve the modules' HTTP routes, and the default route module homepage, at `HOST:PORT` (off: none; default from RACELESS_HTTP)"),
+		httpBodyLimit:   fs.Int64("http-body-limit", 10<<20, "the largest request body, in `BYTES`, handed to a route module (larger: 413)"),
 		autoclean:       fs.Duration("autoclean", 0, "run an autoclean sweep every `INTERVAL` (0: never)"),
 		noAutoload:      fs.Bool("no-autoload", false, "disable demand loading"),
 		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "how long (`D`) shutdown waits for references before forcing"),
 		cacheDir:        fs.String("cache-dir", defaultCacheDirText(), "on-disk compilation cache of wasm modules, in `DIR` (off or an empty value: in memory only)"),
+		keyring:         fs.String("keyring", "", "trust the public keys (*.pub) in `DIR` for module signatures"),
+		sigEnforce:      fs.Bool("sig-enforce", false, "refuse modules not signed by a key of the keyring (cannot be switched off while the daemon runs)"),
+		policy:          fs.String("policy", "", "the capability policy `FILE`: what each module may use of its host (grant MODULE fs-read DIR)"),
 		logFormat:       fs.String("log-format", "text", "log format, `text|json`"),
 		logLevel:        fs.String("log-level", "info", "log `LEVEL`: debug, info, warn or error"),
 	}
+}
+
+// isHTTPGuest reports whether the file at path is an http-wasm handler
+// guest (one that cannot be read is left to the loader to report).
+func isHTTPGuest(path string) bool {
+	bin, err := os.ReadFile(path)
+	return err == nil && httpwasm.IsGuest(bin)
+}
+
+// defaultHTTPAddr is --http's default: RACELESS_HTTP, else
+// 127.0.0.1:8080 (loopback only).
+func defaultHTTPAddr() string {
+	if a := os.Getenv("RACELESS_HTTP"); a != "" {
+		return a
+	}
+	return "127.0.0.1:8080"
 }
 
 // defaultCacheDir is --cache-dir's default: os.UserCacheDir()/raceless,
@@ -126,32 +155,70 @@ func runServe(e *env) error {
 		return usageErrorf("bad --log-format %q (text or json)", *logFormat)
 	}
 	log := slog.New(h)
-	loader, err := newLoader(e, log, *sf.cacheDir, cacheSet)
+	trust, err := loadTrust(e, *sf.keyring, *sf.policy, *sf.sigEnforce)
 	if err != nil {
 		return err
 	}
+	loader, err := newLoader(e, log, *sf.cacheDir, cacheSet, trust)
+	if err != nil {
+		return err
+	}
+	log.Info("module trust", "keyring", *sf.keyring, "keys", len(trust.keys.Keys()), "sig_enforce", *sf.sigEnforce, "policy", *sf.policy)
+	if *sf.sigEnforce && len(trust.keys.Keys()) == 0 {
+		log.Warn("signatures are enforced and no key is trusted: only built-in modules can load (see --keyring)")
+	}
 	defer loader.Close(context.WithoutCancel(e.ctx))
+	// http-wasm handler guests (files importing "http_handler") load
+	// through their own runtime (package wasm/httpwasm), with the same
+	// signature rules; every other file through the module loader.
+	httpRT, err := httpwasm.NewRuntime(e.ctx, httpwasm.Config{Logger: log})
+	if err != nil {
+		return e.fail(err, "cannot start the http-wasm runtime: %v", err)
+	}
+	defer httpRT.Close(context.WithoutCancel(e.ctx))
 	open := func(path string) (raceless.Source, error) {
+		if isHTTPGuest(path) {
+			return httpRT.Open(e.ctx, path, loader.Keyring(), loader.SignaturesEnforced())
+		}
 		src, err := loader.Open(path)
 		if err != nil {
 			return nil, err // not a typed nil
 		}
 		return src, nil
 	}
+	httpAddr, boot := *sf.httpAddr, defaults.Boot()
+	if httpAddr == "off" {
+		httpAddr = ""
+	} else {
+		boot = append(boot, defaults.HTTPBoot()...)
+	}
+	pools := func() []daemon.PoolStat {
+		var out []daemon.PoolStat
+		for _, p := range httpRT.Pools() {
+			out = append(out, daemon.PoolStat{Module: p.Module, Size: p.Size, Busy: p.Busy, Errors: p.Errors})
+		}
+		return out
+	}
 	d, err := daemon.New(daemon.Config{
+		HTTPAddr:        httpAddr,
+		HTTPBodyLimit:   *sf.httpBodyLimit,
+		HTTPPools:       pools,
 		Socket:          *socket,
 		ModulesDir:      *modules,
 		FuseDir:         *fuse,
+		FuseAllowOther:  *sf.allowOther,
 		MetricsAddr:     *metricsAddr,
 		Autoclean:       *autoclean,
 		NoAutoload:      *noAutoload,
 		ShutdownTimeout: *shutdownTimeout,
 		Logger:          log,
 		Builtins:        defaults.Sources,
-		Boot:            defaults.Boot(),
+		Boot:            boot,
 		Mounts:          defaults.Mounts(),
 		Open:            open,
-		ReadInfo:        readInfo,
+		Inspect:         func(path string) (daemon.ModInfo, error) { return inspect(path, trust.keys) },
+		Trust:           loader,
+		OnNamespace:     func(ns *vfs.Namespace) { trust.granter.SetRoot(ns.Proc) },
 	})
 	if err != nil {
 		return e.fail(err, "cannot start: %v", err)
@@ -162,12 +229,28 @@ func runServe(e *env) error {
 	return nil
 }
 
+// ownerOnly refuses a cache directory that users other than its owner may
+// write (mode bits 022): the daemon runs the compiled code it finds there,
+// so whoever can write there could run their code in the daemon, signed
+// modules or not. A directory that cannot be stat'ed is left to the
+// loader, which creates a missing one with mode 0700 and reports the rest.
+func ownerOnly(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil
+	}
+	if m := fi.Mode().Perm(); m&0o022 != 0 {
+		return fmt.Errorf("%s is writable by users other than its owner (mode %#o): the daemon runs the compiled code it holds: %w", dir, m, fs.ErrPermission)
+	}
+	return nil
+}
+
 // newLoader creates the daemon's wasm loader with its on-disk compilation
 // cache: dir when set is true ("off" or "": none; a directory that cannot
 // be used is an error), else the default, os.UserCacheDir()/raceless,
 // where a directory that cannot be created or used is a warning and the
 // cache stays in memory.
-func newLoader(e *env, log *slog.Logger, dir string, set bool) (*wasm.Loader, error) {
+func newLoader(e *env, log *slog.Logger, dir string, set bool, trust *trust) (*wasm.Loader, error) {
 	if !set {
 		var err error
 		if dir, err = defaultCacheDir(); err == nil {
@@ -176,15 +259,23 @@ func newLoader(e *env, log *slog.Logger, dir string, set bool) (*wasm.Loader, er
 		if err != nil {
 			log.Warn("no on-disk compilation cache: the default cache directory cannot be created (see --cache-dir)", "err", err)
 			dir = ""
+		} else if err := ownerOnly(dir); err != nil {
+			log.Warn("no on-disk compilation cache: the default cache directory is not the owner's alone (see --cache-dir)", "err", err)
+			dir = ""
 		}
 	} else if dir == "off" {
 		dir = ""
+	} else if dir != "" {
+		if err := ownerOnly(dir); err != nil {
+			return nil, e.fail(err, "cannot start: --cache-dir %s: %v", dir, err)
+		}
 	}
-	loader, err := wasm.NewLoader(e.ctx, wasm.Config{CacheDir: dir, Stderr: e.stderr})
+	cfg := trust.config(wasm.Config{CacheDir: dir, Stderr: e.stderr})
+	loader, err := wasm.NewLoader(e.ctx, cfg)
 	if err != nil && dir != "" && !set {
 		log.Warn("no on-disk compilation cache: the default cache directory cannot be used (see --cache-dir)", "dir", dir, "err", err)
-		dir = ""
-		loader, err = wasm.NewLoader(e.ctx, wasm.Config{Stderr: e.stderr})
+		dir, cfg.CacheDir = "", ""
+		loader, err = wasm.NewLoader(e.ctx, cfg)
 	}
 	if err != nil {
 		return nil, e.fail(err, "cannot start the wasm loader: %v", err)

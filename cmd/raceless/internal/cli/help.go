@@ -106,7 +106,7 @@ func printUsage(w io.Writer) {
 	writeOption(w, globalFlags[1].spelling(), "machine-readable output, where the command's help lists it")
 	writeOption(w, globalFlags[2].spelling(), "print help and exit")
 	fmt.Fprintln(w, "Exit statuses:")
-	for exit := 0; exit <= ExitUnsupported; exit++ {
+	for exit := 0; exit <= ExitKeyRejected; exit++ {
 		var meanings []string
 		for _, c := range control.Classes {
 			if c.Exit == exit {

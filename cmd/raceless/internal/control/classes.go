@@ -7,6 +7,8 @@ import (
 
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/wasm"
+	"github.com/raceless/raceless/wasm/modsig"
+	"github.com/raceless/raceless/wasm/policy"
 )
 
 // Sentinel is an error a Class matches with errors.Is, and the name the
@@ -48,6 +50,7 @@ const (
 	CodeDeadlock    = "deadlock"    // raceless.ErrInReadSection
 	CodeInit        = "init"        // raceless.ErrInit: the module's Init failed
 	CodeFault       = "fault"       // a wasm trap, limit or aborted instance
+	CodeKeyRejected = "keyrejected" // wasm.ErrKeyRejected: the module's signature refuses it (EKEYREJECTED)
 	CodeFormat      = "format"      // a file that is not a valid module (ENOEXEC)
 	CodeBusy        = "busy"        // raceless.ErrBusy, EBUSY
 	CodeNotLive     = "notlive"     // raceless.ErrNotLive, EAGAIN
@@ -67,8 +70,9 @@ const (
 var Classes = []Class{
 	{Exit: 0, Meaning: "success"},
 	{Exit: 2, Code: CodeUsage, Meaning: "usage: bad flag, missing argument, unknown command, malformed request"},
-	{Exit: 6, Code: CodePermission, Meaning: "permission: the socket refused this uid, or an operation not permitted", Text: "Operation not permitted",
-		Sentinels: []Sentinel{{"raceless.ErrPermission", raceless.ErrPermission}, {"EPERM", syscall.EPERM}, {"EACCES", syscall.EACCES}, {"fs.ErrPermission", fs.ErrPermission}}},
+	{Exit: 6, Code: CodePermission, Meaning: "permission: the socket refused this uid, an operation not permitted, or a capability the policy does not grant", Text: "Operation not permitted",
+		Sentinels: []Sentinel{{"raceless.ErrPermission", raceless.ErrPermission}, {"EPERM", syscall.EPERM}, {"EACCES", syscall.EACCES}, {"fs.ErrPermission", fs.ErrPermission},
+			{"wasm.ErrCapability", wasm.ErrCapability}}},
 	{Exit: 8, Meaning: "the daemon is not running (cannot connect)",
 		Sentinels: []Sentinel{{"control.ErrNoDaemon", ErrNoDaemon}}},
 	{Exit: 9, Code: CodeUnsupported, Meaning: "not built in this version",
@@ -79,6 +83,8 @@ var Classes = []Class{
 		Sentinels: []Sentinel{{"raceless.ErrInit", raceless.ErrInit}}},
 	{Exit: 1, Code: CodeFault, Meaning: "the module's code trapped, exceeded a limit, or was aborted",
 		Sentinels: []Sentinel{{"wasm.ErrTrap", wasm.ErrTrap}, {"wasm.ErrLimit", wasm.ErrLimit}, {"wasm.ErrAborted", wasm.ErrAborted}, {"wasm.ErrReentrant", wasm.ErrReentrant}}},
+	{Exit: 10, Code: CodeKeyRejected, Meaning: "key rejected: the module's signature does not verify, or signatures are enforced and it is unsigned or signed by a key not in the keyring", Text: "Key was rejected by service",
+		Sentinels: []Sentinel{{"wasm.ErrKeyRejected", wasm.ErrKeyRejected}}},
 	{Exit: 7, Code: CodeFormat, Meaning: "invalid module format: not a module, or rejected by the compiler or the linker", Text: "Invalid module format",
 		Sentinels: []Sentinel{
 			{"wasm.ErrEmpty", wasm.ErrEmpty}, {"wasm.ErrTooLarge", wasm.ErrTooLarge}, {"wasm.ErrNotWasm", wasm.ErrNotWasm},
@@ -99,8 +105,8 @@ var Classes = []Class{
 		Sentinels: []Sentinel{{"raceless.ErrInvalid", raceless.ErrInvalid}}, Op: "param"},
 	{Exit: 1, Code: CodeCycle, Meaning: "a module load cycle",
 		Sentinels: []Sentinel{{"raceless.ErrCycle", raceless.ErrCycle}}},
-	{Exit: 7, Code: CodeInvalid, Meaning: "invalid: an argument, a malformed index, a path that is not a mount point", Text: "Invalid argument",
-		Sentinels: []Sentinel{{"raceless.ErrInvalid", raceless.ErrInvalid}, {"EINVAL", syscall.EINVAL}}},
+	{Exit: 7, Code: CodeInvalid, Meaning: "invalid: an argument, a malformed index or policy, a key file that is not an Ed25519 key, a path that is not a mount point", Text: "Invalid argument",
+		Sentinels: []Sentinel{{"raceless.ErrInvalid", raceless.ErrInvalid}, {"EINVAL", syscall.EINVAL}, {"policy.ErrSyntax", policy.ErrSyntax}, {"modsig.ErrBadKey", modsig.ErrBadKey}}},
 	{Exit: 1, Code: CodeFailed, Meaning: "any other failure (torture violations included)"},
 }
 

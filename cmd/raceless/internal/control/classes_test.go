@@ -3,6 +3,7 @@ package control
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/vfs"
 	"github.com/raceless/raceless/wasm"
+	"github.com/raceless/raceless/wasm/modsig"
+	"github.com/raceless/raceless/wasm/policy"
 )
 
 // Every sentinel of every class is classified as that class, wrapped as the
@@ -90,6 +93,13 @@ func TestClassesOfRealErrors(t *testing.T) {
 		{"EXDEV", &os.PathError{Op: "rename", Path: "/b", Err: vfs.EXDEV}, CodeFailed, 1},
 		{"BusyError", &raceless.BusyError{Module: "m", Reason: "in use"}, CodeBusy, 5},
 		{"EPERM", syscall.EPERM, CodePermission, 6},
+		{"bad signature", &raceless.ModuleError{Op: "load", Module: "m", Err: &wasm.FileError{Op: "verify", Path: "/x.wasm", Err: fmt.Errorf("%w: %w", wasm.ErrKeyRejected, modsig.ErrBadSignature)}}, CodeKeyRejected, 10},
+		{"unsigned, enforced", &wasm.FileError{Op: "verify", Path: "/x.wasm", Err: fmt.Errorf("%w: %w (signatures are enforced)", wasm.ErrKeyRejected, modsig.ErrUnsigned)}, CodeKeyRejected, 10},
+		{"capability", &wasm.FileError{Op: "instantiate", Path: "/x.wasm", Err: fmt.Errorf("module m wants capability fs-read: %w", wasm.ErrCapability)}, CodePermission, 6},
+		{"granted directory missing", &wasm.FileError{Op: "instantiate", Path: "/x.wasm", Err: &os.PathError{Op: "chroot", Path: "/srv", Err: vfs.ENOENT}}, CodeNotFound, 3},
+		{"policy", fmt.Errorf("p.conf:1: %w: unknown directive", policy.ErrSyntax), CodeInvalid, 7},
+		{"key file", fmt.Errorf("k.key: %w: no PEM block", modsig.ErrBadKey), CodeInvalid, 7},
+		{"keyring others may write", fmt.Errorf("keyring: /k is writable by users other than its owner: %w", fs.ErrPermission), CodePermission, 6},
 		{"no daemon", fmt.Errorf("%w at /s: %w", ErrNoDaemon, syscall.ECONNREFUSED), "", 8},
 		{"no daemon, permission", fmt.Errorf("%w at /s: %w", ErrNoDaemon, syscall.EACCES), CodePermission, 6},
 	} {

@@ -72,6 +72,9 @@ type Error struct {
 	Refs    int64    `json:"refs,omitempty"`
 	Holders []string `json:"holders,omitempty"`
 	Reason  string   `json:"reason,omitempty"`
+	// Routes are the HTTP routes with requests in flight of a module whose
+	// unload was refused, as "PATTERN (N)".
+	Routes []string `json:"routes,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }

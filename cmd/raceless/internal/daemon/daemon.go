@@ -4,7 +4,8 @@
 // autoclean sweeper, and a graceful shutdown.
 //
 // Start-up order (each step undone in reverse by Close): host → boot
-// modules → mounts → metrics listener → control socket. The control socket
+// modules → mounts → metrics listener → HTTP listener (module routes,
+// package web) → control socket. The control socket
 // appears last, so a client that finds it finds a daemon ready to serve.
 // Before all of them, with a FUSE directory, a stale FUSE mount left there
 // by a daemon that died is detached (see clearStaleFuse).
@@ -17,12 +18,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/cmd/raceless/internal/control"
 	"github.com/raceless/raceless/cmd/raceless/internal/modindex"
+	"github.com/raceless/raceless/vfs"
+	"github.com/raceless/raceless/web"
 )
 
 // Config configures a daemon.
@@ -41,8 +45,38 @@ type Config struct {
 	Builtins func(h *raceless.Host) []raceless.Source
 	Boot     []string          // built-in modules loaded at start
 	Open     modindex.OpenFunc // opens loadable module files; nil: not supported
-	ReadInfo func(path string) (raceless.Info, error)
-	Mounts   []BootMount // mounted at start, in order
+	// Inspect reads a loadable module file's modinfo and checks its
+	// signature against the daemon's keyring (modinfo); nil: not supported.
+	Inspect func(path string) (ModInfo, error)
+	// Trust is the loader's signature enforcement (the sig_enforce op);
+	// nil when loadable modules are not supported.
+	Trust Trust
+	// OnNamespace, if set, is called with the namespace once its boot
+	// mounts are made, before the control socket listens: the capability
+	// policy resolves granted directories in it.
+	OnNamespace func(*vfs.Namespace)
+	Mounts      []BootMount // mounted at start, in order
+	// HTTPAddr is where the routes modules register (raceless.KindRoute)
+	// are served over HTTP (package web); "" for nowhere.
+	HTTPAddr string
+	// HTTPBodyLimit is the largest request body handed to a route module
+	// (0: web.DefaultBodyLimit; negative: no limit).
+	HTTPBodyLimit int64
+	// HTTPPools, if set, reports the http-wasm route modules' instance
+	// pools for the metrics.
+	HTTPPools func() []PoolStat
+
+	// FuseAllowOther mounts FuseDir with allow_other: other users reach
+	// it, the kernel checking the permission bits (default_permissions).
+	// Without it the kernel refuses every user but the daemon's.
+	FuseAllowOther bool
+}
+
+// Trust is what the daemon drives of module signing (a *wasm.Loader).
+// Enforcement goes on and never off: there is no method to clear it.
+type Trust interface {
+	EnforceSignatures()
+	SignaturesEnforced() bool
 }
 
 // BootMount is a mount made at start.
@@ -62,6 +96,9 @@ type Daemon struct {
 	srv      *control.Server
 	httpSrv  *http.Server
 	httpLn   net.Listener
+	router   *web.Router // nil without HTTPAddr
+	webSrv   *http.Server
+	webLn    net.Listener
 
 	wg sync.WaitGroup // the sweeper and the listeners' goroutines
 
@@ -125,17 +162,35 @@ func New(cfg Config) (_ *Daemon, err error) {
 	if d.ns, err = newNamespace(d); err != nil {
 		return nil, err
 	}
+	if cfg.OnNamespace != nil {
+		cfg.OnNamespace(d.ns.ns)
+	}
 	if cfg.MetricsAddr != "" {
 		if d.httpLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 		mux := http.NewServeMux()
-		mux.HandleFunc("/metrics", d.serveMetrics)
+		mux.Handle("/metrics", d.metricsHandler())
 		d.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+	if cfg.HTTPAddr != "" {
+		if d.webLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			if d.httpLn != nil {
+				d.httpLn.Close()
+			}
+			return nil, fmt.Errorf("http: %w", err)
+		}
+		d.router = web.New(d.host, web.Config{Logger: d.log, BodyLimit: cfg.HTTPBodyLimit, Observe: d.metrics.route})
+		d.webSrv = &http.Server{Handler: d.router, ReadHeaderTimeout: 10 * time.Second, ConnContext: web.ConnContext,
+			ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 	}
 	if d.srv, err = control.Listen(cfg.Socket, d.handle, d.log); err != nil {
 		if d.httpLn != nil {
 			d.httpLn.Close()
+		}
+		if d.webLn != nil {
+			d.webLn.Close()
+			d.router.Close()
 		}
 		return nil, err
 	}
@@ -152,6 +207,18 @@ func (d *Daemon) MetricsAddr() string {
 	}
 	return d.httpLn.Addr().String()
 }
+
+// HTTPAddr returns the address the module routes are served at ("" if
+// none).
+func (d *Daemon) HTTPAddr() string {
+	if d.webLn == nil {
+		return ""
+	}
+	return d.webLn.Addr().String()
+}
+
+// Router returns the router of the module routes (nil without HTTPAddr).
+func (d *Daemon) Router() *web.Router { return d.router }
 
 // Run serves until ctx is done, then shuts down: it stops accepting
 // requests (cancelling those in flight), unmounts, and unloads every module
@@ -179,6 +246,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if d.webSrv != nil {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := d.webSrv.Serve(d.webLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("http: %w", err)
+			}
+		}()
+	}
 	if d.cfg.Autoclean > 0 {
 		d.wg.Add(1)
 		go func() {
@@ -186,7 +262,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.sweep(d.stopping)
 		}()
 	}
-	d.log.Info("raceless daemon ready", "socket", d.srv.Path(), "modules", d.cfg.ModulesDir, "metrics", d.MetricsAddr(), "autoclean", d.cfg.Autoclean)
+	d.log.Info("raceless daemon ready", "socket", d.srv.Path(), "modules", d.cfg.ModulesDir, "metrics", d.MetricsAddr(), "http", d.HTTPAddr(), "autoclean", d.cfg.Autoclean)
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -199,6 +275,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// then forcing); only then close the connections left.
 	d.srv.StopAccepting()
 	d.stopWaiters()
+	if d.webSrv != nil {
+		// Let requests in flight finish (they hold their modules'
+		// references) while accepting no new ones; the host's shutdown
+		// deadline bounds the wait, then the connections are closed.
+		sctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+		if err := d.webSrv.Shutdown(sctx); err != nil {
+			d.webSrv.Close()
+		}
+		cancel()
+		d.router.Close()
+	}
 	if err := d.shutdownHost(context.Background()); err != nil && runErr == nil {
 		runErr = err
 	}
@@ -262,10 +349,35 @@ func (d *Daemon) load(ctx context.Context, src raceless.Source, params map[strin
 }
 
 // unload unloads name; a refusal is counted.
+//
+// With Force, the requests in flight on the module's routes are aborted
+// first (web.Router.Abort: 503 or a closed connection), their handlers
+// given abortGrace to return. A refusal because of references names the
+// routes with requests in flight.
 func (d *Daemon) unload(ctx context.Context, name string, opts raceless.UnloadOptions) error {
+	if opts.Force && d.router != nil {
+		actx, cancel := context.WithTimeout(ctx, abortGrace)
+		if n := d.router.Abort(actx, name); n > 0 {
+			d.log.Warn("forced unload: requests in flight aborted", "module", name, "requests", n)
+		}
+		cancel()
+	}
 	err := d.host.Unload(ctx, name, opts)
 	if err != nil {
 		d.metrics.failed(name, "unload")
+		var be *raceless.BusyError
+		if d.router != nil && errors.As(err, &be) && be.Refs > 0 {
+			if routes := d.router.InFlight(name); len(routes) > 0 {
+				ce := *control.ErrorOf(err)
+				ce.Message += "; requests in flight on routes: " + strings.Join(routes, ", ")
+				ce.Routes = routes
+				return &ce
+			}
+		}
 	}
 	return err
 }
+
+// abortGrace is how long a forced unload lets aborted requests' handlers
+// return before closing their connections.
+const abortGrace = time.Second

@@ -53,6 +53,31 @@ func nonNil(s []string) []string {
 type ModInfo struct {
 	Filename string        `json:"filename"`
 	Info     raceless.Info `json:"info"`
+	// Capabilities are what a loadable module's modinfo block asks its
+	// host for.
+	Capabilities []string `json:"capabilities,omitempty"`
+	// Signature is a loadable module's signature, checked against the
+	// keyring of whoever read it (the daemon's, or modinfo --keyring's);
+	// nil for a built-in module, which is part of the host.
+	Signature *SigInfo `json:"signature,omitempty"`
+	// Sum is the file's SHA-256, as in a loaded module's key (not sent).
+	Sum string `json:"-"`
+}
+
+// SigInfo is a module file's signature as modinfo shows it.
+type SigInfo struct {
+	// Status is "trusted", "unknown key", "unsigned" or "bad signature"
+	// (modsig.Status), or "unknown" for a loaded module whose file
+	// changed since it was loaded.
+	Status string `json:"status"`
+	KeyID  string `json:"key_id,omitempty"` // the signing key's id (sig_key)
+	Signer string `json:"signer,omitempty"` // the keyring's name of the key, when trusted
+	Error  string `json:"error,omitempty"`  // why it is not trusted
+}
+
+// SigEnforce is a "sig_enforce" answer.
+type SigEnforce struct {
+	SigEnforce bool `json:"sig_enforce"`
 }
 
 // Ping is a "ping" answer.
@@ -66,6 +91,10 @@ type Ping struct {
 	Tainted    uint64   `json:"tainted"`
 	TaintFlags string   `json:"taint_flags,omitempty"`
 	Taints     []string `json:"taints,omitempty"`
+	// SigEnforce says whether module signatures are enforced.
+	SigEnforce bool `json:"sig_enforce"`
+	// HTTPAddr is where module routes are served ("": nowhere).
+	HTTPAddr string `json:"http_addr,omitempty"`
 }
 
 // ProbeResult is a "probe" (modprobe) or "remove" (modprobe -r) answer.
@@ -100,7 +129,10 @@ func (d *Daemon) dispatch(ctx context.Context, req *control.Request, progress fu
 	switch req.Op {
 	case "ping":
 		return Ping{Protocol: control.Version, PID: os.Getpid(), UID: os.Geteuid(), ModulesDir: d.cfg.ModulesDir,
-			Tainted: d.host.TaintMask(), TaintFlags: d.host.TaintFlags(), Taints: d.host.Taints()}, nil
+			Tainted: d.host.TaintMask(), TaintFlags: d.host.TaintFlags(), Taints: d.host.Taints(),
+			SigEnforce: d.cfg.Trust != nil && d.cfg.Trust.SignaturesEnforced(), HTTPAddr: d.HTTPAddr()}, nil
+	case "sig_enforce":
+		return d.opSigEnforce(req)
 	case "list":
 		var out []ModuleStatus
 		for _, m := range d.host.Modules() {
@@ -220,23 +252,38 @@ func (d *Daemon) opUnload(ctx context.Context, req *control.Request, progress fu
 	return nil, err
 }
 
+// opSigEnforce reports signature enforcement, or with name "on" turns it
+// on. Nothing turns it off while the daemon runs, as nothing turns the
+// kernel's module.sig_enforce off: "off" is refused.
+func (d *Daemon) opSigEnforce(req *control.Request) (any, error) {
+	if d.cfg.Trust == nil {
+		return nil, control.Unsupportedf("sig_enforce: loadable (wasm) modules are not built in this version")
+	}
+	switch req.Name {
+	case "":
+	case "on":
+		if !d.cfg.Trust.SignaturesEnforced() {
+			d.cfg.Trust.EnforceSignatures()
+			d.log.Warn("module signature enforcement switched on: until the daemon stops, only modules signed by a key of the keyring load")
+		}
+	case "off":
+		return nil, fmt.Errorf("signature enforcement cannot be switched off while the daemon runs (restart it without --sig-enforce): %w", raceless.ErrPermission)
+	default:
+		return nil, &control.Error{Code: control.CodeUsage, Message: fmt.Sprintf("sig_enforce: %q is neither on nor off", req.Name)}
+	}
+	return SigEnforce{SigEnforce: d.cfg.Trust.SignaturesEnforced()}, nil
+}
+
 func (d *Daemon) opModinfo(req *control.Request) (any, error) {
 	if req.Path != "" {
-		if d.cfg.ReadInfo == nil {
-			return nil, control.Unsupportedf("%s: loadable (wasm) modules are not built in this version", req.Path)
-		}
-		info, err := d.cfg.ReadInfo(req.Path)
-		if err != nil {
-			return nil, err
-		}
-		return ModInfo{Filename: req.Path, Info: info}, nil
+		return d.inspect(req.Path)
 	}
 	if m, ok := d.host.Module(req.Name); ok {
 		fn := m.Key()
 		if strings.HasPrefix(fn, "native:") {
-			fn = "(builtin)"
+			return ModInfo{Filename: "(builtin)", Info: m.Info()}, nil
 		}
-		return ModInfo{Filename: fn, Info: m.Info()}, nil
+		return d.inspectLoaded(m), nil
 	}
 	t, err := d.resolver.Lookup(req.Name)
 	if err != nil {
@@ -246,14 +293,34 @@ func (d *Daemon) opModinfo(req *control.Request) (any, error) {
 		src, _ := d.resolver.Builtin(t.Name)
 		return ModInfo{Filename: "(builtin)", Info: src.Info()}, nil
 	}
-	if d.cfg.ReadInfo == nil {
-		return nil, control.Unsupportedf("%s: loadable (wasm) modules are not built in this version", t.Path)
+	return d.inspect(t.Path)
+}
+
+// inspect reads a module file's modinfo and signature.
+func (d *Daemon) inspect(path string) (ModInfo, error) {
+	if d.cfg.Inspect == nil {
+		return ModInfo{}, control.Unsupportedf("%s: loadable (wasm) modules are not built in this version", path)
 	}
-	info, err := d.cfg.ReadInfo(t.Path)
-	if err != nil {
-		return nil, err
+	return d.cfg.Inspect(path)
+}
+
+// inspectLoaded is the modinfo of a loaded module file: its Info as it was
+// loaded, and the capabilities and signature of its file when the file is
+// still what was loaded (its SHA-256 is the one in the module's key,
+// "file:PATH@SUM").
+func (d *Daemon) inspectLoaded(m *raceless.Instance) ModInfo {
+	key := strings.TrimPrefix(m.Key(), "file:")
+	path, sum := key, ""
+	if i := strings.LastIndexByte(key, '@'); i >= 0 {
+		path, sum = key[:i], key[i+1:]
 	}
-	return ModInfo{Filename: t.Path, Info: info}, nil
+	mi := ModInfo{Filename: path, Info: m.Info()}
+	if f, err := d.inspect(path); err == nil && f.Sum == sum {
+		mi.Capabilities, mi.Signature = f.Capabilities, f.Signature
+	} else if d.cfg.Inspect != nil {
+		mi.Signature = &SigInfo{Status: "unknown", Error: "the file is no longer the one loaded"}
+	}
+	return mi
 }
 
 // opProbe is modprobe: resolve the name or alias, load what the index says

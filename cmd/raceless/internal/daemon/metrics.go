@@ -1,19 +1,21 @@
 package daemon
 
 import (
-	"fmt"
 	"net/http"
-	"sort"
-	"strings"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/raceless/raceless"
 )
 
-// metrics are the daemon's Prometheus metrics, written by hand in the text
-// exposition format (version 0.0.4): a dozen lines do not justify
-// client_golang and its dependencies.
+// metrics are the daemon's Prometheus metrics, exposed with client_golang:
+// the lifecycle and control counts below are kept here (the notifier chain
+// and the control handler feed them) and collected as constant metrics on
+// each scrape (collector); the HTTP routes' are client_golang instruments.
 type metrics struct {
 	mu sync.Mutex // guards every map below
 	// per module
@@ -24,6 +26,11 @@ type metrics struct {
 	calls                   map[string]uint64
 	failures                map[[2]string]uint64 // module, op
 	requests, requestErrors map[string]uint64    // control op
+	// HTTP requests served by module routes (package web), by module,
+	// route pattern and status ("0": aborted by a forced unload), and
+	// their latency by module and route.
+	httpRequests *prometheus.CounterVec
+	httpLatency  *prometheus.HistogramVec
 
 	// Transition times of instances between coming and live, and going
 	// and gone (the notifier chain feeds them).
@@ -75,6 +82,10 @@ func newMetrics() *metrics {
 		calls:    map[string]uint64{},
 		failures: map[[2]string]uint64{},
 		requests: map[string]uint64{}, requestErrors: map[string]uint64{},
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "raceless_http_requests_total",
+			Help: "HTTP requests served by module routes, by status (0: aborted by a forced unload)."}, []string{"module", "route", "code"}),
+		httpLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "raceless_http_request_duration_seconds",
+			Help: "Latency of HTTP requests served by module routes.", Buckets: prometheus.ExponentialBuckets(50e-6, 4, 10)}, []string{"module", "route"}),
 		comingAt: map[*raceless.Instance]time.Time{}, goingAt: map[*raceless.Instance]time.Time{},
 	}
 }
@@ -94,6 +105,12 @@ func (m *metrics) called(name string, err error) {
 	m.mu.Unlock()
 }
 
+// route is web.Config.Observe: one request served by a module route.
+func (m *metrics) route(pattern, module string, status int, d time.Duration) {
+	m.httpRequests.WithLabelValues(module, pattern, strconv.Itoa(status)).Inc()
+	m.httpLatency.WithLabelValues(module, pattern).Observe(d.Seconds())
+}
+
 func (m *metrics) request(op string, err error) {
 	m.mu.Lock()
 	m.requests[op]++
@@ -103,75 +120,90 @@ func (m *metrics) request(op string, err error) {
 	m.mu.Unlock()
 }
 
-func label(v string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v)
+// PoolStat is one http-wasm route module's instance pool, for metrics.
+type PoolStat struct {
+	Module     string
+	Size, Busy int
+	// Errors counts the failed requests by kind (trap, timeout, abi).
+	Errors map[string]uint64
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// collector exposes the daemon's kept counts and the host's state as
+// constant metrics, built on each scrape.
+type collector struct{ d *Daemon }
+
+var (
+	descModules    = prometheus.NewDesc("raceless_modules", "Modules currently loaded (any state).", nil, nil)
+	descRefs       = prometheus.NewDesc("raceless_module_references", "References held on a module.", []string{"module", "state"}, nil)
+	descHolders    = prometheus.NewDesc("raceless_module_holders", "Modules depending on a module.", []string{"module"}, nil)
+	descTainted    = prometheus.NewDesc("raceless_host_tainted", "Whether the host is tainted (a forced unload, a panic).", nil, nil)
+	descLoad       = prometheus.NewDesc("raceless_module_load_seconds", "Time from coming to live of successful loads (explicit and demand loads).", []string{"module"}, nil)
+	descUnload     = prometheus.NewDesc("raceless_module_unload_seconds", "Time from going to gone of unloads.", []string{"module"}, nil)
+	descCalls      = prometheus.NewDesc("raceless_module_calls_total", "Calls into a module's symbols through the daemon.", []string{"module"}, nil)
+	descFailures   = prometheus.NewDesc("raceless_module_failures_total", "Failed loads, unloads and calls.", []string{"module", "op"}, nil)
+	descRequests   = prometheus.NewDesc("raceless_control_requests_total", "Control socket requests.", []string{"op"}, nil)
+	descReqErrors  = prometheus.NewDesc("raceless_control_errors_total", "Control socket requests that failed.", []string{"op"}, nil)
+	descPoolSize   = prometheus.NewDesc("raceless_http_pool_size", "Instances in an http-wasm route module's pool.", []string{"module"}, nil)
+	descPoolBusy   = prometheus.NewDesc("raceless_http_pool_busy", "Instances of an http-wasm route module's pool serving a request.", []string{"module"}, nil)
+	descPoolErrors = prometheus.NewDesc("raceless_http_wasm_errors_total", "Failed requests of http-wasm route modules, by kind (trap, timeout, abi).", []string{"module", "kind"}, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descModules, descRefs, descHolders, descTainted, descLoad, descUnload,
+		descCalls, descFailures, descRequests, descReqErrors, descPoolSize, descPoolBusy, descPoolErrors} {
+		ch <- d
 	}
-	sort.Strings(keys)
-	return keys
 }
 
-func (d *Daemon) serveMetrics(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	var b strings.Builder
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
 	mods := d.host.Modules()
-	fmt.Fprintf(&b, "# HELP raceless_modules Modules currently loaded (any state).\n# TYPE raceless_modules gauge\nraceless_modules %d\n", len(mods))
-	b.WriteString("# HELP raceless_module_references References held on a module.\n# TYPE raceless_module_references gauge\n")
-	sort.Slice(mods, func(i, j int) bool { return mods[i].Name() < mods[j].Name() })
+	ch <- prometheus.MustNewConstMetric(descModules, gauge, float64(len(mods)))
 	for _, mod := range mods {
-		fmt.Fprintf(&b, "raceless_module_references{module=\"%s\",state=\"%s\"} %d\n", label(mod.Name()), mod.State(), mod.Refs())
+		ch <- prometheus.MustNewConstMetric(descRefs, gauge, float64(mod.Refs()), mod.Name(), mod.State().String())
+		ch <- prometheus.MustNewConstMetric(descHolders, gauge, float64(len(mod.Holders())), mod.Name())
 	}
-	b.WriteString("# HELP raceless_module_holders Modules depending on a module.\n# TYPE raceless_module_holders gauge\n")
-	for _, mod := range mods {
-		fmt.Fprintf(&b, "raceless_module_holders{module=\"%s\"} %d\n", label(mod.Name()), len(mod.Holders()))
-	}
-	taint := 0
+	taint := 0.0
 	if len(d.host.Taints()) > 0 {
 		taint = 1
 	}
-	fmt.Fprintf(&b, "# HELP raceless_host_tainted Whether the host is tainted (a forced unload, a panic).\n# TYPE raceless_host_tainted gauge\nraceless_host_tainted %d\n", taint)
-
+	ch <- prometheus.MustNewConstMetric(descTainted, gauge, taint)
 	m := d.metrics
 	m.mu.Lock()
-	b.WriteString("# HELP raceless_module_load_seconds Time from coming to live of successful loads (explicit and demand loads).\n# TYPE raceless_module_load_seconds summary\n")
-	for _, k := range sortedKeys(m.loads) {
-		fmt.Fprintf(&b, "raceless_module_load_seconds_sum{module=\"%s\"} %g\nraceless_module_load_seconds_count{module=\"%s\"} %d\n", label(k), m.loadSeconds[k], label(k), m.loads[k])
+	for k, n := range m.loads {
+		ch <- prometheus.MustNewConstSummary(descLoad, n, m.loadSeconds[k], nil, k)
 	}
-	b.WriteString("# HELP raceless_module_unload_seconds Time from going to gone of unloads.\n# TYPE raceless_module_unload_seconds summary\n")
-	for _, k := range sortedKeys(m.unloads) {
-		fmt.Fprintf(&b, "raceless_module_unload_seconds_sum{module=\"%s\"} %g\nraceless_module_unload_seconds_count{module=\"%s\"} %d\n", label(k), m.unloadSeconds[k], label(k), m.unloads[k])
+	for k, n := range m.unloads {
+		ch <- prometheus.MustNewConstSummary(descUnload, n, m.unloadSeconds[k], nil, k)
 	}
-	b.WriteString("# HELP raceless_module_calls_total Calls into a module's symbols through the daemon.\n# TYPE raceless_module_calls_total counter\n")
-	for _, k := range sortedKeys(m.calls) {
-		fmt.Fprintf(&b, "raceless_module_calls_total{module=\"%s\"} %d\n", label(k), m.calls[k])
+	for k, n := range m.calls {
+		ch <- prometheus.MustNewConstMetric(descCalls, counter, float64(n), k)
 	}
-	b.WriteString("# HELP raceless_module_failures_total Failed loads, unloads and calls.\n# TYPE raceless_module_failures_total counter\n")
-	fk := make([][2]string, 0, len(m.failures))
-	for k := range m.failures {
-		fk = append(fk, k)
+	for k, n := range m.failures {
+		ch <- prometheus.MustNewConstMetric(descFailures, counter, float64(n), k[0], k[1])
 	}
-	sort.Slice(fk, func(i, j int) bool {
-		if fk[i][0] != fk[j][0] {
-			return fk[i][0] < fk[j][0]
-		}
-		return fk[i][1] < fk[j][1]
-	})
-	for _, k := range fk {
-		fmt.Fprintf(&b, "raceless_module_failures_total{module=\"%s\",op=\"%s\"} %d\n", label(k[0]), label(k[1]), m.failures[k])
+	for k, n := range m.requests {
+		ch <- prometheus.MustNewConstMetric(descRequests, counter, float64(n), k)
 	}
-	b.WriteString("# HELP raceless_control_requests_total Control socket requests.\n# TYPE raceless_control_requests_total counter\n")
-	for _, k := range sortedKeys(m.requests) {
-		fmt.Fprintf(&b, "raceless_control_requests_total{op=\"%s\"} %d\n", label(k), m.requests[k])
-	}
-	b.WriteString("# HELP raceless_control_errors_total Control socket requests that failed.\n# TYPE raceless_control_errors_total counter\n")
-	for _, k := range sortedKeys(m.requestErrors) {
-		fmt.Fprintf(&b, "raceless_control_errors_total{op=\"%s\"} %d\n", label(k), m.requestErrors[k])
+	for k, n := range m.requestErrors {
+		ch <- prometheus.MustNewConstMetric(descReqErrors, counter, float64(n), k)
 	}
 	m.mu.Unlock()
-	_, _ = w.Write([]byte(b.String()))
+	if d.cfg.HTTPPools != nil {
+		for _, p := range d.cfg.HTTPPools() {
+			ch <- prometheus.MustNewConstMetric(descPoolSize, gauge, float64(p.Size), p.Module)
+			ch <- prometheus.MustNewConstMetric(descPoolBusy, gauge, float64(p.Busy), p.Module)
+			for kind, n := range p.Errors {
+				ch <- prometheus.MustNewConstMetric(descPoolErrors, counter, float64(n), p.Module, kind)
+			}
+		}
+	}
+}
+
+// metricsHandler serves the daemon's metrics in Prometheus's formats.
+func (d *Daemon) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{d}, d.metrics.httpRequests, d.metrics.httpLatency)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

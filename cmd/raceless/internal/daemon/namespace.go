@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"time"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -62,7 +63,7 @@ func newNamespace(d *Daemon) (*namespace, error) {
 		}
 	}
 	if d.cfg.FuseDir != "" {
-		srv, err := fusefs.Mount(d.cfg.FuseDir, n.ns.Proc, nil)
+		srv, err := fusefs.Mount(d.cfg.FuseDir, n.ns.Proc, &fusefs.Options{AllowOther: d.cfg.FuseAllowOther})
 		if err != nil {
 			n.close()
 			return nil, fmt.Errorf("--fuse %s: %w", d.cfg.FuseDir, err)
@@ -73,12 +74,22 @@ func newNamespace(d *Daemon) (*namespace, error) {
 	return n, nil
 }
 
+// releaseWait bounds how long closing the namespace waits for the
+// kernel's pending RELEASEs of files closed through FUSE.
+const releaseWait = time.Second
+
 // close unmounts everything, lazily (open files keep their mounts until
 // closed), so that Host.Shutdown can unload the filesystems' modules.
 func (n *namespace) close() {
 	if n.fuse != nil {
 		// Files open through FUSE pin their modules; a busy FUSE mount is
-		// left to the kernel's lazy unmount (the host's umount -l).
+		// left to the kernel's lazy unmount (the host's umount -l). The
+		// kernel sends a closed file's RELEASE after close returned: give
+		// those of files already closed a moment to arrive, so that their
+		// references are dropped before the unmount, not lost with it.
+		ctx, cancel := context.WithTimeout(context.Background(), releaseWait)
+		_ = n.fuse.WaitOpenFiles(ctx, 0)
+		cancel()
 		if err := n.fuse.Unmount(); err != nil {
 			n.log.Warn("FUSE unmount", "err", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/raceless/raceless/cmd/raceless/internal/daemon"
 	"github.com/raceless/raceless/modules/hello"
 	"github.com/raceless/raceless/modules/hello/consumer"
+	"github.com/raceless/raceless/modules/homepage"
 	"github.com/raceless/raceless/modules/procfs"
 	"github.com/raceless/raceless/modules/ramfs"
 )
@@ -22,12 +23,17 @@ func Sources(h *raceless.Host) []raceless.Source {
 		ramfs.SourceAs("initrd", "initrd"),
 		hello.Source(),
 		consumer.Source(),
+		homepage.Source(h),
 	}
 }
 
 // Boot lists the modules `raceless serve` loads at start, in order (other
 // filesystem modules are demand-loaded by mounting their type: fs-TYPE).
 func Boot() []string { return []string{"ramfs", "procfs", hello.Name} }
+
+// HTTPBoot lists the modules `raceless serve` loads at start, after Boot,
+// when it serves HTTP (--http): the default route module, answering /.
+func HTTPBoot() []string { return []string{homepage.Name} }
 
 // Mounts lists the mounts `raceless serve` makes at start.
 func Mounts() []daemon.BootMount {

@@ -33,6 +33,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/internal/atomicfile"
@@ -67,6 +68,9 @@ type Index struct {
 	Entries []Entry // in modules.dep order (sorted by path)
 	Aliases []Alias // in modules.alias order
 	byName  map[string]int
+
+	aliasOnce sync.Once
+	aliases   *aliasIndex // Aliases indexed, on first Match
 }
 
 // Lookup returns the entry of a module name.
@@ -86,16 +90,51 @@ func (x *Index) Match(s string) (string, bool) {
 	if x == nil {
 		return "", false
 	}
-	return matchAliases(x.Aliases, s)
+	x.aliasOnce.Do(func() { x.aliases = newAliasIndex(x.Aliases) })
+	return x.aliases.match(s)
 }
 
-func matchAliases(aliases []Alias, s string) (string, bool) {
-	for _, a := range aliases {
-		if ok, err := path.Match(a.Glob, s); err == nil && ok {
-			return a.Module, true
+// aliasIndex finds the first of a list of alias globs that matches a name
+// without trying them all: most aliases (every "symbol:NAME") have no
+// wildcard and are found in a map; only the globs are tried in turn, and
+// only those before the first exact match (kmod indexes its aliases in a
+// trie for the same reason).
+type aliasIndex struct {
+	list  []Alias
+	exact map[string]int // an alias without wildcards -> its first index in list
+	globs []int          // the indexes of the others, in order
+}
+
+func newAliasIndex(list []Alias) *aliasIndex {
+	ix := &aliasIndex{list: list, exact: make(map[string]int)}
+	for i, a := range list {
+		if strings.ContainsAny(a.Glob, `*?[\`) {
+			ix.globs = append(ix.globs, i)
+		} else if _, dup := ix.exact[a.Glob]; !dup {
+			ix.exact[a.Glob] = i
 		}
 	}
-	return "", false
+	return ix
+}
+
+func (ix *aliasIndex) match(s string) (string, bool) {
+	best, ok := ix.exact[s]
+	if !ok {
+		best = len(ix.list)
+	}
+	for _, i := range ix.globs {
+		if i > best {
+			break
+		}
+		if m, err := path.Match(ix.list[i].Glob, s); err == nil && m {
+			best = i
+			break
+		}
+	}
+	if best == len(ix.list) {
+		return "", false
+	}
+	return ix.list[best].Module, true
 }
 
 // Abs returns the absolute file path of an index-relative path.
@@ -212,8 +251,20 @@ func buildIndex(dir string, readInfo func(path string) (raceless.Info, error), b
 	}
 	// needs returns the indexed modules a module needs directly: its
 	// depends, then the providers of its imports, each once. Unknown ones
-	// are warnings; built-in ones are left out (loaded by name).
+	// are warnings; built-in ones are left out (loaded by name). Computed
+	// once per module: the transitive walks below ask again and again.
+	aliasIdx, builtinIdx := newAliasIndex(x.Aliases), newAliasIndex(builtinAliases)
+	needed := map[string][]string{}
+	var directNeeds func(name string) []string
 	needs := func(name string) []string {
+		if out, ok := needed[name]; ok {
+			return out
+		}
+		out := directNeeds(name)
+		needed[name] = out
+		return out
+	}
+	directNeeds = func(name string) []string {
 		file := x.Entries[x.byName[name]].Path
 		var out []string
 		add := func(d string) {
@@ -231,13 +282,13 @@ func buildIndex(dir string, readInfo func(path string) (raceless.Info, error), b
 			add(d)
 		}
 		for _, sym := range infos[name].Imports {
-			if p, ok := matchAliases(x.Aliases, "symbol:"+sym); ok {
+			if p, ok := aliasIdx.match("symbol:" + sym); ok {
 				if p != name { // its own symbol: nothing to load first
 					add(p)
 				}
 				continue
 			}
-			if _, ok := matchAliases(builtinAliases, "symbol:"+sym); !ok {
+			if _, ok := builtinIdx.match("symbol:" + sym); !ok {
 				warns = append(warns, Warning(fmt.Sprintf("%s needs unknown symbol %s", file, sym)))
 			}
 		}

@@ -32,6 +32,7 @@ type Resolver struct {
 	open     OpenFunc
 	builtins map[string]raceless.Source
 	aliases  []Alias // built-in modules' aliases, in registration order
+	aliasIdx *aliasIndex
 
 	mu    sync.Mutex // guards log, idx, stamp and err
 	log   *slog.Logger
@@ -67,6 +68,7 @@ func (r *Resolver) AddBuiltins(srcs ...raceless.Source) {
 			r.aliases = append(r.aliases, Alias{Glob: a, Module: info.Name})
 		}
 	}
+	r.aliasIdx = newAliasIndex(r.aliases)
 }
 
 // Dir returns the module directory ("" if none).
@@ -158,7 +160,7 @@ func (r *Resolver) Lookup(nameOrAlias string) (Target, error) {
 		mod, found = idx.Match(nameOrAlias)
 	}
 	if !found {
-		mod, found = matchAliases(r.aliases, nameOrAlias)
+		mod, found = r.aliasIdx.match(nameOrAlias)
 	}
 	if found {
 		t, ok := r.byName(idx, mod)

@@ -1,0 +1,148 @@
+package main_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/wasm/modinfo"
+)
+
+// watGuest assembles an http-wasm route guest answering text, with a
+// modinfo block naming it watroute and giving its route.
+func watGuest(t *testing.T, text string) string {
+	t.Helper()
+	tool, err := exec.LookPath("wat2wasm")
+	if err != nil {
+		t.Skip("wat2wasm is not installed (Debian: apt-get install wabt; .ci/run installs it)")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "g.wat")
+	wat := fmt.Sprintf(`(module
+  (import "http_handler" "write_body" (func $write_body (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) %q)
+  (func (export "handle_request") (result i64)
+    (call $write_body (i32.const 1) (i32.const 0) (i32.const %d))
+    (i64.const 0))
+  (func (export "handle_response") (param i32 i32)))`, text, len(text))
+	if err := os.WriteFile(src, []byte(wat), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "watroute.wasm")
+	if b, err := exec.Command(tool, src, "-o", out).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm: %v\n%s", err, b)
+	}
+	bin, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err = modinfo.AppendBlock(bin, modinfo.Block{Info: raceless.Info{Name: "watroute", Version: "1"}, Routes: []string{"GET /wat"}, Pool: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, bin, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// serve --http end to end: the default route module answers /; an
+// http-wasm guest loaded with insmod serves its route, replace swaps it
+// under load with no failed request, rmmod removes the route.
+func TestServeHTTP(t *testing.T) {
+	v1, v2 := watGuest(t, "v1"), watGuest(t, "v2")
+	d := startDaemon(t, "--http", "127.0.0.1:0")
+	var ping struct {
+		HTTPAddr string `json:"http_addr"`
+	}
+	if err := json.Unmarshal([]byte(d.run("ping", "--json").ok(t).stdout), &ping); err != nil || ping.HTTPAddr == "" {
+		t.Fatalf("ping --json: no http_addr (%v)", err)
+	}
+	base := "http://" + ping.HTTPAddr
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/"); code != 200 || !strings.Contains(body, "served by the module homepage") {
+		t.Fatalf("/: %d %q", code, body)
+	}
+	d.run("insmod", v1).ok(t)
+	if code, body := get("/wat"); code != 200 || body != "v1" {
+		t.Fatalf("/wat: %d %q", code, body)
+	}
+
+	stop := make(chan struct{})
+	var failed, total atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{}
+			defer c.CloseIdleConnections()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				total.Add(1)
+				resp, err := c.Get(base + "/wat")
+				if err != nil {
+					failed.Add(1)
+					first.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+					first.CompareAndSwap(nil, resp.Status)
+				}
+			}
+		}()
+	}
+	for i := range 10 {
+		file := v2
+		if i%2 == 1 {
+			file = v1
+		}
+		r := d.run("replace", file)
+		if r.code != 0 {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("replace %d: exit %d: %s", i, r.code, r.stderr)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d requests failed during the swaps (first: %v)", failed.Load(), total.Load(), first.Load())
+	}
+	if code, body := get("/wat"); code != 200 || body != "v1" {
+		t.Fatalf("/wat after the swaps: %d %q", code, body)
+	}
+	d.run("rmmod", "watroute").ok(t)
+	if code, _ := get("/wat"); code != 404 {
+		t.Fatalf("/wat after rmmod: %d, want 404", code)
+	}
+}

@@ -1,0 +1,292 @@
+// Package httpbench is `raceless bench http`: one handler ("hello,
+// world") served as a plain net/http handler (nethttp_native) and as a
+// native module route through raceless (module_native, package web), and
+// an http-wasm guest built by Go (examples/wasm/httpbench) served through
+// raceless's instance pool (module_wasm, package wasm/httpwasm) and with
+// a fresh instance per request (wazero_naive), all measured in one run on
+// loopback by one load generator (this package's own: Concurrency
+// goroutines, each a keep-alive client issuing GET requests back to
+// back), plus a swap row: Host.Replace of the wasm route module, repeated
+// under the same load.
+//
+// The rpc_plugin row (hashicorp/go-plugin) is not built.
+package httpbench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/internal/wasmtest"
+	"github.com/raceless/raceless/wasm/httpwasm"
+	"github.com/raceless/raceless/web"
+)
+
+// Options size the run.
+type Options struct {
+	Concurrency int           // load goroutines (default 16)
+	Duration    time.Duration // per row (default 3s)
+	Swaps       int           // replaces in the swap row (default 100)
+}
+
+// Quick is a tiny budget: checks that the benchmark runs.
+func Quick() Options { return Options{Concurrency: 2, Duration: 100 * time.Millisecond, Swaps: 3} }
+
+// Row is one measured configuration.
+type Row struct {
+	Name string  `json:"name"`
+	RPS  float64 `json:"rps"`
+	P50  float64 `json:"p50_us"`
+	P99  float64 `json:"p99_us"`
+}
+
+// SwapRow is the swap measurement.
+type SwapRow struct {
+	Name        string  `json:"name"`
+	Swaps       int     `json:"swaps"`
+	Requests    int64   `json:"requests"`
+	Failed      int64   `json:"failed"`
+	P99Steady   float64 `json:"p99_steady_us"`
+	P99During   float64 `json:"p99_during_us"`
+	SwapsPerSec float64 `json:"-"`
+}
+
+var body = []byte("hello, world\n")
+
+func handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write(body)
+	})
+}
+
+type load struct {
+	lat    []time.Duration
+	n      int64
+	failed int64
+}
+
+// drive runs the load against url until stop is closed (or for d when
+// stop is nil) and returns what it measured.
+func drive(url string, conc int, d time.Duration, stop <-chan struct{}) load {
+	var mu sync.Mutex
+	var all load
+	var wg sync.WaitGroup
+	var done atomic.Bool
+	if stop == nil {
+		t := time.AfterFunc(d, func() { done.Store(true) })
+		defer t.Stop()
+	} else {
+		go func() { <-stop; done.Store(true) }()
+	}
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{MaxIdleConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr}
+			var l load
+			for !done.Load() {
+				t0 := time.Now()
+				resp, err := c.Get(url)
+				if err != nil {
+					l.failed++
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				l.lat = append(l.lat, time.Since(t0))
+				l.n++
+				if resp.StatusCode != 200 {
+					l.failed++
+				}
+			}
+			mu.Lock()
+			all.lat = append(all.lat, l.lat...)
+			all.n += l.n
+			all.failed += l.failed
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return all
+}
+
+func pct(lat []time.Duration, p float64) float64 {
+	if len(lat) == 0 {
+		return 0
+	}
+	slices.Sort(lat)
+	return float64(lat[int(float64(len(lat)-1)*p)].Nanoseconds()) / 1e3
+}
+
+func serve(h http.Handler) (url string, closeFn func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: h, ConnContext: web.ConnContext}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String() + "/hello", func() { srv.Close() }, nil
+}
+
+func routeSource(version string) raceless.Source {
+	return raceless.Native(raceless.Info{Name: "bench_route", Version: version}, func() raceless.Module { return routeMod{} })
+}
+
+type routeMod struct{}
+
+func (routeMod) Init(k *raceless.Kernel) error { return web.Register(k, "GET /hello", handler()) }
+func (routeMod) Exit() (int, error)            { return 0, nil }
+
+// Run measures every row and writes them (a table, or JSON: a list of
+// rows).
+func Run(ctx context.Context, w io.Writer, asJSON bool, o Options) error {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	if o.Duration <= 0 {
+		o.Duration = 3 * time.Second
+	}
+	if o.Swaps <= 0 {
+		o.Swaps = 100
+	}
+	var rows []any
+	measure := func(name string, h http.Handler) (Row, error) {
+		url, closeFn, err := serve(h)
+		if err != nil {
+			return Row{}, err
+		}
+		defer closeFn()
+		l := drive(url, o.Concurrency, o.Duration, nil)
+		if l.failed > 0 {
+			return Row{}, fmt.Errorf("%s: %d of %d requests failed", name, l.failed, l.n)
+		}
+		return Row{Name: name, RPS: float64(l.n) / o.Duration.Seconds(), P50: pct(l.lat, .5), P99: pct(l.lat, .99)}, nil
+	}
+	plain, err := measure("nethttp_native", handler())
+	if err != nil {
+		return err
+	}
+	rows = append(rows, plain)
+
+	h := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	defer h.Shutdown(context.WithoutCancel(ctx))
+	rt := web.New(h, web.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	defer rt.Close()
+	if _, err := h.Load(ctx, routeSource("0"), nil); err != nil {
+		return err
+	}
+	mod, err := measure("module_native", rt)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, mod)
+
+	// The wasm guest, built from this source tree.
+	path, err := wasmtest.BuildCached(ctx, "examples/wasm/httpbench")
+	if err != nil {
+		return err
+	}
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	wrt, err := httpwasm.NewRuntime(ctx, httpwasm.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return err
+	}
+	defer wrt.Close(context.WithoutCancel(ctx))
+	wasmSource := func(name, version string, fresh bool) (raceless.Source, error) {
+		return wrt.Source(ctx, raceless.Info{Name: name, Version: version}, bin,
+			httpwasm.Options{Patterns: []string{"GET /" + name}, FreshInstance: fresh})
+	}
+	for _, row := range []struct {
+		name, module string
+		fresh        bool
+	}{{"module_wasm", "wasm_route", false}, {"wazero_naive", "wasm_naive", true}} {
+		src, err := wasmSource(row.module, "0", row.fresh)
+		if err != nil {
+			return err
+		}
+		if _, err := h.Load(ctx, src, nil); err != nil {
+			return err
+		}
+		url, closeFn, err := serve(rt)
+		if err != nil {
+			return err
+		}
+		url = strings.TrimSuffix(url, "/hello") + "/" + row.module
+		l := drive(url, o.Concurrency, o.Duration, nil)
+		closeFn()
+		if l.failed > 0 {
+			return fmt.Errorf("%s: %d of %d requests failed", row.name, l.failed, l.n)
+		}
+		r := Row{Name: row.name, RPS: float64(l.n) / o.Duration.Seconds(), P50: pct(l.lat, .5), P99: pct(l.lat, .99)}
+		rows = append(rows, r)
+		if row.fresh {
+			if err := h.Unload(ctx, row.module, raceless.UnloadOptions{}); err != nil {
+				return err
+			}
+		}
+	}
+	wasmRow := rows[2].(Row)
+
+	// swap: the same load on the wasm route, with Replace of its module
+	// repeated back to back while it runs; p99_steady_us is
+	// module_wasm's.
+	url, closeFn, err := serve(rt)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	url = strings.TrimSuffix(url, "/hello") + "/wasm_route"
+	stop := make(chan struct{})
+	res := make(chan load, 1)
+	go func() { res <- drive(url, o.Concurrency, 0, stop) }()
+	var swapErr error
+	for i := 1; i <= o.Swaps; i++ {
+		var src raceless.Source
+		if src, swapErr = wasmSource("wasm_route", fmt.Sprint(i), false); swapErr != nil {
+			break
+		}
+		if _, swapErr = h.Replace(ctx, "wasm_route", src, nil, raceless.ReplaceOptions{}); swapErr != nil {
+			break
+		}
+	}
+	close(stop)
+	l := <-res
+	if swapErr != nil {
+		return swapErr
+	}
+	sw := SwapRow{Name: "swap", Swaps: o.Swaps, Requests: l.n, Failed: l.failed, P99Steady: wasmRow.P99, P99During: pct(l.lat, .99)}
+	rows = append(rows, sw)
+
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	fmt.Fprintf(w, "load: %d keep-alive clients (this package's generator), %s per row, loopback\n", o.Concurrency, o.Duration)
+	fmt.Fprintf(w, "%-16s %12s %10s %10s %8s %8s\n", "row", "rps", "p50_us", "p99_us", "rps/net", "p99/net")
+	for _, r := range rows[:4] {
+		r := r.(Row)
+		fmt.Fprintf(w, "%-16s %12.0f %10.1f %10.1f %8.2f %8.2f\n", r.Name, r.RPS, r.P50, r.P99, r.RPS/plain.RPS, r.P99/plain.P99)
+	}
+	fmt.Fprintf(w, "swap (Host.Replace of the wasm route): %d swaps, %d requests, %d failed, p99 steady %.1fus, during swaps %.1fus\n",
+		sw.Swaps, sw.Requests, sw.Failed, sw.P99Steady, sw.P99During)
+	fmt.Fprintln(w, "not measured (not built): rpc_plugin")
+	return nil
+}

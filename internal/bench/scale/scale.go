@@ -1,0 +1,326 @@
+// Package scale measures what one operation costs as the host holds more:
+// for N loaded native modules (10 symbols each), the latency of loading and
+// unloading one more, the cost of a symbol lookup, the heap each module
+// takes and the time /proc/modules takes per module; for N sibling mounts
+// in one namespace, the latency of a mount and an unmount, the cost of a
+// path lookup and the time /proc/mounts takes per mount. Every N is measured in the
+// same run, so that the ratio of a figure at the largest N to the same
+// figure at the smallest (the targets: at most 2x) does not depend on the
+// machine. The CLI's "bench scale" runs Run.
+package scale
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"text/tabwriter"
+	"time"
+
+	"github.com/raceless/raceless"
+	ramfsmod "github.com/raceless/raceless/modules/ramfs"
+	"github.com/raceless/raceless/vfs"
+	"github.com/raceless/raceless/vfs/procfs"
+)
+
+// Options size the run. Zero values select the defaults.
+type Options struct {
+	// Modules are the numbers of loaded modules measured (default 10,
+	// 1,000, 10,000 and 100,000).
+	Modules []int
+	// Mounts are the numbers of sibling mounts measured (default 10,
+	// 1,000, 10,000 and 30,000).
+	Mounts []int
+	// Samples is how many loads and unloads (mounts and unmounts) each
+	// latency is the median of (default 500).
+	Samples int
+	// Lookups is how many lookups each lookup cost is averaged over
+	// (default 1,000,000).
+	Lookups int
+}
+
+// Quick returns options for a smoke run: small N, few samples (the figures
+// mean nothing). The CLI's "bench scale --quick" uses them.
+func Quick() Options {
+	return Options{Modules: []int{10, 100}, Mounts: []int{10, 100}, Samples: 10, Lookups: 1000}
+}
+
+func (o Options) withDefaults() Options {
+	if len(o.Modules) == 0 {
+		o.Modules = []int{10, 1000, 10000, 100000}
+	}
+	if len(o.Mounts) == 0 {
+		o.Mounts = []int{10, 1000, 10000, 30000}
+	}
+	if o.Samples <= 0 {
+		o.Samples = 500
+	}
+	if o.Lookups <= 0 {
+		o.Lookups = 1000000
+	}
+	return o
+}
+
+// Row is one line of the table: kind "modules" fills the module fields,
+// kind "mounts" the mount fields.
+type Row struct {
+	Kind string `json:"kind"`
+	N    int    `json:"n"`
+
+	LoadP50Us       float64 `json:"load_p50_us,omitempty"`
+	UnloadP50Us     float64 `json:"unload_p50_us,omitempty"`
+	AcquireNs       float64 `json:"acquire_ns,omitempty"`
+	HeapKBPerModule float64 `json:"heap_kb_per_module,omitempty"`
+
+	MountP50Us  float64 `json:"mount_p50_us,omitempty"`
+	UmountP50Us float64 `json:"umount_p50_us,omitempty"`
+	LookupNs    float64 `json:"lookup_ns,omitempty"`
+
+	// ListUsPerItem is the time to list everything (/proc/modules for
+	// modules, /proc/mounts for mounts) divided by N: constant when the
+	// listing is linear.
+	ListUsPerItem float64 `json:"list_us_per_item"`
+}
+
+// SymbolsPerModule is how many symbols each measured module exports.
+const SymbolsPerModule = 10
+
+// Run measures and writes the table (with the ratios of the largest N to
+// the smallest), or with jsonOut the rows as a JSON list, to w.
+func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
+	rows, err := Measure(ctx, opts)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "modules\tload p50 µs\tunload p50 µs\tacquire ns\theap KB/module\tlist µs/module\t")
+	var mods, mounts []Row
+	for _, r := range rows {
+		if r.Kind == "modules" {
+			mods = append(mods, r)
+			fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.2f\t%.3f\t\n", r.N, r.LoadP50Us, r.UnloadP50Us, r.AcquireNs, r.HeapKBPerModule, r.ListUsPerItem)
+		}
+	}
+	fmt.Fprintln(tw, "\t\t\t\t\t\t")
+	fmt.Fprintln(tw, "mounts\tmount p50 µs\tumount p50 µs\tlookup ns\tlist µs/mount\t\t")
+	for _, r := range rows {
+		if r.Kind == "mounts" {
+			mounts = append(mounts, r)
+			fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.3f\t\t\n", r.N, r.MountP50Us, r.UmountP50Us, r.LookupNs, r.ListUsPerItem)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(mods) > 1 {
+		a, b := mods[0], mods[len(mods)-1]
+		fmt.Fprintf(w, "modules %d / %d: load %.2f×, unload %.2f× (target ≤ 2×); acquire %.2f×, list per module %.2f×\n",
+			b.N, a.N, b.LoadP50Us/a.LoadP50Us, b.UnloadP50Us/a.UnloadP50Us, b.AcquireNs/a.AcquireNs, b.ListUsPerItem/a.ListUsPerItem)
+	}
+	if len(mounts) > 1 {
+		a, b := mounts[0], mounts[len(mounts)-1]
+		fmt.Fprintf(w, "mounts %d / %d: mount %.2f×, umount %.2f×, lookup %.2f× (target ≤ 2×); list per mount %.2f×\n",
+			b.N, a.N, b.MountP50Us/a.MountP50Us, b.UmountP50Us/a.UmountP50Us, b.LookupNs/a.LookupNs, b.ListUsPerItem/a.ListUsPerItem)
+	}
+	return nil
+}
+
+// Measure runs the measurements and returns the rows, modules first.
+func Measure(ctx context.Context, opts Options) ([]Row, error) {
+	opts = opts.withDefaults()
+	var rows []Row
+	for _, n := range opts.Modules {
+		r, err := measureModules(ctx, n, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%d modules: %w", n, err)
+		}
+		rows = append(rows, r)
+	}
+	for _, n := range opts.Mounts {
+		r, err := measureMounts(ctx, n, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%d mounts: %w", n, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// symbols is an idle native module exporting SymbolsPerModule Funcs.
+type symbols struct{ name string }
+
+func (s symbols) Init(k *raceless.Kernel) error {
+	for i := range SymbolsPerModule {
+		if err := k.Export(symbolName(s.name, i), raceless.Func(func(_ context.Context, stack []uint64) ([]uint64, error) {
+			return stack, nil
+		})); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (symbols) Exit() (int, error) { return 0, nil }
+
+func symbolName(module string, i int) string { return fmt.Sprintf("%s_s%d", module, i) }
+
+func moduleSource(i int) raceless.Source {
+	name := fmt.Sprintf("m%d", i)
+	return raceless.Native(raceless.Info{Name: name, License: "MIT"}, func() raceless.Module { return symbols{name} })
+}
+
+func quietHost() *raceless.Host {
+	return raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+}
+
+func heapAlloc() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+func measureModules(ctx context.Context, n int, opts Options) (Row, error) {
+	h := quietHost()
+	defer h.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // the measurements are taken
+	// The sources exist before the heap is read: a module's cost is what
+	// loading it adds.
+	srcs := make([]raceless.Source, n+opts.Samples)
+	for i := range srcs {
+		srcs[i] = moduleSource(i)
+	}
+	before := heapAlloc()
+	for _, src := range srcs[:n] {
+		if _, err := h.Load(ctx, src, nil); err != nil {
+			return Row{}, err
+		}
+	}
+	row := Row{Kind: "modules", N: n, HeapKBPerModule: float64(int64(heapAlloc())-int64(before)) / float64(n) / 1024}
+
+	// One more module at a time, loaded, then unloaded idle.
+	loads := make([]float64, 0, opts.Samples)
+	for _, src := range srcs[n:] {
+		t0 := time.Now()
+		if _, err := h.Load(ctx, src, nil); err != nil {
+			return Row{}, err
+		}
+		loads = append(loads, float64(time.Since(t0).Nanoseconds())/1e3)
+	}
+	unloads := make([]float64, 0, opts.Samples)
+	for _, src := range srcs[n:] {
+		t0 := time.Now()
+		if err := h.Unload(ctx, src.Info().Name, raceless.UnloadOptions{}); err != nil {
+			return Row{}, err
+		}
+		unloads = append(unloads, float64(time.Since(t0).Nanoseconds())/1e3)
+	}
+	row.LoadP50Us, row.UnloadP50Us = median(loads), median(unloads)
+
+	// Lookups of symbols spread over every module (1,024 names, visited
+	// in turn), each Acquire and Release.
+	names := make([]string, 1024)
+	for i := range names {
+		m := (i * 7919) % n
+		names[i] = symbolName(fmt.Sprintf("m%d", m), i%SymbolsPerModule)
+	}
+	t0 := time.Now()
+	for i := range opts.Lookups {
+		b, err := h.Acquire(raceless.KindSymbol, names[i&1023])
+		if err != nil {
+			return Row{}, err
+		}
+		b.Release()
+	}
+	row.AcquireNs = float64(time.Since(t0).Nanoseconds()) / float64(opts.Lookups)
+	t0 = time.Now()
+	if text := procfs.FormatModules(h.Modules()); len(text) == 0 {
+		return Row{}, fmt.Errorf("/proc/modules is empty")
+	}
+	row.ListUsPerItem = float64(time.Since(t0).Nanoseconds()) / 1e3 / float64(n)
+	return row, nil
+}
+
+func measureMounts(ctx context.Context, n int, opts Options) (Row, error) {
+	h := quietHost()
+	defer h.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // the measurements are taken
+	if _, err := h.Load(ctx, ramfsmod.Source(), nil); err != nil {
+		return Row{}, err
+	}
+	ns := vfs.NewNamespace(h)
+	if err := ns.Mount(ctx, "rootfs", "/", "ramfs", ""); err != nil {
+		return Row{}, err
+	}
+	dir := func(i int) string { return fmt.Sprintf("/d%d", i) }
+	for i := range n + opts.Samples {
+		if err := ns.Mkdir(dir(i), 0o755); err != nil {
+			return Row{}, err
+		}
+	}
+	for i := range n {
+		if err := ns.Mount(ctx, "none", dir(i), "ramfs", ""); err != nil {
+			return Row{}, err
+		}
+	}
+	row := Row{Kind: "mounts", N: n}
+	mounts := make([]float64, 0, opts.Samples)
+	for i := n; i < n+opts.Samples; i++ {
+		t0 := time.Now()
+		if err := ns.Mount(ctx, "none", dir(i), "ramfs", ""); err != nil {
+			return Row{}, err
+		}
+		mounts = append(mounts, float64(time.Since(t0).Nanoseconds())/1e3)
+	}
+	umounts := make([]float64, 0, opts.Samples)
+	for i := n; i < n+opts.Samples; i++ {
+		t0 := time.Now()
+		if err := ns.Unmount(dir(i), 0); err != nil {
+			return Row{}, err
+		}
+		umounts = append(umounts, float64(time.Since(t0).Nanoseconds())/1e3)
+	}
+	row.MountP50Us, row.UmountP50Us = median(mounts), median(umounts)
+	paths := make([]string, 1024)
+	for i := range paths {
+		paths[i] = dir((i * 7919) % n)
+	}
+	t0 := time.Now()
+	for i := range opts.Lookups {
+		if _, err := ns.Stat(paths[i&1023]); err != nil {
+			return Row{}, err
+		}
+	}
+	row.LookupNs = float64(time.Since(t0).Nanoseconds()) / float64(opts.Lookups)
+	t0 = time.Now()
+	if text := ns.FormatMounts(); len(text) == 0 {
+		return Row{}, fmt.Errorf("/proc/mounts is empty")
+	}
+	row.ListUsPerItem = float64(time.Since(t0).Nanoseconds()) / 1e3 / float64(n)
+	// Unmount everything, last first, so that the host shuts down clean.
+	for i := n - 1; i >= 0; i-- {
+		if err := ns.Unmount(dir(i), vfs.MNT_DETACH); err != nil {
+			return Row{}, err
+		}
+	}
+	if err := ns.Unmount("/", vfs.MNT_DETACH); err != nil {
+		return Row{}, err
+	}
+	return row, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}

@@ -1,0 +1,17 @@
+package vfs
+
+import "sort"
+
+// MountIDsByTree lists the ids of the mounts reachable from ns's root, in
+// id order: what Mounts listed before the namespace kept its mount list,
+// to check the list against.
+func MountIDsByTree(ns *Namespace) []uint64 {
+	treeMu.RLock()
+	defer treeMu.RUnlock()
+	var ids []uint64
+	for _, m := range subtree(ns.root) {
+		ids = append(ids, m.id)
+	}
+	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+	return ids
+}

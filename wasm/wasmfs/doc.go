@@ -1,0 +1,8 @@
+// Package wasmfs holds the tests of the filesystem ABI of WebAssembly
+// modules: the host side is in package wasm (fsabi.go: the fs_register
+// import and the vfs.FileSystemType it registers), the guest side in
+// package wasm/sdk (fs.go), and the ABI is documented under
+// "Filesystems" in docs/module-authors.md. The tests hold the examples
+// examples/wasm/memfs and examples/wasm/statusfs to the conformance
+// suite (vfs/vfstest) and check pinning, forced unloads and faults.
+package wasmfs

@@ -1,0 +1,566 @@
+// Package web serves the HTTP routes that modules register
+// (raceless.KindRoute): the daemon's `serve --http`.
+//
+// A route is a registration of kind raceless.KindRoute whose name is a
+// net/http ServeMux pattern ("GET /items/{id}", "example.com/", "/{$}")
+// and whose value is an http.Handler. A Router matches requests against
+// the published routes with an http.ServeMux, rebuilt whenever a module
+// goes live, starts going or is gone (a ServeMux cannot remove a
+// pattern).
+//
+// Invariants:
+//
+//   - A request runs a module's handler only while holding a reference on
+//     the module that owns the route (Host.Acquire of the route, taken and
+//     dropped by the Router, never by module code), from before the
+//     handler is called until after it has returned: streaming responses
+//     included. So an unload without --wait or --force refuses while a
+//     request is in flight (see Router.InFlight for the routes), and a
+//     waiting unload drains them.
+//   - The mux only matches; the registry decides. A route that the mux
+//     still lists after its module stopped publishing it is acquired by
+//     name and found missing: the Router rebuilds its mux and dispatches
+//     the request once more, so a request never runs in a module that is
+//     not live. During a hot swap (Host.Replace) the acquisition follows
+//     the name to the new instance: no request fails.
+//   - Router.Abort (rmmod --force) cancels the requests in flight on a
+//     module's routes and from then on discards whatever their handlers
+//     write; once a handler returns, its request is answered 503 if it
+//     wrote nothing, else its connection is closed mid-response (the
+//     client sees a closed response, never a hang). Go cannot preempt a
+//     handler that ignores its context: when Abort's context ends, the
+//     connections of those still running are closed, and they keep
+//     running, writing nowhere, holding their module's reference (which
+//     the forced unload ignores).
+//   - A handler that panics fails its request (500 when nothing was
+//     written, else a closed connection), taints its module, and is
+//     logged naming it; the server keeps serving.
+//   - A request whose declared body exceeds the limit is answered 413
+//     without calling the module; a body that grows past it while being
+//     read fails the read (http.MaxBytesReader).
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/raceless/raceless"
+)
+
+// DefaultBodyLimit is the request body limit of a Router whose Config
+// leaves it zero.
+const DefaultBodyLimit = 10 << 20
+
+// Config configures a Router.
+type Config struct {
+	Logger *slog.Logger
+	// BodyLimit is the largest request body, in bytes, handed to a
+	// module (0: DefaultBodyLimit; negative: no limit).
+	BodyLimit int64
+	// Observe, if set, is called after each request served by a module
+	// route with the route's pattern, its owner's name, the status
+	// written (0 when the request was aborted) and the time taken.
+	Observe func(pattern, module string, status int, d time.Duration)
+}
+
+// Router is an http.Handler serving the routes published in a Host.
+type Router struct {
+	host  *raceless.Host
+	log   *slog.Logger
+	limit int64
+	obs   func(string, string, int, time.Duration)
+
+	table atomic.Pointer[table]
+	mu    sync.Mutex // serialises rebuilds; guards staged
+	// staged are the patterns registered through Register by instances
+	// not live yet, checked against later registrations until the
+	// instance goes live (its routes are then in the table) or fails.
+	staged map[*raceless.Instance][]string
+
+	reqMu    sync.Mutex
+	inflight map[*raceless.Instance]map[*request]struct{}
+
+	unsubscribe func()
+}
+
+// table is one immutable generation of the mux.
+type table struct {
+	mux    *http.ServeMux
+	routes []Route
+}
+
+// Route is a published route as the Router serves it.
+type Route struct {
+	Pattern string
+	Module  string
+	// Err is why the route is not served (a pattern that is invalid or
+	// conflicts with another module's); "" when it is.
+	Err string
+}
+
+// New returns a Router serving h's routes. Close it to unsubscribe.
+func New(h *raceless.Host, cfg Config) *Router {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.BodyLimit == 0 {
+		cfg.BodyLimit = DefaultBodyLimit
+	}
+	rt := &Router{host: h, log: cfg.Logger, limit: cfg.BodyLimit, obs: cfg.Observe,
+		inflight: map[*raceless.Instance]map[*request]struct{}{},
+		staged:   map[*raceless.Instance][]string{}}
+	rt.unsubscribe = h.Subscribe(func(ev raceless.Event) {
+		switch ev.State {
+		case raceless.StateLive, raceless.StateGoing, raceless.StateGone:
+			rt.Rebuild()
+			rt.mu.Lock()
+			delete(rt.staged, ev.Instance)
+			rt.mu.Unlock()
+		}
+	})
+	rt.Rebuild()
+	routers.Store(rt, struct{}{})
+	return rt
+}
+
+// routers are the open Routers, which Register consults.
+var routers sync.Map // *Router → struct{}
+
+// Close unsubscribes the Router from its host's lifecycle events.
+func (rt *Router) Close() {
+	routers.Delete(rt)
+	rt.unsubscribe()
+}
+
+// ErrConflict is the error of a route pattern that conflicts with one
+// another module serves or is registering (ServeMux's rules: two patterns
+// that match some request alike, neither more specific).
+var ErrConflict = errors.New("route pattern conflicts")
+
+// stage checks pattern, registered by inst, against the routes of other
+// modules (served, or staged by instances still coming) and records it.
+func (rt *Router) stage(inst *raceless.Instance, pattern string) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	check := func(other, module string) error {
+		mux := http.NewServeMux()
+		mux.Handle(other, http.NotFoundHandler())
+		if err := handle(mux, pattern, http.NotFoundHandler()); err != nil {
+			return fmt.Errorf("%s: %w: %q conflicts with %q of module %s: %w", inst.Name(), ErrConflict, pattern, other, module, raceless.ErrExists)
+		}
+		return nil
+	}
+	for _, r := range rt.table.Load().routes {
+		if r.Err == "" && r.Module != inst.Name() && r.Pattern != pattern {
+			if err := check(r.Pattern, r.Module); err != nil {
+				return err
+			}
+		}
+	}
+	for other, ps := range rt.staged {
+		if other == inst || other.Name() == inst.Name() {
+			continue
+		}
+		for _, p := range ps {
+			if p != pattern {
+				if err := check(p, other.Name()); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	rt.staged[inst] = append(rt.staged[inst], pattern)
+	return nil
+}
+
+// Routes lists the routes of the current mux, sorted by pattern.
+func (rt *Router) Routes() []Route { return append([]Route(nil), rt.table.Load().routes...) }
+
+// Rebuild makes a new mux from the routes published now. It is called on
+// every lifecycle event; a request that finds its route gone calls it too.
+func (rt *Router) Rebuild() {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	regs := rt.host.Lookup(raceless.KindRoute)
+	t := &table{mux: http.NewServeMux()}
+	for _, reg := range regs {
+		r := Route{Pattern: reg.Name, Module: reg.Owner}
+		if _, ok := reg.Value.(http.Handler); !ok {
+			r.Err = fmt.Sprintf("value is %T, not an http.Handler", reg.Value)
+		} else if err := handle(t.mux, reg.Name, &routeHandler{rt: rt, pattern: reg.Name}); err != nil {
+			r.Err = err.Error()
+		}
+		if r.Err != "" {
+			rt.log.Error("route not served", "module", reg.Owner, "pattern", reg.Name, "err", r.Err)
+		}
+		t.routes = append(t.routes, r)
+	}
+	sort.Slice(t.routes, func(i, j int) bool { return t.routes[i].Pattern < t.routes[j].Pattern })
+	rt.table.Store(t)
+}
+
+// handle registers h at pattern in mux, turning ServeMux's panic on an
+// invalid or conflicting pattern into an error.
+func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
+}
+
+// ErrPattern is the error of a route pattern that net/http refuses.
+var ErrPattern = errors.New("invalid route pattern")
+
+// CheckPattern reports whether pattern is a valid ServeMux pattern,
+// with an error wrapping ErrPattern and raceless.ErrInvalid if not.
+func CheckPattern(pattern string) error {
+	if err := handle(http.NewServeMux(), pattern, http.NotFoundHandler()); err != nil {
+		return fmt.Errorf("%w %q: %v: %w", ErrPattern, pattern, err, raceless.ErrInvalid)
+	}
+	return nil
+}
+
+// Register stages a route of the module being initialised: pattern is
+// checked first (an invalid one fails with ErrPattern, so Init fails
+// naming it; one that conflicts with a different pattern another module
+// serves or is registering, in a host a Router serves, fails with
+// ErrConflict and raceless.ErrExists, naming both patterns and the other
+// module), then registered as raceless.KindRoute with the same staging
+// rules as any registration (the same pattern held by another module
+// fails Init with raceless.ErrExists).
+//
+// The conflict check covers modules loaded while their name is free; the
+// replacement of a hot swap (Host.Replace) is not checked against other
+// modules' patterns: a conflicting pattern it brings is left out when the
+// routes are rebuilt, and logged naming both.
+func Register(k *raceless.Kernel, pattern string, h http.Handler) error {
+	if err := CheckPattern(pattern); err != nil {
+		return fmt.Errorf("%s: %w", k.Name(), err)
+	}
+	inst := k.Instance()
+	var err error
+	routers.Range(func(key, _ any) bool {
+		rt := key.(*Router)
+		if m, ok := rt.host.Module(k.Name()); ok && m == inst {
+			err = rt.stage(inst, pattern)
+			return err == nil
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return k.Register(raceless.KindRoute, pattern, h)
+}
+
+type ctxKey int
+
+const (
+	connKey ctxKey = iota
+	retriedKey
+)
+
+// ConnContext is for http.Server.ConnContext: it lets Abort close the
+// connection of a request whose response had begun.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey, c)
+}
+
+// ServeHTTP serves r with the route that matches it (404 when none).
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rt.limit > 0 && r.ContentLength > rt.limit {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	rt.table.Load().mux.ServeHTTP(w, r)
+}
+
+// routeHandler is what the mux holds for a pattern: it acquires the route
+// by name for each request.
+type routeHandler struct {
+	rt      *Router
+	pattern string
+}
+
+func (rh *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt := rh.rt
+	b, err := rt.host.Acquire(raceless.KindRoute, rh.pattern)
+	if err != nil {
+		if errors.Is(err, raceless.ErrNotFound) && r.Context().Value(retriedKey) == nil {
+			// The route went away after this mux was built: match
+			// again against the routes published now.
+			rt.Rebuild()
+			rt.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), retriedKey, true)))
+			return
+		}
+		if errors.Is(err, raceless.ErrNotLive) {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "service unavailable: the module serving this route is unloading", http.StatusServiceUnavailable)
+			return
+		}
+		http.NotFound(w, r)
+		return
+	}
+	defer b.Release()
+	h, ok := b.Value().(http.Handler)
+	if !ok {
+		http.Error(w, "internal server error", http.StatusInternalServerError)
+		return
+	}
+	owner := b.Owner()
+	start := time.Now()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	req := &request{w: w, cancel: cancel, pattern: rh.pattern}
+	req.conn, _ = r.Context().Value(connKey).(net.Conn)
+	rt.track(owner, req)
+	defer rt.untrack(owner, req)
+	if rt.limit > 0 && r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(req, r.Body, rt.limit)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler { //nolint:errorlint // net/http compares it so too
+				panic(p)
+			}
+			rt.log.Error("route handler panicked", "module", owner.Name(), "pattern", rh.pattern, "panic", fmt.Sprint(p))
+			owner.Taint(raceless.TaintWarn, fmt.Sprintf("route %q panicked: %v", rh.pattern, p))
+			if !req.internalError() {
+				panic(http.ErrAbortHandler) // a response had begun: close the connection
+			}
+		}
+		if rt.obs != nil {
+			rt.obs(rh.pattern, owner.Name(), req.statusCode(), time.Since(start))
+		}
+	}()
+	h.ServeHTTP(req, r.WithContext(ctx))
+	req.finish()
+}
+
+// request is one request in flight on a module route: the ResponseWriter
+// the module writes through, which Abort can cut off.
+type request struct {
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	status  int  // written status, 0 before WriteHeader
+	dead    bool // aborted: writes are discarded
+	cancel  context.CancelFunc
+	conn    net.Conn
+	pattern string
+	done    chan struct{} // closed by untrack; made by Abort
+}
+
+func (q *request) Header() http.Header { return q.w.Header() }
+
+func (q *request) WriteHeader(code int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.dead || q.status != 0 {
+		return
+	}
+	if code < 100 || code > 999 {
+		// net/http panics on these; a module's bad status is a 500.
+		code = http.StatusInternalServerError
+	}
+	if code >= 200 {
+		q.status = code
+	}
+	q.w.WriteHeader(code)
+}
+
+func (q *request) Write(p []byte) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.dead {
+		return 0, errAborted
+	}
+	if q.status == 0 {
+		q.status = http.StatusOK
+	}
+	return q.w.Write(p)
+}
+
+// Flush sends what was written so far (streaming responses).
+func (q *request) Flush() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.dead {
+		return
+	}
+	if q.status == 0 {
+		q.status = http.StatusOK
+	}
+	if f, ok := q.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+var errAborted = errors.New("request aborted: its module is being unloaded by force")
+
+func (q *request) statusCode() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.dead {
+		return 0
+	}
+	return q.status
+}
+
+// internalError answers 500 if nothing was written yet, reporting whether
+// it did.
+func (q *request) internalError() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.dead || q.status != 0 {
+		return false
+	}
+	q.status = http.StatusInternalServerError
+	q.w.Header().Del("Content-Length")
+	http.Error(q.w, "internal server error", http.StatusInternalServerError)
+	return true
+}
+
+// abort cancels the request and marks it aborted: from then on its writes
+// are discarded. The request's own goroutine answers once the handler
+// returns (finish); closeConn is for a handler that does not.
+func (q *request) abort() {
+	q.cancel()
+	q.mu.Lock()
+	q.dead = true
+	q.mu.Unlock()
+}
+
+// closeConn closes the request's connection: the client sees a closed
+// response instead of waiting for a handler that ignores its context.
+func (q *request) closeConn() {
+	if q.conn != nil {
+		q.conn.Close()
+	}
+}
+
+// finish is run by the request's goroutine after the handler returned:
+// an aborted request that wrote nothing is answered 503; one whose
+// response had begun is cut (http.ErrAbortHandler closes the connection
+// without ending the response, so the client sees it truncated).
+func (q *request) finish() {
+	q.mu.Lock()
+	dead, status := q.dead, q.status
+	if dead && status == 0 {
+		q.status = http.StatusServiceUnavailable
+	}
+	q.mu.Unlock()
+	if !dead {
+		return
+	}
+	if status != 0 {
+		panic(http.ErrAbortHandler)
+	}
+	h := q.w.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	h.Set("Connection", "close")
+	http.Error(q.w, "service unavailable: the module serving this route was unloaded", http.StatusServiceUnavailable)
+}
+
+func (rt *Router) track(owner *raceless.Instance, q *request) {
+	rt.reqMu.Lock()
+	set := rt.inflight[owner]
+	if set == nil {
+		set = map[*request]struct{}{}
+		rt.inflight[owner] = set
+	}
+	set[q] = struct{}{}
+	rt.reqMu.Unlock()
+}
+
+func (rt *Router) untrack(owner *raceless.Instance, q *request) {
+	rt.reqMu.Lock()
+	set := rt.inflight[owner]
+	delete(set, q)
+	if len(set) == 0 {
+		delete(rt.inflight, owner)
+	}
+	if q.done != nil {
+		close(q.done)
+	}
+	rt.reqMu.Unlock()
+}
+
+// InFlight returns, for the module called name, how many requests are in
+// flight on each of its routes, as "PATTERN (N)" sorted by pattern.
+func (rt *Router) InFlight(name string) []string {
+	counts := map[string]int{}
+	rt.reqMu.Lock()
+	for owner, set := range rt.inflight {
+		if owner.Name() != name {
+			continue
+		}
+		for q := range set {
+			counts[q.pattern]++
+		}
+	}
+	rt.reqMu.Unlock()
+	out := make([]string, 0, len(counts))
+	for p, n := range counts {
+		out = append(out, fmt.Sprintf("%s (%d)", p, n))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Abort ends the requests in flight on the routes of the module called
+// name (for a forced unload): each is cancelled and its writes discarded,
+// and Abort waits until their handlers return; a request that wrote
+// nothing is then answered 503, one whose response had begun has its
+// connection closed. The connection of a handler still running when ctx
+// ends is closed at once. It returns how many requests it aborted.
+func (rt *Router) Abort(ctx context.Context, name string) int {
+	var qs []*request
+	rt.reqMu.Lock()
+	for owner, set := range rt.inflight {
+		if owner.Name() != name {
+			continue
+		}
+		for q := range set {
+			if q.done == nil {
+				q.done = make(chan struct{})
+			}
+			qs = append(qs, q)
+		}
+	}
+	rt.reqMu.Unlock()
+	for _, q := range qs {
+		q.abort()
+	}
+	for _, q := range qs {
+		select {
+		case <-q.done:
+		case <-ctx.Done():
+			q.closeConn()
+		}
+	}
+	return len(qs)
+}
+
+// String describes the routes, one "PATTERN MODULE" a line.
+func (rt *Router) String() string {
+	var b strings.Builder
+	for _, r := range rt.Routes() {
+		fmt.Fprintf(&b, "%s\t%s\n", r.Pattern, r.Module)
+	}
+	return b.String()
+}
