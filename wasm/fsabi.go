@@ -55,6 +55,7 @@ const (
 	fsOpRmdir    = 17
 	fsOpRename   = 18
 	fsOpLink     = 19
+	fsOpMknod    = 20
 )
 
 // Setattr's valid bits.
@@ -123,11 +124,7 @@ func (t *fsType) fsCall(op int32, req []byte) ([]byte, error) {
 	r := int64(stack[0])
 	if r < 0 {
 		in.takeErr()
-		e := -r
-		if e > 4095 {
-			e = int64(syscall.EIO)
-		}
-		return nil, vfs.Errno(syscall.Errno(e))
+		return nil, errnoFromLinux(-r)
 	}
 	rp, rn := uint32(uint64(r)>>32), uint32(r)
 	if rn > maxFSResponse {
@@ -138,6 +135,26 @@ func (t *fsType) fsCall(op int32, req []byte) ([]byte, error) {
 		return nil, vfs.EIO
 	}
 	return append([]byte(nil), b...), nil
+}
+
+// linuxErrnos are the errors a filesystem module may answer, by Linux
+// number (the ABI's, whatever the host's system numbers them).
+var linuxErrnos = map[int64]vfs.Errno{
+	1: vfs.EPERM, 2: vfs.ENOENT, 5: vfs.EIO, 6: vfs.ENXIO, 9: vfs.EBADF, 11: vfs.EAGAIN,
+	13: vfs.EACCES, 16: vfs.EBUSY, 17: vfs.EEXIST, 18: vfs.EXDEV, 19: vfs.ENODEV,
+	20: vfs.ENOTDIR, 21: vfs.EISDIR, 22: vfs.EINVAL, 27: vfs.EFBIG, 28: vfs.ENOSPC,
+	30: vfs.EROFS, 31: vfs.EMLINK, 36: vfs.ENAMETOOLONG, 39: vfs.ENOTEMPTY,
+	40: vfs.ELOOP, 95: vfs.ENOTSUP,
+	61: vfs.Errno(syscall.ENODATA), 75: vfs.Errno(syscall.EOVERFLOW), 12: vfs.Errno(syscall.ENOMEM),
+}
+
+// errnoFromLinux returns the VFS error of a Linux errno a module
+// answered: EIO for one the ABI does not know.
+func errnoFromLinux(e int64) vfs.Errno {
+	if v, ok := linuxErrnos[e]; ok {
+		return v
+	}
+	return vfs.EIO
 }
 
 func fsErrno(err error) error {
@@ -409,7 +426,7 @@ var (
 	_ vfs.OpenNode    = (*fsFile)(nil)
 	_ vfs.SetattrNode = (*fsFile)(nil)
 	_ vfs.SymlinkNode = (*fsLink)(nil)
-	_ vfs.WritableDir = (*fsDir)(nil)
+	_ vfs.MknodDir    = (*fsDir)(nil)
 	_ vfs.OpenNode    = (*fsDir)(nil)
 )
 
@@ -484,6 +501,17 @@ func (n *fsDir) Symlink(target, name string, a vfs.CreateAttr) (vfs.Node, error)
 	return n.make(fsOpSymlink, name, a, target)
 }
 
+// Mknod makes a special file; a module without the operation answers
+// EPERM.
+func (n *fsDir) Mknod(name string, a vfs.CreateAttr) (vfs.Node, error) {
+	req := n.sb.req().u64(n.ino).str(name).u32(modeToLinux(a.Mode)).u32(a.UID).u32(a.GID).u64(a.Rdev)
+	at, err := n.sb.attrCall(fsOpMknod, req)
+	if err != nil {
+		return nil, err
+	}
+	return n.sb.node(at), nil
+}
+
 func (n *fsDir) Unlink(name string) error {
 	_, err := n.sb.call(fsOpUnlink, n.sb.req().u64(n.ino).str(name))
 	return err
@@ -554,7 +582,7 @@ func (h *fsHandle) WriteAt(p []byte, off int64) (int, error) {
 		return 0, vfs.EIO
 	}
 	if e != 0 {
-		return int(n), vfs.Errno(syscall.Errno(e))
+		return int(n), errnoFromLinux(int64(e))
 	}
 	return int(n), nil
 }

@@ -37,7 +37,9 @@ var hostFuncs = []struct {
 	{"call", 5, true, hostCall},           // (handle, args, nargs, results, max) -> nresults | -errno
 	{"request", 2, true, hostRequest},     // (name, name_len) -> 0 | -errno
 	{"hook", 3, true, hostHook},           // (event, event_len, id) -> 0 | -errno
-	{"fs_register", 2, true, hostFSRegister}, // (name, name_len) -> 0 | -errno; see fsabi.go
+
+	// The filesystem ABI (fsabi.go): (name, name_len) -> 0 | -errno.
+	{"fs_register", 2, true, hostFSRegister},
 }
 
 func instantiateHost(ctx context.Context, rt wazero.Runtime) error {

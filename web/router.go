@@ -35,6 +35,10 @@
 //   - A handler that panics fails its request (500 when nothing was
 //     written, else a closed connection), taints its module, and is
 //     logged naming it; the server keeps serving.
+//   - Middleware (KindMiddleware, chained in Config.Middleware's order)
+//     runs before the routes, each holding its module's reference while
+//     the request passes through it; a middleware of the chain that is not
+//     loaded fails the request closed (503), never skipped.
 //   - A request whose declared body exceeds the limit is answered 413
 //     without calling the module; a body that grows past it while being
 //     read fails the read (http.MaxBytesReader).
@@ -70,6 +74,28 @@ type Config struct {
 	// route with the route's pattern, its owner's name, the status
 	// written (0 when the request was aborted) and the time taken.
 	Observe func(pattern, module string, status int, d time.Duration)
+	// Middleware names the middleware (KindMiddleware registrations)
+	// every request goes through before the routes, outermost first.
+	// One that is not loaded fails the request closed (503), never
+	// skipped.
+	Middleware []string
+}
+
+// KindMiddleware is the registration kind of HTTP middleware: the name
+// is the middleware's (its module's, for RegisterMiddleware), the value a
+// Middleware.
+const KindMiddleware raceless.Kind = "middleware"
+
+// Middleware is HTTP middleware served by a module: it handles a request
+// itself or passes it to next (the rest of the chain, then the routes).
+type Middleware interface {
+	ServeHTTPNext(w http.ResponseWriter, r *http.Request, next http.Handler)
+}
+
+// RegisterMiddleware stages the middleware of the module being
+// initialised, under the module's name, as any registration.
+func RegisterMiddleware(k *raceless.Kernel, mw Middleware) error {
+	return k.Register(KindMiddleware, k.Name(), mw)
 }
 
 // Router is an http.Handler serving the routes published in a Host.
@@ -78,6 +104,7 @@ type Router struct {
 	log   *slog.Logger
 	limit int64
 	obs   func(string, string, int, time.Duration)
+	mw    []string // middleware, outermost first
 
 	table atomic.Pointer[table]
 	mu    sync.Mutex // serialises rebuilds; guards staged
@@ -115,7 +142,7 @@ func New(h *raceless.Host, cfg Config) *Router {
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = DefaultBodyLimit
 	}
-	rt := &Router{host: h, log: cfg.Logger, limit: cfg.BodyLimit, obs: cfg.Observe,
+	rt := &Router{host: h, log: cfg.Logger, limit: cfg.BodyLimit, obs: cfg.Observe, mw: append([]string(nil), cfg.Middleware...),
 		inflight: map[*raceless.Instance]map[*request]struct{}{},
 		staged:   map[*raceless.Instance][]string{}}
 	rt.unsubscribe = h.Subscribe(func(ev raceless.Event) {
@@ -285,7 +312,53 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	rt.table.Load().mux.ServeHTTP(w, r)
+	if len(rt.mw) == 0 {
+		rt.table.Load().mux.ServeHTTP(w, r)
+		return
+	}
+	(&chain{rt: rt}).ServeHTTP(w, r)
+}
+
+// chain runs a request through the middleware from index i on, then the
+// routes. Each middleware's module is held (a reference, as for routes)
+// while its handler runs, which includes the rest of the chain.
+type chain struct {
+	rt *Router
+	i  int
+}
+
+func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt := c.rt
+	if c.i == len(rt.mw) {
+		rt.table.Load().mux.ServeHTTP(w, r)
+		return
+	}
+	name := rt.mw[c.i]
+	b, err := rt.host.Acquire(KindMiddleware, name)
+	if err != nil {
+		rt.log.Warn("middleware not served: request refused", "middleware", name, "err", err)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "service unavailable: middleware "+name+" is not loaded", http.StatusServiceUnavailable)
+		return
+	}
+	defer b.Release()
+	mw, ok := b.Value().(Middleware)
+	if !ok {
+		http.Error(w, "internal server error", http.StatusInternalServerError)
+		return
+	}
+	owner := b.Owner()
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler { //nolint:errorlint // net/http compares it so too
+				panic(p)
+			}
+			rt.log.Error("middleware panicked", "module", owner.Name(), "panic", fmt.Sprint(p))
+			owner.Taint(raceless.TaintWarn, fmt.Sprintf("middleware panicked: %v", p))
+			panic(http.ErrAbortHandler)
+		}
+	}()
+	mw.ServeHTTPNext(w, r, &chain{rt: rt, i: c.i + 1})
 }
 
 // routeHandler is what the mux holds for a pattern: it acquires the route

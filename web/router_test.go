@@ -439,3 +439,39 @@ func TestRouteConflict(t *testing.T) {
 		t.Fatalf("/c/1: %d %q", code, body)
 	}
 }
+
+// mwModule is a native middleware module: it adds its name to the
+// request's X-Order header and passes the request on.
+type mwModule struct{}
+
+func (mwModule) Init(k *raceless.Kernel) error {
+	name := k.Name()
+	return web.RegisterMiddleware(k, mwFunc(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		r.Header.Add("X-Order", name)
+		next.ServeHTTP(w, r)
+	}))
+}
+func (mwModule) Exit() (int, error) { return 0, nil }
+
+type mwFunc func(http.ResponseWriter, *http.Request, http.Handler)
+
+func (f mwFunc) ServeHTTPNext(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	f(w, r, next)
+}
+
+// Middleware runs in the order the operator set, before the routes; one
+// that is not loaded fails the request closed (503), never skipped.
+func TestMiddlewareChain(t *testing.T) {
+	f := newFixture(t, web.Config{Middleware: []string{"mwb", "mwa"}})
+	f.load(t, routeModule("r", "1", map[string]http.Handler{"/r": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strings.Join(r.Header.Values("X-Order"), ","))
+	})}))
+	f.load(t, raceless.Native(raceless.Info{Name: "mwa"}, func() raceless.Module { return mwModule{} }))
+	if code, _ := f.get(t, "/r"); code != http.StatusServiceUnavailable {
+		t.Fatalf("with mwb missing: %d, want 503", code)
+	}
+	f.load(t, raceless.Native(raceless.Info{Name: "mwb"}, func() raceless.Module { return mwModule{} }))
+	if code, body := f.get(t, "/r"); code != 200 || body != "mwb,mwa" {
+		t.Fatalf("chain: %d %q, want mwb,mwa", code, body)
+	}
+}

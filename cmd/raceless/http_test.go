@@ -21,24 +21,30 @@ import (
 // modinfo block naming it watroute and giving its route.
 func watGuest(t *testing.T, text string) string {
 	t.Helper()
-	tool, err := exec.LookPath("wat2wasm")
-	if err != nil {
-		t.Skip("wat2wasm is not installed (Debian: apt-get install wabt; .ci/run installs it)")
-	}
-	dir := t.TempDir()
-	src := filepath.Join(dir, "g.wat")
-	wat := fmt.Sprintf(`(module
+	return watFile(t, fmt.Sprintf(`(module
   (import "http_handler" "write_body" (func $write_body (param i32 i32 i32)))
   (memory (export "memory") 1)
   (data (i32.const 0) %q)
   (func (export "handle_request") (result i64)
     (call $write_body (i32.const 1) (i32.const 0) (i32.const %d))
     (i64.const 0))
-  (func (export "handle_response") (param i32 i32)))`, text, len(text))
+  (func (export "handle_response") (param i32 i32)))`, text, len(text)),
+		modinfo.Block{Info: raceless.Info{Name: "watroute", Version: "1"}, Routes: []string{"GET /wat"}, Pool: 2})
+}
+
+// watFile assembles wat and appends blk as its modinfo block.
+func watFile(t *testing.T, wat string, blk modinfo.Block) string {
+	t.Helper()
+	tool, err := exec.LookPath("wat2wasm")
+	if err != nil {
+		t.Skip("wat2wasm is not installed (Debian: apt-get install wabt; .ci/run installs it)")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "g.wat")
 	if err := os.WriteFile(src, []byte(wat), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "watroute.wasm")
+	out := filepath.Join(dir, blk.Name+".wasm")
 	if b, err := exec.Command(tool, src, "-o", out).CombinedOutput(); err != nil {
 		t.Fatalf("wat2wasm: %v\n%s", err, b)
 	}
@@ -46,7 +52,7 @@ func watGuest(t *testing.T, text string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin, err = modinfo.AppendBlock(bin, modinfo.Block{Info: raceless.Info{Name: "watroute", Version: "1"}, Routes: []string{"GET /wat"}, Pool: 2})
+	bin, err = modinfo.AppendBlock(bin, blk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,5 +150,46 @@ func TestServeHTTP(t *testing.T) {
 	d.run("rmmod", "watroute").ok(t)
 	if code, _ := get("/wat"); code != 404 {
 		t.Fatalf("/wat after rmmod: %d, want 404", code)
+	}
+}
+
+// serve --http-middleware: requests fail closed (503) until the
+// middleware is loaded, then pass through it (an http-wasm guest adding a
+// response header) to the routes.
+func TestServeHTTPMiddleware(t *testing.T) {
+	mw := watFile(t, `(module
+  (import "http_handler" "set_header_value" (func $set (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "X-Mw")
+  (data (i32.const 16) "seen")
+  (func (export "handle_request") (result i64) (i64.const 1))
+  (func (export "handle_response") (param i32 i32)
+    (call $set (i32.const 1) (i32.const 0) (i32.const 4) (i32.const 16) (i32.const 4))))`,
+		modinfo.Block{Info: raceless.Info{Name: "watmw", Version: "1"}, Middleware: true})
+	d := startDaemon(t, "--http", "127.0.0.1:0", "--http-middleware", "watmw")
+	var ping struct {
+		HTTPAddr string `json:"http_addr"`
+	}
+	if err := json.Unmarshal([]byte(d.run("ping", "--json").ok(t).stdout), &ping); err != nil || ping.HTTPAddr == "" {
+		t.Fatalf("ping --json: no http_addr (%v)", err)
+	}
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	get := func() *http.Response {
+		t.Helper()
+		resp, err := client.Get("http://" + ping.HTTPAddr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if r := get(); r.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("without the middleware: %d, want 503", r.StatusCode)
+	}
+	d.run("insmod", mw).ok(t)
+	if r := get(); r.StatusCode != 200 || r.Header.Get("X-Mw") != "seen" {
+		t.Fatalf("through the middleware: %d %v", r.StatusCode, r.Header)
 	}
 }

@@ -31,10 +31,10 @@
 //     (Config.MemoryLimitPages); a guest that grows past it sees
 //     memory.grow fail (a Go guest then dies, failing its request as a
 //     trap).
-//   - A guest that returns next=1 (middleware) is given the next handler
-//     of its Options.Next (404 when none), whose response it may then
-//     inspect and change in handle_response; see docs/http.md for what is
-//     not done of middleware chaining.
+//   - A guest that returns next=1 passes the request to its next handler
+//     (the router's chain for a module registered as middleware,
+//     Options.Middleware; else Options.Next, 404 when none), whose
+//     response it may then inspect and change in handle_response.
 package httpwasm
 
 import (
@@ -165,6 +165,10 @@ type Options struct {
 	// Next is what a guest returning next=1 passes the request to (nil:
 	// 404).
 	Next http.Handler
+	// Middleware registers the guest as middleware (web.KindMiddleware,
+	// under the module's name) instead of routes: the router's chain
+	// gives it the next handler. Patterns are then not used.
+	Middleware bool
 	// FreshInstance instantiates the guest for every request and closes
 	// it after, instead of keeping a pool: the naive baseline of
 	// `raceless bench http` (wazero_naive), not for serving.
@@ -174,7 +178,7 @@ type Options struct {
 // Source returns a raceless.Source for the guest bin, as a route module
 // described by info. The binary is compiled once, here.
 func (r *Runtime) Source(ctx context.Context, info raceless.Info, bin []byte, o Options) (raceless.Source, error) {
-	if len(o.Patterns) == 0 {
+	if len(o.Patterns) == 0 && !o.Middleware {
 		return nil, fmt.Errorf("%s: no route pattern: %w", info.Name, raceless.ErrInvalid)
 	}
 	for _, p := range o.Patterns {
@@ -310,9 +314,15 @@ func (m *module) Init(k *raceless.Kernel) (err error) {
 		}
 		m.pool <- mb
 	}
-	for _, p := range m.src.o.Patterns {
-		if err := web.Register(k, p, m); err != nil {
+	if m.src.o.Middleware {
+		if err := web.RegisterMiddleware(k, m); err != nil {
 			return err
+		}
+	} else {
+		for _, p := range m.src.o.Patterns {
+			if err := web.Register(k, p, m); err != nil {
+				return err
+			}
 		}
 	}
 	m.src.r.mods.Store(m, struct{}{})
@@ -400,8 +410,17 @@ func (m *module) give(mb *member) {
 	m.pool <- mb
 }
 
-// ServeHTTP runs one request in one member.
-func (m *module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP runs one request in one member (a route; next=1 goes to
+// Options.Next).
+func (m *module) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.serve(w, r, m.src.o.Next) }
+
+// ServeHTTPNext runs one request in one member as middleware: next=1
+// goes to next (web.Middleware).
+func (m *module) ServeHTTPNext(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	m.serve(w, r, next)
+}
+
+func (m *module) serve(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	ctx, cancel := context.WithTimeout(r.Context(), m.src.o.Timeout)
 	defer cancel()
 	var mb *member
@@ -423,7 +442,7 @@ func (m *module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil && c.err == nil {
 		ctxNext := res[0]
 		if uint32(ctxNext) != 0 { // next=1: the next handler, then handle_response
-			c.runNext(m.src.o.Next)
+			c.runNext(next)
 			_, err = mb.respond.Call(cctx, ctxNext>>32, 0)
 		}
 	}

@@ -335,3 +335,35 @@ func TestConfigFromParams(t *testing.T) {
 		t.Fatalf("%d %q", r.code, r.body)
 	}
 }
+
+// A wasm middleware module in the router's chain: the route behind it
+// answers, and its handle_response changes the response.
+func TestMiddlewareInChain(t *testing.T) {
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := raceless.New(raceless.WithLogger(discard))
+	router := web.New(h, web.Config{Logger: discard, Middleware: []string{"mw"}})
+	rt, err := httpwasm.NewRuntime(context.Background(), httpwasm.Config{Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(router)
+	f := &fixture{h: h, rt: rt, srv: srv}
+	defer func() {
+		srv.Close()
+		router.Close()
+		ctx, cancel := testdeadline.Context(t)
+		defer cancel()
+		h.Shutdown(ctx)
+		rt.Close(ctx)
+	}()
+	bin := wat(t, `
+  (func (export "handle_request") (result i64) (i64.const 0x700000001))
+  (func (export "handle_response") (param $ctx i32) (param $err i32)
+    (if (i32.eq (local.get $ctx) (i32.const 7))
+      (then (call $add_header_value (i32.const 1) (i32.const 80) (i32.const 4) (i32.const 96) (i32.const 4)))))`)
+	f.load(t, f.source(t, "mw", "1", bin, httpwasm.Options{Middleware: true, PoolSize: 1}))
+	f.load(t, f.source(t, "route", "1", wat(t, watRoute), httpwasm.Options{Patterns: []string{"/w"}, PoolSize: 1}))
+	if r := f.get(t, "/w"); r.code != 201 || r.body != "wat GET /w " || r.header.Get("X-Mw") != "seen" || r.header.Get("X-Guest") != "wat" {
+		t.Fatalf("%d %v %q", r.code, r.header, r.body)
+	}
+}

@@ -121,11 +121,11 @@ func (r *Runtime) Open(ctx context.Context, path string, keys *modsig.Keyring, e
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", path, wasm.ErrBadModinfo, err)
 	}
-	if len(blk.Routes) == 0 {
-		return nil, fmt.Errorf("%s: http-wasm guest %s declares no routes (modinfo \"routes\"): %w", path, blk.Name, raceless.ErrInvalid)
+	if len(blk.Routes) == 0 && !blk.Middleware {
+		return nil, fmt.Errorf("%s: http-wasm guest %s declares neither routes nor middleware (modinfo \"routes\", \"middleware\"): %w", path, blk.Name, raceless.ErrInvalid)
 	}
 	sum := sha256.Sum256(bin)
-	src, err := r.Source(ctx, blk.Info, bin, Options{Patterns: blk.Routes, PoolSize: blk.Pool})
+	src, err := r.Source(ctx, blk.Info, bin, Options{Patterns: blk.Routes, PoolSize: blk.Pool, Middleware: blk.Middleware})
 	if err != nil {
 		return nil, err
 	}

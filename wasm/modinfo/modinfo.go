@@ -93,6 +93,9 @@ type Block struct {
 	// size of its instance pool (0: the host's default).
 	Routes []string `json:"routes,omitempty"`
 	Pool   int      `json:"pool,omitempty"`
+	// Middleware makes an http-wasm guest middleware (in the daemon's
+	// chain, --http-middleware) instead of routes.
+	Middleware bool `json:"middleware,omitempty"`
 }
 
 // CapFSRead is the capability to read a directory of the host's VFS,

@@ -127,6 +127,15 @@ type WritableFS interface {
 	Link(ino, dir uint64, name string) error
 }
 
+// MknodFS is a WritableFS that makes special files (named pipes,
+// sockets, device nodes: mode's type bits say which, rdev is a device's
+// number). Without it mknod answers ErrPermission, as Linux does for a
+// filesystem without the operation.
+type MknodFS interface {
+	WritableFS
+	Mknod(dir uint64, name string, mode, uid, gid uint32, rdev uint64) (Attr, error)
+}
+
 // MountFunc makes a new superblock for mount(2)'s source and options
 // (the "data" argument), mounted by uid and gid.
 type MountFunc func(source, options string, uid, gid uint32) (FS, error)
@@ -362,7 +371,7 @@ func fsDispatch(op int32, d *fsDec) ([]byte, error) {
 	}
 	if !writable {
 		switch op {
-		case 12, 13, 14, 16, 17, 18, 19:
+		case 12, 13, 14, 16, 17, 18, 19, 20:
 			return nil, ErrReadOnly
 		}
 		return nil, ErrNotSup
@@ -377,6 +386,13 @@ func fsDispatch(op int32, d *fsDec) ([]byte, error) {
 			return attr(w.Mkdir(dir, name, mode, uid, gid))
 		}
 		return attr(w.Symlink(dir, name, extra, uid, gid))
+	case 20: // mknod
+		dir, name, mode, uid, gid, rdev := d.u64(), d.str(), d.u32(), d.u32(), d.u32(), d.u64()
+		mk, ok := f.(MknodFS)
+		if !ok {
+			return nil, ErrPermission
+		}
+		return attr(mk.Mknod(dir, name, mode, uid, gid, rdev))
 	case 16:
 		dir, name := d.u64(), d.str()
 		return nil, w.Unlink(dir, name)

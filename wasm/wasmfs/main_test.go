@@ -21,8 +21,15 @@ var loader *wasm.Loader
 
 func TestMain(m *testing.M) {
 	vfstest.Main()
-	var err error
-	loader, err = wasm.NewLoader(context.Background(), wasm.Config{})
+	// An on-disk compilation cache: every check loads the module into a
+	// fresh host, and compiling it again each time is most of the
+	// suite's time under -race.
+	cache, err := os.MkdirTemp("", "wasmfs-cache-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	loader, err = wasm.NewLoader(context.Background(), wasm.Config{CacheDir: cache})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -32,6 +39,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "loader close:", err)
 		code = 1
 	}
+	_ = os.RemoveAll(cache)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -58,4 +66,11 @@ func load(ctx context.Context, h *raceless.Host, dir string) error {
 
 func quietHost() *raceless.Host {
 	return raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

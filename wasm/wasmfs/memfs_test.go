@@ -22,3 +22,15 @@ var memfsType = vfstest.Type{
 }
 
 func TestMemfsConformance(t *testing.T) { vfstest.Run(t, memfsType) }
+
+// statusfsType is examples/wasm/statusfs: read-only, generated files.
+var statusfsType = vfstest.Type{
+	Name: "statusfs",
+	Load: func(ctx context.Context, h *raceless.Host) error {
+		return load(ctx, h, "examples/wasm/statusfs")
+	},
+	ReadOnly: true,
+	Files:    []string{"mount", "superblocks", "info/squares"},
+}
+
+func TestStatusfsConformance(t *testing.T) { vfstest.Run(t, statusfsType) }

@@ -55,17 +55,6 @@ type file struct {
 	h   vfs.Handle
 }
 
-func errnoOf(err error) error {
-	if err == nil {
-		return nil
-	}
-	var e vfs.Errno
-	if ok := asErrno(err, &e); ok {
-		return sdk.Errno(-int32(e))
-	}
-	return sdk.ErrIO
-}
-
 func attrOf(a vfs.Attr) sdk.Attr {
 	return sdk.Attr{
 		Ino: a.Ino, Mode: linuxMode(a.Mode), Nlink: a.Nlink, UID: a.UID, GID: a.GID,
@@ -111,6 +100,14 @@ func goMode(l uint32) fs.FileMode {
 		m |= fs.ModeDir
 	case sdk.ModeSymlink:
 		m |= fs.ModeSymlink
+	case 0o010000:
+		m |= fs.ModeNamedPipe
+	case 0o140000:
+		m |= fs.ModeSocket
+	case 0o020000:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case 0o060000:
+		m |= fs.ModeDevice
 	}
 	if l&0o4000 != 0 {
 		m |= fs.ModeSetuid
@@ -157,14 +154,17 @@ func (m *memfs) remember(n vfs.Node, err error) (sdk.Attr, error) {
 	return attrOf(a), nil
 }
 
-// forget drops the node named name's entry if the operation removed its
-// last link and no file has it open.
+// forget drops a file's or a symlink's entry once its last link is
+// removed and no file has it open (its data is freed by ramfs then).
 func (m *memfs) forget(n vfs.Node) {
 	if n == nil {
 		return
 	}
 	a, err := n.Stat()
-	if err != nil || a.Nlink > 0 {
+	if err != nil || a.Nlink > 0 || a.Mode.IsDir() {
+		// A removed directory stays known: the host may still hold it
+		// (a working directory), and the ABI has no forget operation;
+		// ramfs answers ENOENT for what is made in it.
 		return
 	}
 	for _, f := range m.files {
@@ -406,4 +406,16 @@ func (m *memfs) Link(ino, dir uint64, name string) error {
 		return err
 	}
 	return errnoOf(d.Link(n, name))
+}
+
+func (m *memfs) Mknod(dir uint64, name string, mode, uid, gid uint32, rdev uint64) (sdk.Attr, error) {
+	d, err := m.dir(dir)
+	if err != nil {
+		return sdk.Attr{}, err
+	}
+	md, ok := d.(vfs.MknodDir)
+	if !ok {
+		return sdk.Attr{}, sdk.ErrPermission
+	}
+	return m.remember(md.Mknod(name, vfs.CreateAttr{Mode: goMode(mode), UID: uid, GID: gid, Rdev: rdev}))
 }

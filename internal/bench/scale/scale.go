@@ -65,7 +65,9 @@ func (o Options) withDefaults() Options {
 }
 
 // Row is one line of the table: kind "modules" fills the module fields,
-// kind "mounts" the mount fields.
+// kind "mounts" the mount fields, and kind "heap-control" (for the largest
+// module N) the load and unload latencies of 10 modules while another host
+// holds N.
 type Row struct {
 	Kind string `json:"kind"`
 	N    int    `json:"n"`
@@ -82,7 +84,7 @@ type Row struct {
 	// ListUsPerItem is the time to list everything (/proc/modules for
 	// modules, /proc/mounts for mounts) divided by N: constant when the
 	// listing is linear.
-	ListUsPerItem float64 `json:"list_us_per_item"`
+	ListUsPerItem float64 `json:"list_us_per_item,omitempty"`
 }
 
 // SymbolsPerModule is how many symbols each measured module exports.
@@ -124,6 +126,12 @@ func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
 		a, b := mods[0], mods[len(mods)-1]
 		fmt.Fprintf(w, "modules %d / %d: load %.2f×, unload %.2f× (target ≤ 2×); acquire %.2f×, list per module %.2f×\n",
 			b.N, a.N, b.LoadP50Us/a.LoadP50Us, b.UnloadP50Us/a.UnloadP50Us, b.AcquireNs/a.AcquireNs, b.ListUsPerItem/a.ListUsPerItem)
+		for _, r := range rows {
+			if r.Kind == "heap-control" {
+				fmt.Fprintf(w, "heap control: %d modules beside %d in another host: load %.1f µs (%.2f×), unload %.1f µs (%.2f×): the heap's share of the growth\n",
+					a.N, r.N, r.LoadP50Us, r.LoadP50Us/a.LoadP50Us, r.UnloadP50Us, r.UnloadP50Us/a.UnloadP50Us)
+			}
+		}
 	}
 	if len(mounts) > 1 {
 		a, b := mounts[0], mounts[len(mounts)-1]
@@ -141,6 +149,14 @@ func Measure(ctx context.Context, opts Options) ([]Row, error) {
 		r, err := measureModules(ctx, n, opts)
 		if err != nil {
 			return nil, fmt.Errorf("%d modules: %w", n, err)
+		}
+		rows = append(rows, r)
+	}
+	if len(opts.Modules) > 1 {
+		n := slices.Max(opts.Modules)
+		r, err := measureHeapControl(ctx, n, opts)
+		if err != nil {
+			return nil, fmt.Errorf("heap control of %d modules: %w", n, err)
 		}
 		rows = append(rows, r)
 	}
@@ -206,24 +222,10 @@ func measureModules(ctx context.Context, n int, opts Options) (Row, error) {
 	}
 	row := Row{Kind: "modules", N: n, HeapKBPerModule: float64(int64(heapAlloc())-int64(before)) / float64(n) / 1024}
 
-	// One more module at a time, loaded, then unloaded idle.
-	loads := make([]float64, 0, opts.Samples)
-	for _, src := range srcs[n:] {
-		t0 := time.Now()
-		if _, err := h.Load(ctx, src, nil); err != nil {
-			return Row{}, err
-		}
-		loads = append(loads, float64(time.Since(t0).Nanoseconds())/1e3)
+	var err error
+	if row.LoadP50Us, row.UnloadP50Us, err = loadUnload(ctx, h, srcs[n:]); err != nil {
+		return Row{}, err
 	}
-	unloads := make([]float64, 0, opts.Samples)
-	for _, src := range srcs[n:] {
-		t0 := time.Now()
-		if err := h.Unload(ctx, src.Info().Name, raceless.UnloadOptions{}); err != nil {
-			return Row{}, err
-		}
-		unloads = append(unloads, float64(time.Since(t0).Nanoseconds())/1e3)
-	}
-	row.LoadP50Us, row.UnloadP50Us = median(loads), median(unloads)
 
 	// Lookups of symbols spread over every module (1,024 names, visited
 	// in turn), each Acquire and Release.
@@ -246,6 +248,61 @@ func measureModules(ctx context.Context, n int, opts Options) (Row, error) {
 		return Row{}, fmt.Errorf("/proc/modules is empty")
 	}
 	row.ListUsPerItem = float64(time.Since(t0).Nanoseconds()) / 1e3 / float64(n)
+	return row, nil
+}
+
+// loadUnload loads srcs one at a time, then unloads them idle, and returns
+// the median latency of each, in µs.
+func loadUnload(ctx context.Context, h *raceless.Host, srcs []raceless.Source) (load, unload float64, err error) {
+	loads := make([]float64, 0, len(srcs))
+	for _, src := range srcs {
+		t0 := time.Now()
+		if _, err := h.Load(ctx, src, nil); err != nil {
+			return 0, 0, err
+		}
+		loads = append(loads, float64(time.Since(t0).Nanoseconds())/1e3)
+	}
+	unloads := make([]float64, 0, len(srcs))
+	for _, src := range srcs {
+		t0 := time.Now()
+		if err := h.Unload(ctx, src.Info().Name, raceless.UnloadOptions{}); err != nil {
+			return 0, 0, err
+		}
+		unloads = append(unloads, float64(time.Since(t0).Nanoseconds())/1e3)
+	}
+	return median(loads), median(unloads), nil
+}
+
+// measureHeapControl measures loads and unloads in a host of 10 modules
+// while another host holds n: the same heap as the "modules" row of n, a
+// registry as small as the row of 10. What of the growth with n this row
+// shows is the Go heap's (allocation in a large heap, cold caches), not
+// the host's data structures.
+func measureHeapControl(ctx context.Context, n int, opts Options) (Row, error) {
+	ballast := quietHost()
+	defer ballast.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // the measurements are taken
+	for i := range n {
+		if _, err := ballast.Load(ctx, moduleSource(10+opts.Samples+i), nil); err != nil {
+			return Row{}, err
+		}
+	}
+	h := quietHost()
+	defer h.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // the measurements are taken
+	srcs := make([]raceless.Source, 10+opts.Samples)
+	for i := range srcs {
+		srcs[i] = moduleSource(i)
+	}
+	for _, src := range srcs[:10] {
+		if _, err := h.Load(ctx, src, nil); err != nil {
+			return Row{}, err
+		}
+	}
+	heapAlloc() // collect, as measureModules does before its samples
+	row := Row{Kind: "heap-control", N: n}
+	var err error
+	if row.LoadP50Us, row.UnloadP50Us, err = loadUnload(ctx, h, srcs[10:]); err != nil {
+		return Row{}, err
+	}
 	return row, nil
 }
 

@@ -23,12 +23,14 @@ func TestQuick(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &rows); err != nil {
 		t.Fatalf("%v\n%s", err, buf.String())
 	}
-	if len(rows) != 4 {
-		t.Fatalf("%d rows, want 4: %+v", len(rows), rows)
+	if len(rows) != 5 {
+		t.Fatalf("%d rows, want 5: %+v", len(rows), rows)
 	}
 	for _, r := range rows {
 		ok := r.ListUsPerItem > 0
 		switch r.Kind {
+		case "heap-control":
+			ok = r.N == 100 && r.LoadP50Us > 0 && r.UnloadP50Us > 0
 		case "modules":
 			// The heap of 10 modules is within the collector's noise.
 			ok = ok && r.LoadP50Us > 0 && r.UnloadP50Us > 0 && r.AcquireNs > 0 && (r.N < 100 || r.HeapKBPerModule > 0)
@@ -45,7 +47,7 @@ func TestQuick(t *testing.T) {
 	if err := Run(context.Background(), &buf, false, Quick()); err != nil {
 		t.Fatal(err)
 	}
-	if out := buf.String(); !strings.Contains(out, "modules 100 / 10: load") || !strings.Contains(out, "mounts 100 / 10: mount") {
+	if out := buf.String(); !strings.Contains(out, "modules 100 / 10: load") || !strings.Contains(out, "mounts 100 / 10: mount") || !strings.Contains(out, "heap control: 10 modules beside 100") {
 		t.Fatalf("table:\n%s", out)
 	}
 }

@@ -33,7 +33,7 @@ type serveFlags struct {
 	noAutoload, allowOther                                  *bool
 	keyring, policy                                         *string
 	sigEnforce                                              *bool
-	httpAddr                                                *string
+	httpAddr, httpMiddleware                                *string
 	httpBodyLimit                                           *int64
 }
 
@@ -49,6 +49,7 @@ func newServeFlags() *serveFlags {
 		metricsAddr:     fs.String("metrics-addr", "", "serve Prometheus metrics at http://`HOST:PORT`/metrics"),
 		httpAddr:        fs.String("http", defaultHTTPAddr(), "serve the modules' HTTP routes, and the default route module homepage, at `HOST:PORT` (off: none; default from RACELESS_HTTP)"),
 		httpBodyLimit:   fs.Int64("http-body-limit", 10<<20, "the largest request body, in `BYTES`, handed to a route module (larger: 413)"),
+		httpMiddleware:  fs.String("http-middleware", "", "pass every HTTP request through the middleware `M1,M2,...` (module names, outermost first) before the routes"),
 		autoclean:       fs.Duration("autoclean", 0, "run an autoclean sweep every `INTERVAL` (0: never)"),
 		noAutoload:      fs.Bool("no-autoload", false, "disable demand loading"),
 		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "how long (`D`) shutdown waits for references before forcing"),
@@ -192,6 +193,15 @@ func runServe(e *env) error {
 	} else {
 		boot = append(boot, defaults.HTTPBoot()...)
 	}
+	var middleware []string
+	if *sf.httpMiddleware != "" {
+		middleware = strings.Split(*sf.httpMiddleware, ",")
+		for _, m := range middleware {
+			if !raceless.ValidName(m) {
+				return usageErrorf("bad --http-middleware %q: %q is not a module name", *sf.httpMiddleware, m)
+			}
+		}
+	}
 	pools := func() []daemon.PoolStat {
 		var out []daemon.PoolStat
 		for _, p := range httpRT.Pools() {
@@ -202,6 +212,7 @@ func runServe(e *env) error {
 	d, err := daemon.New(daemon.Config{
 		HTTPAddr:        httpAddr,
 		HTTPBodyLimit:   *sf.httpBodyLimit,
+		HTTPMiddleware:  middleware,
 		HTTPPools:       pools,
 		Socket:          *socket,
 		ModulesDir:      *modules,

@@ -62,6 +62,9 @@ type Config struct {
 	// HTTPBodyLimit is the largest request body handed to a route module
 	// (0: web.DefaultBodyLimit; negative: no limit).
 	HTTPBodyLimit int64
+	// HTTPMiddleware names the middleware every HTTP request goes
+	// through, outermost first (web.Config.Middleware).
+	HTTPMiddleware []string
 	// HTTPPools, if set, reports the http-wasm route modules' instance
 	// pools for the metrics.
 	HTTPPools func() []PoolStat
@@ -180,7 +183,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 			}
 			return nil, fmt.Errorf("http: %w", err)
 		}
-		d.router = web.New(d.host, web.Config{Logger: d.log, BodyLimit: cfg.HTTPBodyLimit, Observe: d.metrics.route})
+		d.router = web.New(d.host, web.Config{Logger: d.log, BodyLimit: cfg.HTTPBodyLimit, Observe: d.metrics.route, Middleware: cfg.HTTPMiddleware})
 		d.webSrv = &http.Server{Handler: d.router, ReadHeaderTimeout: 10 * time.Second, ConnContext: web.ConnContext,
 			ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
 	}

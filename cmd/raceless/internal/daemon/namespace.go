@@ -2,10 +2,10 @@ package daemon
 
 import (
 	"context"
-	"time"
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/raceless/raceless/cmd/raceless/internal/control"
 	"github.com/raceless/raceless/vfs"
