@@ -13,8 +13,11 @@ import (
 //
 // Its methods are safe for concurrent use.
 type Kernel struct {
-	inst    *Instance
-	log     *slog.Logger
+	inst *Instance
+	// log is the module's logger, made on the first Logger call: most
+	// modules never log, and a logger with an attribute costs five
+	// allocations, a third of a load's own.
+	log     atomic.Pointer[slog.Logger]
 	initing atomic.Bool // true while Init runs: registrations accepted
 }
 
@@ -29,7 +32,13 @@ func (k *Kernel) Instance() *Instance { return k.inst }
 func (k *Kernel) Params() map[string]string { return k.inst.params }
 
 // Logger returns a logger whose records carry the module's name.
-func (k *Kernel) Logger() *slog.Logger { return k.log }
+func (k *Kernel) Logger() *slog.Logger {
+	if l := k.log.Load(); l != nil {
+		return l
+	}
+	k.log.CompareAndSwap(nil, k.inst.host.log.With("module", k.inst.name))
+	return k.log.Load()
+}
 
 // Export stages a symbol: reserved now (a name another module holds fails
 // with ErrExists), visible to Host.Acquire and Kernel.Import once the module

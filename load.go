@@ -170,7 +170,7 @@ func (h *Host) newInstance(info Info, key string, params map[string]string, lo l
 	// A demand load is a use: the module survives at least one whole
 	// sweep period even if nobody calls it before the next sweep.
 	m.used.Store(lo.autoclean)
-	m.kernel = &Kernel{inst: m, log: h.log.With("module", info.Name)}
+	m.kernel = &Kernel{inst: m}
 	return m
 }
 

@@ -34,9 +34,16 @@ type Options struct {
 	// Mounts are the numbers of sibling mounts measured (default 10,
 	// 1,000, 10,000 and 30,000).
 	Mounts []int
-	// Samples is how many loads and unloads (mounts and unmounts) each
-	// latency is the median of (default 500).
+	// Samples is how many loads and unloads (mounts and unmounts) are
+	// timed at each N (default 500), in rounds of Round; each latency
+	// reported is the median of the quietest round (see Round).
 	Samples int
+	// Round is how many operations one round times (default 50). On a
+	// shared machine a neighbour's load comes and goes over seconds and
+	// doubles every latency while it lasts; the median of the round with
+	// the lowest median is the figure of the machine without it, taken
+	// the same way at every N, so that ratios compare like with like.
+	Round int
 	// Lookups is how many lookups each lookup cost is averaged over
 	// (default 1,000,000).
 	Lookups int
@@ -45,7 +52,7 @@ type Options struct {
 // Quick returns options for a smoke run: small N, few samples (the figures
 // mean nothing). The CLI's "bench scale --quick" uses them.
 func Quick() Options {
-	return Options{Modules: []int{10, 100}, Mounts: []int{10, 100}, Samples: 10, Lookups: 1000}
+	return Options{Modules: []int{10, 100}, Mounts: []int{10, 100}, Samples: 10, Round: 5, Lookups: 1000}
 }
 
 func (o Options) withDefaults() Options {
@@ -58,6 +65,10 @@ func (o Options) withDefaults() Options {
 	if o.Samples <= 0 {
 		o.Samples = 500
 	}
+	if o.Round <= 0 {
+		o.Round = 50
+	}
+	o.Round = min(o.Round, o.Samples)
 	if o.Lookups <= 0 {
 		o.Lookups = 1000000
 	}
@@ -72,14 +83,20 @@ type Row struct {
 	Kind string `json:"kind"`
 	N    int    `json:"n"`
 
-	LoadP50Us       float64 `json:"load_p50_us,omitempty"`
-	UnloadP50Us     float64 `json:"unload_p50_us,omitempty"`
-	AcquireNs       float64 `json:"acquire_ns,omitempty"`
+	LoadP50Us   float64 `json:"load_p50_us,omitempty"`
+	UnloadP50Us float64 `json:"unload_p50_us,omitempty"`
+	AcquireNs   float64 `json:"acquire_ns,omitempty"`
+	// AcquireSpreadNs is an Acquire of 1,024 names spread over all N
+	// modules (AcquireNs: of the same 100 names at every N).
+	AcquireSpreadNs float64 `json:"acquire_spread_ns,omitempty"`
 	HeapKBPerModule float64 `json:"heap_kb_per_module,omitempty"`
 
 	MountP50Us  float64 `json:"mount_p50_us,omitempty"`
 	UmountP50Us float64 `json:"umount_p50_us,omitempty"`
 	LookupNs    float64 `json:"lookup_ns,omitempty"`
+	// LookupSpreadNs is a lookup of 1,024 mount points spread over all N
+	// (LookupNs: of the same 10 at every N).
+	LookupSpreadNs float64 `json:"lookup_spread_ns,omitempty"`
 
 	// ListUsPerItem is the time to list everything (/proc/modules for
 	// modules, /proc/mounts for mounts) divided by N: constant when the
@@ -103,20 +120,20 @@ func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "modules\tload p50 µs\tunload p50 µs\tacquire ns\theap KB/module\tlist µs/module\t")
+	fmt.Fprintln(tw, "modules\tload p50 µs\tunload p50 µs\tacquire ns\tspread ns\theap KB/module\tlist µs/module\t")
 	var mods, mounts []Row
 	for _, r := range rows {
 		if r.Kind == "modules" {
 			mods = append(mods, r)
-			fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.2f\t%.3f\t\n", r.N, r.LoadP50Us, r.UnloadP50Us, r.AcquireNs, r.HeapKBPerModule, r.ListUsPerItem)
+			fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.3f\t\n", r.N, r.LoadP50Us, r.UnloadP50Us, r.AcquireNs, r.AcquireSpreadNs, r.HeapKBPerModule, r.ListUsPerItem)
 		}
 	}
-	fmt.Fprintln(tw, "\t\t\t\t\t\t")
-	fmt.Fprintln(tw, "mounts\tmount p50 µs\tumount p50 µs\tlookup ns\tlist µs/mount\t\t")
+	fmt.Fprintln(tw, "\t\t\t\t\t\t\t")
+	fmt.Fprintln(tw, "mounts\tmount p50 µs\tumount p50 µs\tlookup ns\tspread ns\tlist µs/mount\t\t")
 	for _, r := range rows {
 		if r.Kind == "mounts" {
 			mounts = append(mounts, r)
-			fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.3f\t\t\n", r.N, r.MountP50Us, r.UmountP50Us, r.LookupNs, r.ListUsPerItem)
+			fmt.Fprintf(tw, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.3f\t\t\n", r.N, r.MountP50Us, r.UmountP50Us, r.LookupNs, r.LookupSpreadNs, r.ListUsPerItem)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -124,8 +141,8 @@ func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
 	}
 	if len(mods) > 1 {
 		a, b := mods[0], mods[len(mods)-1]
-		fmt.Fprintf(w, "modules %d / %d: load %.2f×, unload %.2f× (target ≤ 2×); acquire %.2f×, list per module %.2f×\n",
-			b.N, a.N, b.LoadP50Us/a.LoadP50Us, b.UnloadP50Us/a.UnloadP50Us, b.AcquireNs/a.AcquireNs, b.ListUsPerItem/a.ListUsPerItem)
+		fmt.Fprintf(w, "modules %d / %d: load %.2f×, unload %.2f× (target ≤ 2×); acquire %.2f× (spread %.2f×), list per module %.2f×\n",
+			b.N, a.N, b.LoadP50Us/a.LoadP50Us, b.UnloadP50Us/a.UnloadP50Us, b.AcquireNs/a.AcquireNs, b.AcquireSpreadNs/a.AcquireSpreadNs, b.ListUsPerItem/a.ListUsPerItem)
 		for _, r := range rows {
 			if r.Kind == "heap-control" {
 				fmt.Fprintf(w, "heap control: %d modules beside %d in another host: load %.1f µs (%.2f×), unload %.1f µs (%.2f×): the heap's share of the growth\n",
@@ -135,8 +152,8 @@ func Run(ctx context.Context, w io.Writer, jsonOut bool, opts Options) error {
 	}
 	if len(mounts) > 1 {
 		a, b := mounts[0], mounts[len(mounts)-1]
-		fmt.Fprintf(w, "mounts %d / %d: mount %.2f×, umount %.2f×, lookup %.2f× (target ≤ 2×); list per mount %.2f×\n",
-			b.N, a.N, b.MountP50Us/a.MountP50Us, b.UmountP50Us/a.UmountP50Us, b.LookupNs/a.LookupNs, b.ListUsPerItem/a.ListUsPerItem)
+		fmt.Fprintf(w, "mounts %d / %d: mount %.2f×, umount %.2f×, lookup %.2f× (spread %.2f×); list per mount %.2f×\n",
+			b.N, a.N, b.MountP50Us/a.MountP50Us, b.UmountP50Us/a.UmountP50Us, b.LookupNs/a.LookupNs, b.LookupSpreadNs/a.LookupSpreadNs, b.ListUsPerItem/a.ListUsPerItem)
 	}
 	return nil
 }
@@ -151,6 +168,25 @@ func Measure(ctx context.Context, opts Options) ([]Row, error) {
 			return nil, fmt.Errorf("%d modules: %w", n, err)
 		}
 		rows = append(rows, r)
+	}
+	if len(opts.Modules) > 1 {
+		// The smallest N again, last: the ratios' denominator then has
+		// had as many chances at a quiet machine as any other row
+		// (each figure is the lower of its two runs).
+		first := 0
+		for i, r := range rows {
+			if r.N < rows[first].N {
+				first = i
+			}
+		}
+		r, err := measureModules(ctx, rows[first].N, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%d modules: %w", rows[first].N, err)
+		}
+		f := &rows[first]
+		f.LoadP50Us, f.UnloadP50Us = min(f.LoadP50Us, r.LoadP50Us), min(f.UnloadP50Us, r.UnloadP50Us)
+		f.AcquireNs, f.AcquireSpreadNs = min(f.AcquireNs, r.AcquireNs), min(f.AcquireSpreadNs, r.AcquireSpreadNs)
+		f.ListUsPerItem = min(f.ListUsPerItem, r.ListUsPerItem)
 	}
 	if len(opts.Modules) > 1 {
 		n := slices.Max(opts.Modules)
@@ -223,27 +259,41 @@ func measureModules(ctx context.Context, n int, opts Options) (Row, error) {
 	row := Row{Kind: "modules", N: n, HeapKBPerModule: float64(int64(heapAlloc())-int64(before)) / float64(n) / 1024}
 
 	var err error
-	if row.LoadP50Us, row.UnloadP50Us, err = loadUnload(ctx, h, srcs[n:]); err != nil {
+	if row.LoadP50Us, row.UnloadP50Us, err = loadUnload(ctx, h, srcs[n:], opts.Round); err != nil {
 		return Row{}, err
 	}
 
-	// Lookups of symbols spread over every module (1,024 names, visited
-	// in turn), each Acquire and Release.
-	names := make([]string, 1024)
-	for i := range names {
-		m := (i * 7919) % n
-		names[i] = symbolName(fmt.Sprintf("m%d", m), i%SymbolsPerModule)
+	// Lookups, each Acquire and Release: of the same working set at every
+	// N (the 10 symbols of 10 modules spread over the host: what a lookup
+	// costs, in the cache), and of 1,024 names spread over every module
+	// (at large N, a lookup missing the cache by design).
+	acquire := func(names []string) (float64, error) {
+		t0 := time.Now()
+		for i := range opts.Lookups {
+			b, err := h.Acquire(raceless.KindSymbol, names[i%len(names)])
+			if err != nil {
+				return 0, err
+			}
+			b.Release()
+		}
+		return float64(time.Since(t0).Nanoseconds()) / float64(opts.Lookups), nil
+	}
+	var hot, spread []string
+	for j := range 10 {
+		for s := range SymbolsPerModule {
+			hot = append(hot, symbolName(fmt.Sprintf("m%d", j*n/10), s))
+		}
+	}
+	for i := range 1024 {
+		spread = append(spread, symbolName(fmt.Sprintf("m%d", (i*7919)%n), i%SymbolsPerModule))
+	}
+	if row.AcquireNs, err = acquire(hot); err != nil {
+		return Row{}, err
+	}
+	if row.AcquireSpreadNs, err = acquire(spread); err != nil {
+		return Row{}, err
 	}
 	t0 := time.Now()
-	for i := range opts.Lookups {
-		b, err := h.Acquire(raceless.KindSymbol, names[i&1023])
-		if err != nil {
-			return Row{}, err
-		}
-		b.Release()
-	}
-	row.AcquireNs = float64(time.Since(t0).Nanoseconds()) / float64(opts.Lookups)
-	t0 = time.Now()
 	if text := procfs.FormatModules(h.Modules()); len(text) == 0 {
 		return Row{}, fmt.Errorf("/proc/modules is empty")
 	}
@@ -251,26 +301,35 @@ func measureModules(ctx context.Context, n int, opts Options) (Row, error) {
 	return row, nil
 }
 
-// loadUnload loads srcs one at a time, then unloads them idle, and returns
-// the median latency of each, in µs.
-func loadUnload(ctx context.Context, h *raceless.Host, srcs []raceless.Source) (load, unload float64, err error) {
-	loads := make([]float64, 0, len(srcs))
-	for _, src := range srcs {
-		t0 := time.Now()
-		if _, err := h.Load(ctx, src, nil); err != nil {
-			return 0, 0, err
+// loadUnload times, round after round of `round` sources, the loading of
+// each source one at a time, then their unloading idle, and returns the
+// median latency of each, in µs, of the round where it was lowest (see
+// Options.Round).
+func loadUnload(ctx context.Context, h *raceless.Host, srcs []raceless.Source, round int) (load, unload float64, err error) {
+	var loadRounds, unloadRounds []float64
+	for len(srcs) > 0 {
+		batch := srcs[:min(round, len(srcs))]
+		srcs = srcs[len(batch):]
+		loads := make([]float64, 0, len(batch))
+		for _, src := range batch {
+			t0 := time.Now()
+			if _, err := h.Load(ctx, src, nil); err != nil {
+				return 0, 0, err
+			}
+			loads = append(loads, float64(time.Since(t0).Nanoseconds())/1e3)
 		}
-		loads = append(loads, float64(time.Since(t0).Nanoseconds())/1e3)
-	}
-	unloads := make([]float64, 0, len(srcs))
-	for _, src := range srcs {
-		t0 := time.Now()
-		if err := h.Unload(ctx, src.Info().Name, raceless.UnloadOptions{}); err != nil {
-			return 0, 0, err
+		unloads := make([]float64, 0, len(batch))
+		for _, src := range batch {
+			t0 := time.Now()
+			if err := h.Unload(ctx, src.Info().Name, raceless.UnloadOptions{}); err != nil {
+				return 0, 0, err
+			}
+			unloads = append(unloads, float64(time.Since(t0).Nanoseconds())/1e3)
 		}
-		unloads = append(unloads, float64(time.Since(t0).Nanoseconds())/1e3)
+		loadRounds = append(loadRounds, median(loads))
+		unloadRounds = append(unloadRounds, median(unloads))
 	}
-	return median(loads), median(unloads), nil
+	return slices.Min(loadRounds), slices.Min(unloadRounds), nil
 }
 
 // measureHeapControl measures loads and unloads in a host of 10 modules
@@ -300,7 +359,7 @@ func measureHeapControl(ctx context.Context, n int, opts Options) (Row, error) {
 	heapAlloc() // collect, as measureModules does before its samples
 	row := Row{Kind: "heap-control", N: n}
 	var err error
-	if row.LoadP50Us, row.UnloadP50Us, err = loadUnload(ctx, h, srcs[10:]); err != nil {
+	if row.LoadP50Us, row.UnloadP50Us, err = loadUnload(ctx, h, srcs[10:], opts.Round); err != nil {
 		return Row{}, err
 	}
 	return row, nil
@@ -328,35 +387,56 @@ func measureMounts(ctx context.Context, n int, opts Options) (Row, error) {
 		}
 	}
 	row := Row{Kind: "mounts", N: n}
-	mounts := make([]float64, 0, opts.Samples)
-	for i := n; i < n+opts.Samples; i++ {
-		t0 := time.Now()
-		if err := ns.Mount(ctx, "none", dir(i), "ramfs", ""); err != nil {
-			return Row{}, err
+	var mountRounds, umountRounds []float64
+	for first := n; first < n+opts.Samples; first += opts.Round {
+		last := min(first+opts.Round, n+opts.Samples)
+		mounts := make([]float64, 0, opts.Round)
+		for i := first; i < last; i++ {
+			t0 := time.Now()
+			if err := ns.Mount(ctx, "none", dir(i), "ramfs", ""); err != nil {
+				return Row{}, err
+			}
+			mounts = append(mounts, float64(time.Since(t0).Nanoseconds())/1e3)
 		}
-		mounts = append(mounts, float64(time.Since(t0).Nanoseconds())/1e3)
-	}
-	umounts := make([]float64, 0, opts.Samples)
-	for i := n; i < n+opts.Samples; i++ {
-		t0 := time.Now()
-		if err := ns.Unmount(dir(i), 0); err != nil {
-			return Row{}, err
+		umounts := make([]float64, 0, opts.Round)
+		for i := first; i < last; i++ {
+			t0 := time.Now()
+			if err := ns.Unmount(dir(i), 0); err != nil {
+				return Row{}, err
+			}
+			umounts = append(umounts, float64(time.Since(t0).Nanoseconds())/1e3)
 		}
-		umounts = append(umounts, float64(time.Since(t0).Nanoseconds())/1e3)
+		mountRounds = append(mountRounds, median(mounts))
+		umountRounds = append(umountRounds, median(umounts))
 	}
-	row.MountP50Us, row.UmountP50Us = median(mounts), median(umounts)
-	paths := make([]string, 1024)
-	for i := range paths {
-		paths[i] = dir((i * 7919) % n)
+	row.MountP50Us, row.UmountP50Us = slices.Min(mountRounds), slices.Min(umountRounds)
+	// Path lookups (Stat) of the same working set at every N (10 mount
+	// points spread over the N) and of 1,024 spread over all of them, as
+	// for the modules' acquire.
+	lookup := func(paths []string) (float64, error) {
+		t0 := time.Now()
+		for i := range opts.Lookups {
+			if _, err := ns.Stat(paths[i%len(paths)]); err != nil {
+				return 0, err
+			}
+		}
+		return float64(time.Since(t0).Nanoseconds()) / float64(opts.Lookups), nil
+	}
+	var hot, spread []string
+	for j := range 10 {
+		hot = append(hot, dir(j*n/10))
+	}
+	for i := range 1024 {
+		spread = append(spread, dir((i*7919)%n))
+	}
+	var err error
+	if row.LookupNs, err = lookup(hot); err != nil {
+		return Row{}, err
+	}
+	if row.LookupSpreadNs, err = lookup(spread); err != nil {
+		return Row{}, err
 	}
 	t0 := time.Now()
-	for i := range opts.Lookups {
-		if _, err := ns.Stat(paths[i&1023]); err != nil {
-			return Row{}, err
-		}
-	}
-	row.LookupNs = float64(time.Since(t0).Nanoseconds()) / float64(opts.Lookups)
-	t0 = time.Now()
 	if text := ns.FormatMounts(); len(text) == 0 {
 		return Row{}, fmt.Errorf("/proc/mounts is empty")
 	}

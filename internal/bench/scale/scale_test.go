@@ -33,9 +33,9 @@ func TestQuick(t *testing.T) {
 			ok = r.N == 100 && r.LoadP50Us > 0 && r.UnloadP50Us > 0
 		case "modules":
 			// The heap of 10 modules is within the collector's noise.
-			ok = ok && r.LoadP50Us > 0 && r.UnloadP50Us > 0 && r.AcquireNs > 0 && (r.N < 100 || r.HeapKBPerModule > 0)
+			ok = ok && r.LoadP50Us > 0 && r.UnloadP50Us > 0 && r.AcquireNs > 0 && r.AcquireSpreadNs > 0 && (r.N < 100 || r.HeapKBPerModule > 0)
 		case "mounts":
-			ok = ok && r.MountP50Us > 0 && r.UmountP50Us > 0 && r.LookupNs > 0
+			ok = ok && r.MountP50Us > 0 && r.UmountP50Us > 0 && r.LookupNs > 0 && r.LookupSpreadNs > 0
 		default:
 			ok = false
 		}
