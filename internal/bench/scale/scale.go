@@ -35,7 +35,7 @@ type Options struct {
 	// 1,000, 10,000 and 30,000).
 	Mounts []int
 	// Samples is how many loads and unloads (mounts and unmounts) are
-	// timed at each N (default 500), in rounds of Round; each latency
+	// timed at each N (default 2,000), in rounds of Round; each latency
 	// reported is the median of the quietest round (see Round).
 	Samples int
 	// Round is how many operations one round times (default 50). On a
@@ -63,7 +63,7 @@ func (o Options) withDefaults() Options {
 		o.Mounts = []int{10, 1000, 10000, 30000}
 	}
 	if o.Samples <= 0 {
-		o.Samples = 500
+		o.Samples = 2000
 	}
 	if o.Round <= 0 {
 		o.Round = 50
