@@ -162,6 +162,12 @@ func TestModprobe(t *testing.T) {
 	d.run("rmmod", "hello").ok(t)
 	d.run("modprobe", "hello", "bogus=1").fails(t, 7, `modprobe: ERROR: could not insert 'hello': param hello: unknown parameter "bogus": invalid argument`)
 	d.run("modprobe", "nope").fails(t, 3, "modprobe: FATAL: Module nope not found.")
+	if r := d.run("modprobe", "-q", "nope"); r.code != 3 || r.stderr != "" {
+		t.Fatalf("modprobe -q nope: exit %d, stderr %q; want exit 3 and nothing said", r.code, r.stderr)
+	}
+	if r := d.run("modprobe", "-q", "-r", "nope"); r.code != 3 || r.stderr != "" {
+		t.Fatalf("modprobe -q -r nope: exit %d, stderr %q; want exit 3 and nothing said", r.code, r.stderr)
+	}
 	d.run("modprobe", "").fails(t, 3, "modprobe: FATAL: empty module name")
 	// Dependencies: hello_consumer pulls in hello; -r removes the module,
 	// then its dependencies that became unused.

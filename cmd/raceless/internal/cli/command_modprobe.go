@@ -14,7 +14,7 @@ var modprobeFlags = []flagSpec{
 	{short: "n", long: "dry-run", help: "print what would be done, do nothing"},
 	{short: "v", long: "verbose", help: "print what is done"},
 	{long: "first-time", help: "fail if the module is already loaded"},
-	{short: "q", long: "quiet", help: "accepted as kmod's modprobe accepts it; does nothing"},
+	{short: "q", long: "quiet", help: "print no error messages (the exit status still says what failed), as kmod's"},
 }
 
 func runModprobe(e *env) error {
@@ -60,6 +60,11 @@ func (e *env) printProbe(res daemon.ProbeResult) error {
 }
 
 func (e *env) modprobeError(name string, err error, remove bool) error {
+	if e.args.has("quiet") {
+		// kmod's -q lowers its log level below every error message:
+		// nothing is printed, the exit status still says what failed.
+		return &failure{err: err}
+	}
 	if errors.Is(err, control.ErrNoDaemon) {
 		return e.generic(err)
 	}
