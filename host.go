@@ -28,7 +28,8 @@ type Host struct {
 	// Lock order (docs/design.md, "Lock order"): Host.mu, then
 	// Instance.regMu, then registry.mu; Host.mu, then a ref.Ref's own
 	// mutex (Kill, Revive). Every other lock here is a leaf. None is held
-	// while module code or a subscriber runs.
+	// while module code or a subscriber runs. A RegisterCheck runs with
+	// the registering Instance's regMu held (Kernel.stage), checkMu not.
 
 	// mu guards byName, autoclean, seq and every Instance's deps, holders,
 	// imported, swap, waitingFor, replaces, restored, events, delivering
@@ -46,6 +47,9 @@ type Host struct {
 	subs  atomic.Pointer[[]*func(Event)] // the notifier chain, copy-on-write
 
 	taints taintLog // why the host is tainted; its lock is a leaf
+
+	checkMu sync.Mutex                   // serialises writers of checks; a leaf
+	checks  atomic.Pointer[[]*kindCheck] // CheckRegistrations', copy-on-write
 
 	underflows atomic.Int64
 	requests   requester
@@ -135,6 +139,69 @@ func WithLogger(l *slog.Logger) Option { return func(h *Host) { h.log = l } }
 
 // WithResolver enables demand loading through r.
 func WithResolver(r Resolver) Option { return func(h *Host) { h.resolver = r } }
+
+// RegisterCheck validates a registration as it is staged: inst is the
+// registering instance (coming: for Host.Replace, the replacement, which
+// bears the module's name while the old instance is still live), name
+// and value the registration's. A non-nil error refuses it.
+type RegisterCheck func(inst *Instance, name string, value any) error
+
+type kindCheck struct {
+	kind Kind
+	fn   RegisterCheck
+}
+
+// CheckRegistrations adds fn to the checks every registration of kind
+// passes as it is staged (Kernel.Register, during Init, before its name
+// is reserved): when fn refuses one, Register fails with fn's error,
+// naming the module, and nothing is reserved; a module's Init that
+// returns that error fails its load or replacement, before anything of
+// it was visible. Checks run in the order they were added; the returned
+// function removes fn. A check that does not know a registration yet (a
+// name reserved after it passed) is not re-run: fn itself must remember
+// what it accepted from instances still coming (package web does, for
+// route patterns), and forget it on their lifecycle events.
+//
+// fn runs on the registering module's goroutine with its registration
+// lock held: it must not register, load or unload, and must be quick.
+func (h *Host) CheckRegistrations(kind Kind, fn RegisterCheck) (remove func()) {
+	kc := &kindCheck{kind: kind, fn: fn}
+	h.checkMu.Lock()
+	defer h.checkMu.Unlock()
+	var next []*kindCheck
+	if p := h.checks.Load(); p != nil {
+		next = append(next, *p...)
+	}
+	next = append(next, kc)
+	h.checks.Store(&next)
+	return func() {
+		h.checkMu.Lock()
+		defer h.checkMu.Unlock()
+		var next []*kindCheck
+		for _, c := range *h.checks.Load() {
+			if c != kc {
+				next = append(next, c)
+			}
+		}
+		h.checks.Store(&next)
+	}
+}
+
+// check runs the RegisterChecks of reg's kind.
+func (h *Host) check(m *Instance, reg *registration) error {
+	p := h.checks.Load()
+	if p == nil {
+		return nil
+	}
+	for _, c := range *p {
+		if c.kind == reg.key.kind {
+			if err := c.fn(m, reg.key.name, reg.value); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 // New returns a host with no module loaded.
 func New(opts ...Option) *Host {

@@ -49,7 +49,8 @@ func (k *Kernel) Export(name string, value any) error {
 }
 
 // Register stages a registration of any kind (symbols, filesystem types,
-// routes) with the same rules as Export.
+// routes) with the same rules as Export, after the host's checks of its
+// kind (Host.CheckRegistrations).
 func (k *Kernel) Register(kind Kind, name string, value any) error {
 	if name == "" || value == nil {
 		return modErr("register", k.inst.name, fmt.Errorf("%s with empty name or nil value: %w", kind, ErrInvalid))
@@ -77,6 +78,11 @@ func (k *Kernel) stage(reg *registration) error {
 	defer m.regMu.Unlock()
 	if !k.initing.Load() {
 		return modErr("register", m.name, fmt.Errorf("%s %q: registrations are accepted only during Init: %w", reg.key.kind, reg.key.name, ErrInvalid))
+	}
+	if reg.hook == nil {
+		if err := m.host.check(m, reg); err != nil {
+			return modErr("register", m.name, err)
+		}
 	}
 	if m.host.hooks.beforeReserve != nil {
 		m.host.hooks.beforeReserve(m, reg.key.name)

@@ -116,8 +116,9 @@
 //	              unlink and rename, so that nothing is mounted on a name
 //	              being removed (Linux: lock_mount and the inode lock).
 //	treeMu        (mount.go) one RWMutex for all namespaces: guards the
-//	              mount trees (Mount.ns, parent, mp*, children, state and
-//	              Namespace.points); taken alone or under mpMu.
+//	              mount trees (Mount.ns, parent, mp*, children, state,
+//	              left, leftAt, Namespace.points and byType); taken alone
+//	              or under mpMu.
 //	File.wmu      serializes the Writes of one File that share its offset.
 //	File.mu       guards a File's offset, directory listing and closed flag;
 //	              taken alone or under File.wmu.

@@ -130,6 +130,10 @@ type Mount struct {
 	// they entered it (Namespace.first), the order /proc/mounts lists
 	// them in, as Linux's mount list does.
 	prev, next *Mount
+	// left is the namespace a detached mount left, until it dies (it
+	// stays in left.byType meanwhile); leftAt its path there then.
+	left   *Namespace
+	leftAt string
 }
 
 type mpKey struct {
@@ -174,6 +178,10 @@ func (m *Mount) putNoExpire() {
 		panic("vfs: last reference of an attached mount dropped")
 	}
 	m.state = mountDead
+	if ns := m.left; ns != nil {
+		ns.untype(m)
+		m.left = nil
+	}
 	treeMu.Unlock()
 	m.sb.put()
 }
@@ -209,6 +217,10 @@ type Namespace struct {
 	// they entered the namespace (Mount.next; guarded by treeMu): Mounts
 	// walks it, O(mounts), where a walk of the tree would sort.
 	first, last *Mount
+	// byType holds, by filesystem type, the attached mounts and those
+	// that left the namespace and are not dead yet (guarded by treeMu):
+	// MountsOfType reads it, O(mounts of the type).
+	byType map[string]map[*Mount]struct{}
 }
 
 // link appends m, a mount entering the namespace, to its list. treeMu
@@ -221,10 +233,18 @@ func (ns *Namespace) link(m *Mount) {
 		ns.first = m
 	}
 	ns.last = m
+	set := ns.byType[m.sb.fstype]
+	if set == nil {
+		set = map[*Mount]struct{}{}
+		ns.byType[m.sb.fstype] = set
+	}
+	set[m] = struct{}{}
 }
 
-// unlink takes m, a mount leaving the namespace, off its list. treeMu held.
-func (ns *Namespace) unlink(m *Mount) {
+// unlink takes m, a mount leaving the namespace, off its list; it stays
+// in byType, as having left at path, until it dies. treeMu held.
+func (ns *Namespace) unlink(m *Mount, path string) {
+	m.left, m.leftAt = ns, path
 	if m.prev != nil {
 		m.prev.next = m.next
 	} else {
@@ -238,6 +258,23 @@ func (ns *Namespace) unlink(m *Mount) {
 	m.prev, m.next = nil, nil
 }
 
+// untype takes m, a dead mount, out of byType. treeMu held.
+func (ns *Namespace) untype(m *Mount) {
+	set := ns.byType[m.sb.fstype]
+	delete(set, m)
+	if len(set) == 0 {
+		delete(ns.byType, m.sb.fstype)
+	}
+}
+
+// pathOf returns the path of m, an attached mount. treeMu held.
+func pathOf(m *Mount) string {
+	if m.parent == nil {
+		return "/"
+	}
+	return joinPath(pathOf(m.parent), m.mpRel)
+}
+
 // NewNamespace returns a namespace whose root is an empty in-memory rootfs
 // (no module owns it: like Linux's rootfs it is always there). Mount a
 // filesystem at "/" to stack it over the rootfs:
@@ -245,7 +282,7 @@ func (ns *Namespace) unlink(m *Mount) {
 //	ns := vfs.NewNamespace(host)
 //	ns.Mount(ctx, "none", "/", "ramfs", "")
 func NewNamespace(h Host) *Namespace {
-	ns := &Namespace{host: h, points: make(map[mpKey]*Mount)}
+	ns := &Namespace{host: h, points: make(map[mpKey]*Mount), byType: map[string]map[*Mount]struct{}{}}
 	sb := &superblock{id: sbSeq.Add(1), fstype: "rootfs", sb: newRootfs()}
 	sb.mounts.Store(1)
 	root := sb.sb.Root()
@@ -344,6 +381,41 @@ func (ns *Namespace) Mounts() []MountInfo {
 		out = append(out, MountInfo{ID: m.id, Source: m.source, Target: path(m),
 			FSType: m.sb.fstype, Options: opts, Refs: m.refs.Load()})
 	}
+	return out
+}
+
+// TypeMount is a mount of a filesystem type (Namespace.MountsOfType).
+type TypeMount struct {
+	ID uint64
+	// Target is where the mount is attached or, Detached, where it was
+	// when it left the namespace.
+	Target string
+	// Detached: unmounted (umount -l; or a plain umount finishing), kept
+	// alive by its users.
+	Detached bool
+	// Users are the references besides the tree's: open files, working
+	// directories, walks in progress.
+	Users int64
+}
+
+// MountsOfType lists, by ID, the mounts of filesystem type fstype that
+// are in the namespace, and those that left it (umount -l) and are not
+// dead yet because files are still open on them: what keeps the type's
+// superblocks, and so the module that provides it, in use. It costs
+// O(mounts of the type), not O(mounts).
+func (ns *Namespace) MountsOfType(fstype string) []TypeMount {
+	treeMu.RLock()
+	defer treeMu.RUnlock()
+	set := ns.byType[fstype]
+	out := make([]TypeMount, 0, len(set))
+	for m := range set {
+		if m.state == mountAttached {
+			out = append(out, TypeMount{ID: m.id, Target: pathOf(m), Users: m.refs.Load() - 1})
+		} else {
+			out = append(out, TypeMount{ID: m.id, Target: m.leftAt, Detached: true, Users: max(m.refs.Load(), 0)})
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID < out[b].ID })
 	return out
 }
 

@@ -121,11 +121,15 @@ func (p *Proc) Unmount(target string, flags int) error {
 		}
 		if flags&MNT_DETACH != 0 {
 			gone = subtree(m)
-			for _, c := range gone {
+			paths := make([]string, len(gone))
+			for i, c := range gone {
+				paths[i] = pathOf(c) // before any unhook
+			}
+			for i, c := range gone {
 				if c.parent != nil {
 					p.ns.unhook(c)
 				}
-				p.ns.unlink(c)
+				p.ns.unlink(c, paths[i])
 				c.children = map[*Mount]struct{}{}
 				c.state = mountDetached
 				c.ns = nil
@@ -139,8 +143,9 @@ func (p *Proc) Unmount(target string, flags int) error {
 		if flags&MNT_EXPIRE != 0 && !m.expire.Swap(true) {
 			return EAGAIN
 		}
+		path := pathOf(m)
 		p.ns.unhook(m)
-		p.ns.unlink(m)
+		p.ns.unlink(m, path)
 		m.state = mountDetached
 		m.ns = nil
 		gone = []*Mount{m}

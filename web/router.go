@@ -38,7 +38,9 @@
 //   - Middleware (KindMiddleware, chained in Config.Middleware's order)
 //     runs before the routes, each holding its module's reference while
 //     the request passes through it; a middleware of the chain that is not
-//     loaded fails the request closed (503), never skipped.
+//     loaded fails the request closed (503), never skipped. A request
+//     inside a middleware module is in flight on it as on a route
+//     (InFlight names it "middleware NAME"; Abort ends it alike).
 //   - A request whose declared body exceeds the limit is answered 413
 //     without calling the module; a body that grows past it while being
 //     read fails the read (http.MaxBytesReader).
@@ -104,7 +106,7 @@ type Router struct {
 	log   *slog.Logger
 	limit int64
 	obs   func(string, string, int, time.Duration)
-	mw    []string // middleware, outermost first
+	mw    atomic.Pointer[[]string] // middleware, outermost first; replaced whole by SetMiddleware
 
 	table atomic.Pointer[table]
 	mu    sync.Mutex // serialises rebuilds; guards staged
@@ -117,6 +119,7 @@ type Router struct {
 	inflight map[*raceless.Instance]map[*request]struct{}
 
 	unsubscribe func()
+	uncheck     func()
 }
 
 // table is one immutable generation of the mux.
@@ -142,9 +145,10 @@ func New(h *raceless.Host, cfg Config) *Router {
 	if cfg.BodyLimit == 0 {
 		cfg.BodyLimit = DefaultBodyLimit
 	}
-	rt := &Router{host: h, log: cfg.Logger, limit: cfg.BodyLimit, obs: cfg.Observe, mw: append([]string(nil), cfg.Middleware...),
+	rt := &Router{host: h, log: cfg.Logger, limit: cfg.BodyLimit, obs: cfg.Observe,
 		inflight: map[*raceless.Instance]map[*request]struct{}{},
 		staged:   map[*raceless.Instance][]string{}}
+	rt.SetMiddleware(cfg.Middleware)
 	rt.unsubscribe = h.Subscribe(func(ev raceless.Event) {
 		switch ev.State {
 		case raceless.StateLive, raceless.StateGoing, raceless.StateGone:
@@ -155,17 +159,30 @@ func New(h *raceless.Host, cfg Config) *Router {
 		}
 	})
 	rt.Rebuild()
-	routers.Store(rt, struct{}{})
+	rt.uncheck = h.CheckRegistrations(raceless.KindRoute, rt.check)
 	return rt
 }
 
-// routers are the open Routers, which Register consults.
-var routers sync.Map // *Router → struct{}
-
-// Close unsubscribes the Router from its host's lifecycle events.
+// Close unsubscribes the Router from its host's lifecycle events and
+// removes its check of route registrations.
 func (rt *Router) Close() {
-	routers.Delete(rt)
+	rt.uncheck()
 	rt.unsubscribe()
+}
+
+// check is the Router's raceless.RegisterCheck of KindRoute: a route
+// registered by any means (Register, or Kernel.Register directly) must be
+// an http.Handler at a valid pattern that conflicts with no other
+// module's route, served or staged (stage). It runs for a hot swap's
+// replacement too, which so cannot bring a conflicting pattern.
+func (rt *Router) check(inst *raceless.Instance, pattern string, value any) error {
+	if _, ok := value.(http.Handler); !ok {
+		return fmt.Errorf("route %q: value is %T, not an http.Handler: %w", pattern, value, raceless.ErrInvalid)
+	}
+	if err := CheckPattern(pattern); err != nil {
+		return err
+	}
+	return rt.stage(inst, pattern)
 }
 
 // ErrConflict is the error of a route pattern that conflicts with one
@@ -182,7 +199,8 @@ func (rt *Router) stage(inst *raceless.Instance, pattern string) error {
 		mux := http.NewServeMux()
 		mux.Handle(other, http.NotFoundHandler())
 		if err := handle(mux, pattern, http.NotFoundHandler()); err != nil {
-			return fmt.Errorf("%s: %w: %q conflicts with %q of module %s: %w", inst.Name(), ErrConflict, pattern, other, module, raceless.ErrExists)
+			// The module is named by the Kernel's error (register NAME).
+			return fmt.Errorf("%w: %q conflicts with %q of module %s: %w", ErrConflict, pattern, other, module, raceless.ErrExists)
 		}
 		return nil
 	}
@@ -261,33 +279,18 @@ func CheckPattern(pattern string) error {
 
 // Register stages a route of the module being initialised: pattern is
 // checked first (an invalid one fails with ErrPattern, so Init fails
-// naming it; one that conflicts with a different pattern another module
-// serves or is registering, in a host a Router serves, fails with
-// ErrConflict and raceless.ErrExists, naming both patterns and the other
-// module), then registered as raceless.KindRoute with the same staging
-// rules as any registration (the same pattern held by another module
-// fails Init with raceless.ErrExists).
-//
-// The conflict check covers modules loaded while their name is free; the
-// replacement of a hot swap (Host.Replace) is not checked against other
-// modules' patterns: a conflicting pattern it brings is left out when the
-// routes are rebuilt, and logged naming both.
+// naming it), then registered as raceless.KindRoute with the same
+// staging rules as any registration (the same pattern held by another
+// module fails Init with raceless.ErrExists). In a host a Router serves,
+// its check (raceless.Host.CheckRegistrations) refuses a pattern that
+// conflicts with a different pattern another module serves or is
+// registering, with ErrConflict and raceless.ErrExists, naming both
+// patterns and the other module: for a module loaded and for the
+// replacement of a hot swap (Host.Replace) alike, which then fails,
+// leaving the old instance serving.
 func Register(k *raceless.Kernel, pattern string, h http.Handler) error {
 	if err := CheckPattern(pattern); err != nil {
 		return fmt.Errorf("%s: %w", k.Name(), err)
-	}
-	inst := k.Instance()
-	var err error
-	routers.Range(func(key, _ any) bool {
-		rt := key.(*Router)
-		if m, ok := rt.host.Module(k.Name()); ok && m == inst {
-			err = rt.stage(inst, pattern)
-			return err == nil
-		}
-		return true
-	})
-	if err != nil {
-		return err
 	}
 	return k.Register(raceless.KindRoute, pattern, h)
 }
@@ -312,28 +315,41 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	if len(rt.mw) == 0 {
+	mw := *rt.mw.Load()
+	if len(mw) == 0 {
 		rt.table.Load().mux.ServeHTTP(w, r)
 		return
 	}
-	(&chain{rt: rt}).ServeHTTP(w, r)
+	(&chain{rt: rt, mw: mw}).ServeHTTP(w, r)
 }
+
+// SetMiddleware replaces the middleware chain (Config.Middleware),
+// outermost first: requests that begin afterwards go through names;
+// requests in flight finish with the chain they began with.
+func (rt *Router) SetMiddleware(names []string) {
+	mw := append([]string(nil), names...)
+	rt.mw.Store(&mw)
+}
+
+// Middleware returns the middleware chain, outermost first.
+func (rt *Router) Middleware() []string { return append([]string(nil), *rt.mw.Load()...) }
 
 // chain runs a request through the middleware from index i on, then the
 // routes. Each middleware's module is held (a reference, as for routes)
 // while its handler runs, which includes the rest of the chain.
 type chain struct {
 	rt *Router
+	mw []string // the chain the request began with
 	i  int
 }
 
 func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := c.rt
-	if c.i == len(rt.mw) {
+	if c.i == len(c.mw) {
 		rt.table.Load().mux.ServeHTTP(w, r)
 		return
 	}
-	name := rt.mw[c.i]
+	name := c.mw[c.i]
 	b, err := rt.host.Acquire(KindMiddleware, name)
 	if err != nil {
 		rt.log.Warn("middleware not served: request refused", "middleware", name, "err", err)
@@ -348,6 +364,14 @@ func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owner := b.Owner()
+	// Tracked as a route's request is (InFlight names it "middleware
+	// NAME", Abort ends it): the rest of the chain writes through req.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	req := &request{w: w, cancel: cancel, pattern: "middleware " + name}
+	req.conn, _ = r.Context().Value(connKey).(net.Conn)
+	rt.track(owner, req)
+	defer rt.untrack(owner, req)
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler { //nolint:errorlint // net/http compares it so too
@@ -358,7 +382,8 @@ func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}()
-	mw.ServeHTTPNext(w, r, &chain{rt: rt, i: c.i + 1})
+	mw.ServeHTTPNext(req, r.WithContext(ctx), &chain{rt: rt, mw: c.mw, i: c.i + 1})
+	req.finish()
 }
 
 // routeHandler is what the mux holds for a pattern: it acquires the route
@@ -374,9 +399,10 @@ func (rh *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if errors.Is(err, raceless.ErrNotFound) && r.Context().Value(retriedKey) == nil {
 			// The route went away after this mux was built: match
-			// again against the routes published now.
+			// again against the routes published now (the mux only:
+			// the middleware has run already).
 			rt.Rebuild()
-			rt.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), retriedKey, true)))
+			rt.table.Load().mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), retriedKey, true)))
 			return
 		}
 		if errors.Is(err, raceless.ErrNotLive) {
@@ -510,10 +536,12 @@ func (q *request) internalError() bool {
 // are discarded. The request's own goroutine answers once the handler
 // returns (finish); closeConn is for a handler that does not.
 func (q *request) abort() {
-	q.cancel()
+	// Dead first: a handler that returns as soon as its context ends
+	// must find its request aborted (503), not answer 200 with nothing.
 	q.mu.Lock()
 	q.dead = true
 	q.mu.Unlock()
+	q.cancel()
 }
 
 // closeConn closes the request's connection: the client sees a closed
@@ -574,7 +602,8 @@ func (rt *Router) untrack(owner *raceless.Instance, q *request) {
 }
 
 // InFlight returns, for the module called name, how many requests are in
-// flight on each of its routes, as "PATTERN (N)" sorted by pattern.
+// flight on each of its routes, as "PATTERN (N)", and inside it as
+// middleware, as "middleware NAME (N)", sorted.
 func (rt *Router) InFlight(name string) []string {
 	counts := map[string]int{}
 	rt.reqMu.Lock()
@@ -596,7 +625,9 @@ func (rt *Router) InFlight(name string) []string {
 }
 
 // Abort ends the requests in flight on the routes of the module called
-// name (for a forced unload): each is cancelled and its writes discarded,
+// name, and those inside it as middleware (for a forced unload): each is
+// cancelled and its writes discarded (the rest of the chain, behind the
+// middleware, writes nowhere too),
 // and Abort waits until their handlers return; a request that wrote
 // nothing is then answered 503, one whose response had begun has its
 // connection closed. The connection of a handler still running when ctx

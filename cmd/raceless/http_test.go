@@ -193,3 +193,39 @@ func TestServeHTTPMiddleware(t *testing.T) {
 		t.Fatalf("through the middleware: %d %v", r.StatusCode, r.Header)
 	}
 }
+
+// The module parameter pool sets an http-wasm route module's pool size
+// at load: a size out of range fails the load naming it; given in range,
+// the module loads and serves, and modinfo lists the parameter. (The
+// size itself is checked in package wasm/httpwasm, TestPoolParam and
+// TestLifecycleExportsPerMember.)
+func TestServeHTTPPoolParam(t *testing.T) {
+	v1 := watGuest(t, "v1")
+	d := startDaemon(t, "--http", "127.0.0.1:0")
+	r := d.run("insmod", v1, "pool=0")
+	if r.code == 0 || !strings.Contains(r.stderr, "pool") {
+		t.Fatalf("insmod pool=0: exit %d: %s", r.code, r.stderr)
+	}
+	d.run("insmod", v1, "pool=3").ok(t)
+	var ping struct {
+		HTTPAddr string `json:"http_addr"`
+	}
+	if err := json.Unmarshal([]byte(d.run("ping", "--json").ok(t).stdout), &ping); err != nil || ping.HTTPAddr == "" {
+		t.Fatalf("ping --json: no http_addr (%v)", err)
+	}
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://" + ping.HTTPAddr + "/wat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "v1" {
+		t.Fatalf("/wat with pool=3: %d %q", resp.StatusCode, b)
+	}
+	out := d.run("modinfo", "watroute").ok(t).stdout
+	if !strings.Contains(out, "pool:http-wasm: instances in the pool") {
+		t.Fatalf("modinfo watroute lists no pool parameter:\n%s", out)
+	}
+}

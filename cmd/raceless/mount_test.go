@@ -24,7 +24,7 @@ func TestMount(t *testing.T) {
 	if !strings.HasPrefix(d.run("lsmod").ok(t).stdout, lsmodHeader+"initrd                     0  1\n") {
 		t.Fatalf("lsmod: %q", d.run("lsmod").stdout)
 	}
-	d.run("rmmod", "initrd").fails(t, 5, "rmmod: ERROR: Module initrd is in use")
+	d.run("rmmod", "initrd").fails(t, 5, "rmmod: ERROR: Module initrd is in use: mounted at /initrd")
 	// Bind and move.
 	d.run("mount", "--bind", "-o", "X-mount.mkdir", "/initrd", "/b").ok(t)
 	d.run("mount", "-t", "ramfs", "-o", "X-mount.mkdir", "none", "/new").ok(t)
@@ -74,7 +74,7 @@ func TestFuse(t *testing.T) {
 	}
 	d.run("umount", "/initrd").fails(t, 5, "umount: ERROR: umount /initrd: device or resource busy")
 	d.run("umount", "-l", "/initrd").ok(t)
-	d.run("rmmod", "initrd").fails(t, 5, "rmmod: ERROR: Module initrd is in use")
+	d.run("rmmod", "initrd").fails(t, 5, "rmmod: ERROR: Module initrd is in use: mounted at /initrd (detached with open files: 1)")
 	b := make([]byte, 4)
 	if n, err := f.Read(b); err != nil || string(b[:n]) != "data" {
 		t.Fatalf("read after lazy umount: %q %v", b[:n], err)

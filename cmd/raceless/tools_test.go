@@ -48,7 +48,7 @@ func TestTortureWasm(t *testing.T) {
 // builds a wasm module: not under -short, and through the CLI only
 // without -race (see there).
 func TestBench(t *testing.T) {
-	runCmd(t, "", nil, "raceless", "bench", "nope").fails(t, 2, `bench: ERROR: unknown benchmark "nope" (calls, wasm, swap, scale or http) (usage: bench calls|wasm|swap|scale|http [--quick] [--json])`)
+	runCmd(t, "", nil, "raceless", "bench", "nope").fails(t, 2, `bench: ERROR: unknown benchmark "nope" (calls, wasm, swap, scale, http or fleet) (usage: bench calls|wasm|swap|scale|http|fleet [--quick] [--json])`)
 	type row = map[string]any
 	rows := func(t *testing.T, which string) []row {
 		t.Helper()

@@ -38,6 +38,8 @@ type hostFunc struct {
 	params  []api.ValueType
 	results []api.ValueType
 	fn      func(ctx context.Context, c *call, mem api.Memory, s []uint64)
+	// anytime: the function works in lifecycle calls too (lifeCall).
+	anytime bool
 }
 
 // hostFuncs is the host side of the ABI; docs/http.md lists it.
@@ -45,17 +47,17 @@ var hostFuncs = []hostFunc{
 	{"enable_features", []api.ValueType{i32}, []api.ValueType{i32}, func(_ context.Context, c *call, _ api.Memory, s []uint64) {
 		c.features |= uint32(s[0]) & supported
 		s[0] = uint64(c.features)
-	}},
+	}, false},
 	{"get_config", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		s[0] = uint64(c.writeBuf(mem, s[0], s[1], c.cfg))
-	}},
+	}, false},
 	{"log", []api.ValueType{i32, i32, i32}, nil, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		msg, ok := c.read(mem, s[1], s[2])
 		if !ok {
 			return
 		}
 		c.log.Log(context.Background(), slogLevel(int32(s[0])), "http-wasm guest: "+string(msg))
-	}},
+	}, true},
 	{"log_enabled", []api.ValueType{i32}, []api.ValueType{i32}, func(_ context.Context, c *call, _ api.Memory, s []uint64) {
 		lvl := int32(s[0])
 		if lvl < logNone && c.log.Enabled(context.Background(), slogLevel(lvl)) {
@@ -63,10 +65,10 @@ var hostFuncs = []hostFunc{
 		} else {
 			s[0] = 0
 		}
-	}},
+	}, true},
 	{"get_method", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		s[0] = uint64(c.writeBuf(mem, s[0], s[1], []byte(c.r.Method)))
-	}},
+	}, false},
 	{"set_method", []api.ValueType{i32, i32}, nil, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		if b, ok := c.read(mem, s[0], s[1]); ok {
 			if !validHeaderName(string(b)) {
@@ -75,10 +77,10 @@ var hostFuncs = []hostFunc{
 			}
 			c.r.Method = string(b)
 		}
-	}},
+	}, false},
 	{"get_uri", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		s[0] = uint64(c.writeBuf(mem, s[0], s[1], []byte(c.r.URL.RequestURI())))
-	}},
+	}, false},
 	{"set_uri", []api.ValueType{i32, i32}, nil, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		if b, ok := c.read(mem, s[0], s[1]); ok {
 			u, err := c.r.URL.Parse(string(b))
@@ -89,13 +91,13 @@ var hostFuncs = []hostFunc{
 			c.r.URL = u
 			c.r.RequestURI = u.RequestURI()
 		}
-	}},
+	}, false},
 	{"get_protocol_version", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		s[0] = uint64(c.writeBuf(mem, s[0], s[1], []byte(c.r.Proto)))
-	}},
+	}, false},
 	{"get_source_addr", []api.ValueType{i32, i32}, []api.ValueType{i32}, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		s[0] = uint64(c.writeBuf(mem, s[0], s[1], []byte(c.r.RemoteAddr)))
-	}},
+	}, false},
 	{"get_header_names", []api.ValueType{i32, i32, i32}, []api.ValueType{i64}, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		h := c.headers(uint32(s[0]))
 		names := make([]string, 0, len(h))
@@ -104,7 +106,7 @@ var hostFuncs = []hostFunc{
 		}
 		sort.Strings(names)
 		s[0] = c.writeList(mem, s[1], s[2], names)
-	}},
+	}, false},
 	{"get_header_values", []api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i64}, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		name, ok := c.read(mem, s[1], s[2])
 		if !ok {
@@ -112,22 +114,22 @@ var hostFuncs = []hostFunc{
 			return
 		}
 		s[0] = c.writeList(mem, s[3], s[4], c.headers(uint32(s[0])).Values(string(name)))
-	}},
+	}, false},
 	{"set_header_value", []api.ValueType{i32, i32, i32, i32, i32}, nil, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		if h, k, v, ok := c.headerArgs(mem, s); ok {
 			h.Set(k, v)
 		}
-	}},
+	}, false},
 	{"add_header_value", []api.ValueType{i32, i32, i32, i32, i32}, nil, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		if h, k, v, ok := c.headerArgs(mem, s); ok {
 			h.Add(k, v)
 		}
-	}},
+	}, false},
 	{"remove_header", []api.ValueType{i32, i32, i32}, nil, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		if name, ok := c.read(mem, s[1], s[2]); ok {
 			c.headers(uint32(s[0])).Del(string(name))
 		}
-	}},
+	}, false},
 	{"read_body", []api.ValueType{i32, i32, i32}, []api.ValueType{i64}, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		var src []byte
 		var off *int
@@ -155,7 +157,7 @@ var hostFuncs = []hostFunc{
 			eof = 1
 		}
 		s[0] = eof<<32 | uint64(n)
-	}},
+	}, false},
 	{"write_body", []api.ValueType{i32, i32, i32}, nil, func(_ context.Context, c *call, mem api.Memory, s []uint64) {
 		b, ok := c.read(mem, s[1], s[2])
 		if !ok {
@@ -178,10 +180,10 @@ var hostFuncs = []hostFunc{
 		default:
 			c.fault("write_body: body kind %d", uint32(s[0]))
 		}
-	}},
+	}, false},
 	{"get_status_code", nil, []api.ValueType{i32}, func(_ context.Context, c *call, _ api.Memory, s []uint64) {
 		s[0] = uint64(c.status)
-	}},
+	}, false},
 	{"set_status_code", []api.ValueType{i32}, nil, func(_ context.Context, c *call, _ api.Memory, s []uint64) {
 		code := int32(s[0])
 		if code < 100 || code > 999 {
@@ -189,7 +191,7 @@ var hostFuncs = []hostFunc{
 			return
 		}
 		c.status = int(code)
-	}},
+	}, false},
 }
 
 func slogLevel(l int32) slog.Level {
@@ -211,7 +213,7 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 		fn := f.fn
 		b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, m api.Module, s []uint64) {
 			c, _ := ctx.Value(callKey{}).(*call)
-			if c == nil { // called outside a request (from _initialize): nothing to see
+			if c == nil || c.life && !f.anytime { // outside a request: nothing to see
 				for i := range s {
 					s[i] = 0
 				}

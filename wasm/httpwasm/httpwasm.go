@@ -1,9 +1,12 @@
 // Package httpwasm runs WebAssembly guests written for the http-wasm HTTP
 // handler ABI (http-wasm.io, "HTTP handler ABI") as raceless route
 // modules: Runtime.Source makes a raceless.Source whose module, on Init,
-// instantiates a pool of instances of the guest and registers its route
-// patterns (package web) with a handler that runs each request in one
-// member of the pool.
+// starts a pool of instances of the guest (one member at first, more on
+// demand up to the pool's size) and registers its route patterns (package
+// web) with a handler that runs each request in one member of the pool.
+// raceless's lifecycle exports, when the guest has them, run on every
+// member (raceless_init and raceless_start as it starts, raceless_stop
+// and raceless_exit as the pool closes it).
 //
 // The host side of the ABI is implemented here from the public
 // specification; docs/http.md lists the functions and features covered.
@@ -14,41 +17,52 @@
 //     of the pool and puts it back when the guest has returned. Members
 //     are independent instances: each has its own memory and globals (its
 //     own state), like proxy-wasm's per-worker VMs.
-//   - The pool belongs to one module instance: it is created in Init (a
-//     guest that fails to instantiate fails Init, naming the module) and
-//     closed in Exit, which the core runs only after every request has
-//     dropped its reference, so no member is closed while it runs a
-//     request; a member still out at Exit (a forced unload) is closed when
-//     it comes back.
+//   - The pool belongs to one module instance: its first member is
+//     started in Init (a guest that fails to instantiate fails Init,
+//     naming the module), the others in the background when a request
+//     finds every member busy (one at a time, never more than the pool's
+//     size: Options.PoolSize or the module parameter pool), and it is
+//     closed in Exit (which waits for a member being started). The core
+//     runs Exit only after every request has dropped its reference, so no
+//     member is closed while it runs a request; a member still out at Exit
+//     (a forced unload) is closed when it comes back.
 //   - The response is buffered: nothing reaches the client until the
 //     guest has returned. So a guest that traps, runs past its deadline
 //     (Options.Timeout; wazero closes the instance when the request's
 //     context ends), or writes an invalid status or header fails its
 //     request cleanly: 504 at the deadline, else 500, with a generic body;
-//     the module is named in the log, tainted, and the member is replaced
-//     by a fresh instance. The other members keep serving.
+//     the module is named in the log and tainted; a member that trapped
+//     or timed out is closed (a fresh one is started in the background
+//     at once), one that broke the ABI is kept. The other members
+//     keep serving.
 //   - Memory: every member has the runtime's memory limit
 //     (Config.MemoryLimitPages); a guest that grows past it sees
 //     memory.grow fail (a Go guest then dies, failing its request as a
-//     trap).
+//     trap). On Linux a member's linear memory is mapped outside the Go
+//     heap and unmapped once the member is closed and runs nothing
+//     (mmap_linux.go).
 //   - A guest that returns next=1 passes the request to its next handler
 //     (the router's chain for a module registered as middleware,
 //     Options.Middleware; else Options.Next, 404 when none), whose
-//     response it may then inspect and change in handle_response.
+//     response it may then inspect and change in handle_response, told
+//     by is_error whether next failed (it panicked or answered a 5xx).
 package httpwasm
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,6 +73,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/raceless/raceless"
+	"github.com/raceless/raceless/wasm"
 	"github.com/raceless/raceless/web"
 )
 
@@ -97,12 +112,17 @@ type Runtime struct {
 	rt   wazero.Runtime
 	log  *slog.Logger
 	mods sync.Map // *module → struct{}: the live pools, for Pools
+
+	cmu   sync.Mutex
+	cache map[[32]byte]*compiled // by the guest's SHA-256
 }
 
 // PoolStat is one route module's pool as Runtime.Pools reports it.
 type PoolStat struct {
-	Module     string
-	Size, Busy int
+	Module string
+	// Size is the members started (or being started), Max the most the
+	// pool grows to, Busy the members running a request.
+	Size, Max, Busy int
 	// Errors counts failed requests by kind: "trap" (a trap, a Go
 	// guest's panic or death), "timeout" (its deadline), "abi" (an
 	// invalid status, header or memory access).
@@ -115,9 +135,9 @@ func (r *Runtime) Pools() []PoolStat {
 	r.mods.Range(func(k, _ any) bool {
 		m := k.(*module)
 		m.mu.Lock()
-		busy := m.out
+		size, busy := m.made, m.out
 		m.mu.Unlock()
-		out = append(out, PoolStat{Module: m.k.Name(), Size: cap(m.pool), Busy: busy, Errors: map[string]uint64{
+		out = append(out, PoolStat{Module: m.k.Name(), Size: size, Max: m.size, Busy: busy, Errors: map[string]uint64{
 			"trap": m.errTrap.Load(), "timeout": m.errTimeout.Load(), "abi": m.errABI.Load()}})
 		return true
 	})
@@ -186,19 +206,24 @@ func (r *Runtime) Source(ctx context.Context, info raceless.Info, bin []byte, o 
 			return nil, fmt.Errorf("%s: %w", info.Name, err)
 		}
 	}
-	cm, err := r.rt.CompileModule(ctx, bin)
+	sum := sha256.Sum256(bin)
+	cm, err := r.acquire(ctx, sum, bin)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", info.Name, err)
 	}
+	fail := func(err error) (raceless.Source, error) {
+		r.release(sum)
+		return nil, err
+	}
 	exp := cm.ExportedFunctions()
 	if _, ok := exp["handle_request"]; !ok {
-		return nil, fmt.Errorf("%s: no handle_request export: %w", info.Name, ErrNotHandler)
+		return fail(fmt.Errorf("%s: no handle_request export: %w", info.Name, ErrNotHandler))
 	}
 	if _, ok := exp["handle_response"]; !ok {
-		return nil, fmt.Errorf("%s: no handle_response export: %w", info.Name, ErrNotHandler)
+		return fail(fmt.Errorf("%s: no handle_response export: %w", info.Name, ErrNotHandler))
 	}
 	if len(cm.ExportedMemories()) == 0 {
-		return nil, fmt.Errorf("%s: no exported memory: %w", info.Name, ErrNotHandler)
+		return fail(fmt.Errorf("%s: no exported memory: %w", info.Name, ErrNotHandler))
 	}
 	if o.PoolSize <= 0 {
 		o.PoolSize = runtime.GOMAXPROCS(0)
@@ -207,23 +232,111 @@ func (r *Runtime) Source(ctx context.Context, info raceless.Info, bin []byte, o 
 		o.Timeout = 10 * time.Second
 	}
 	_, init := exp["_initialize"]
-	// The compiled code is kept for the first instance and freed with
-	// the last one's exit; an instance created after that compiles the
-	// guest again (acquireCompiled).
-	return &source{r: r, info: info, bin: bin, o: o, init: init, cm: cm}, nil
+	var life lifecycle
+	for _, e := range []struct {
+		name    string
+		results int
+		has     *bool
+	}{{"raceless_init", 1, &life.init}, {"raceless_start", 0, &life.start}, {"raceless_stop", 0, &life.stop}, {"raceless_exit", 1, &life.exit}} {
+		d, ok := exp[e.name]
+		if !ok {
+			continue
+		}
+		if len(d.ParamTypes()) != 0 || len(d.ResultTypes()) != e.results || (e.results == 1 && d.ResultTypes()[0] != api.ValueTypeI32) {
+			return fail(fmt.Errorf("%s: export %q has signature %v -> %v: %w", info.Name, e.name, d.ParamTypes(), d.ResultTypes(), wasm.ErrMissingExport))
+		}
+		*e.has = true
+	}
+	added := false
+	if _, ok := poolParam(info); !ok {
+		added = true
+		// pool=N at load overrides Options.PoolSize (modinfo "pool").
+		info.Params = append(append([]raceless.ParamSpec(nil), info.Params...), raceless.ParamSpec{
+			Name: PoolParam, Type: raceless.ParamUint,
+			Description: fmt.Sprintf("http-wasm: instances in the pool, 1 to %d (default: modinfo \"pool\", else GOMAXPROCS)", MaxPool)})
+	} else if p, _ := poolParam(info); p.Type != raceless.ParamUint && p.Type != raceless.ParamInt {
+		return fail(fmt.Errorf("%s: parameter %q is the pool size, of type uint, not %q: %w", info.Name, PoolParam, p.Type, raceless.ErrInvalid))
+	}
+	// The compiled code is held for the first instance and released with
+	// the last one's exit; an instance created after that acquires it
+	// again (acquireCompiled).
+	return &source{r: r, info: info, bin: bin, sum: sum, o: o, init: init, life: life, added: added, cm: cm}, nil
+}
+
+// PoolParam is the module parameter that sets the pool size at load
+// (insmod FILE pool=N), overriding Options.PoolSize (modinfo "pool");
+// MaxPool is its largest value.
+const (
+	PoolParam = "pool"
+	MaxPool   = 1024
+)
+
+func poolParam(info raceless.Info) (raceless.ParamSpec, bool) {
+	for _, p := range info.Params {
+		if p.Name == PoolParam {
+			return p, true
+		}
+	}
+	return raceless.ParamSpec{}, false
+}
+
+// lifecycle says which of raceless's lifecycle exports the guest has.
+type lifecycle struct{ init, start, stop, exit bool }
+
+// compiled is one guest's compiled code in Runtime.cache, shared by the
+// sources and instances of the same bytes.
+type compiled struct {
+	cm   wazero.CompiledModule
+	refs int
+}
+
+// acquire returns the compiled code of bin (whose SHA-256 is sum),
+// compiling it unless a source or instance of the same bytes holds it:
+// the replacement of a swap that brings the same bytes (the same file
+// loaded again, the benchmark's swap row) costs no decoding, validation
+// or compilation. release drops the reference; the last one frees it.
+func (r *Runtime) acquire(ctx context.Context, sum [32]byte, bin []byte) (wazero.CompiledModule, error) {
+	r.cmu.Lock()
+	defer r.cmu.Unlock()
+	if c := r.cache[sum]; c != nil {
+		c.refs++
+		return c.cm, nil
+	}
+	cm, err := r.rt.CompileModule(ctx, bin)
+	if err != nil {
+		return nil, err
+	}
+	if r.cache == nil {
+		r.cache = map[[32]byte]*compiled{}
+	}
+	r.cache[sum] = &compiled{cm: cm, refs: 1}
+	return cm, nil
+}
+
+func (r *Runtime) release(sum [32]byte) {
+	r.cmu.Lock()
+	defer r.cmu.Unlock()
+	c := r.cache[sum]
+	if c.refs--; c.refs == 0 {
+		delete(r.cache, sum)
+		c.cm.Close(context.Background())
+	}
 }
 
 type source struct {
 	r    *Runtime
 	info raceless.Info
 	bin  []byte
+	sum  [32]byte // bin's SHA-256: its key in Runtime.cache
 	o    Options
 
-	mu   sync.Mutex
-	cm   wazero.CompiledModule // nil while no instance of the source lives
-	live int                   // instances between Instantiate and Exit
-	init bool                  // the guest exports _initialize (a Go c-shared guest)
-	key  string                // Open's: the file and its sum
+	mu    sync.Mutex
+	cm    wazero.CompiledModule // nil while no instance of the source lives
+	live  int                   // instances between Instantiate and Exit
+	init  bool                  // the guest exports _initialize (a Go c-shared guest)
+	life  lifecycle             // raceless's lifecycle exports, run on every member
+	added bool                  // PoolParam was added to info.Params by Source
+	key   string                // Open's: the file and its sum
 }
 
 func (s *source) Info() raceless.Info { return s.info }
@@ -247,7 +360,7 @@ func (s *source) acquireCompiled(ctx context.Context) (wazero.CompiledModule, er
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cm == nil {
-		cm, err := s.r.rt.CompileModule(ctx, s.bin)
+		cm, err := s.r.acquire(ctx, s.sum, s.bin)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.info.Name, err)
 		}
@@ -261,7 +374,7 @@ func (s *source) releaseCompiled() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.live--; s.live == 0 && s.cm != nil {
-		s.cm.Close(context.Background())
+		s.r.release(s.sum)
 		s.cm = nil
 	}
 }
@@ -273,17 +386,25 @@ type module struct {
 	cm   wazero.CompiledModule
 	k    *raceless.Kernel
 	log  *slog.Logger
-	pool chan *member
+	size int          // the most members
+	pool chan *member // the free members (capacity size)
 
-	mu     sync.Mutex
-	closed bool
-	out    int // members taken, not yet back
+	mu      sync.Mutex
+	closed  bool
+	out     int           // members taken, not yet back
+	made    int           // members alive or being made (≤ size)
+	growing bool          // a member is being made (grow)
+	grown   chan struct{} // closed when the member being made is ready or failed
+	// growFailed: the last member made failed to start.
+	growFailed bool
+	growWG     sync.WaitGroup
 
 	errTrap, errTimeout, errABI atomic.Uint64
 }
 
 type member struct {
 	mod     api.Module
+	mem     *linearMemory // its linear memory, freed with it (free)
 	handle  api.Function
 	respond api.Function
 }
@@ -291,27 +412,41 @@ type member struct {
 func (m *module) Init(k *raceless.Kernel) (err error) {
 	m.k, m.log = k, k.Logger()
 	m.cfg = m.src.o.Config
-	if m.cfg == nil && len(k.Params()) > 0 {
+	params := k.Params()
+	m.size = m.src.o.PoolSize
+	if v, ok := params[PoolParam]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxPool {
+			return fmt.Errorf("%s: parameter %s=%s: the pool size is 1 to %d: %w", k.Name(), PoolParam, v, MaxPool, raceless.ErrInvalid)
+		}
+		m.size = n
+		if m.src.added {
+			params = maps.Clone(params)
+			delete(params, PoolParam) // the host's, not the guest's configuration
+		}
+	}
+	if m.cfg == nil && len(params) > 0 {
 		// The module's parameters (declared in its modinfo block, given
 		// at load: insmod FILE key=value), as a JSON object of strings.
-		if m.cfg, err = json.Marshal(k.Params()); err != nil {
+		if m.cfg, err = json.Marshal(params); err != nil {
 			return err
 		}
 	}
-	m.pool = make(chan *member, m.src.o.PoolSize)
+	m.pool = make(chan *member, m.size)
 	defer func() {
 		if err != nil {
 			m.closeAll()
 		}
 	}()
-	for range m.src.o.PoolSize {
-		if m.src.o.FreshInstance {
-			break
-		}
+	if !m.src.o.FreshInstance {
+		// One warm member now (a guest that cannot start fails Init);
+		// the others are made when requests find every member busy
+		// (grow), off the request path.
 		mb, err := m.newMember(context.Background())
 		if err != nil {
 			return fmt.Errorf("%s: instantiating a pool member: %w", k.Name(), err)
 		}
+		m.made = 1
 		m.pool <- mb
 	}
 	if m.src.o.Middleware {
@@ -338,17 +473,19 @@ func (m *module) Exit() (int, error) {
 }
 
 // closeAll closes the pool: the members in it now, and the others as
-// they come back (give). The compiled code is released with the first
-// call, once.
+// they come back (give); it waits for a member being made (grow), which
+// then closes it. The compiled code is released with the first call,
+// once.
 func (m *module) closeAll() {
 	m.mu.Lock()
 	first := !m.closed
 	m.closed = true
 	m.mu.Unlock()
+	m.growWG.Wait()
 	for {
 		select {
 		case mb := <-m.pool:
-			mb.mod.Close(context.Background())
+			m.closeMember(mb)
 		default:
 			if first {
 				m.src.releaseCompiled()
@@ -358,54 +495,197 @@ func (m *module) closeAll() {
 	}
 }
 
+// newMember instantiates a member: the guest's _initialize, then its
+// raceless_init (a non-zero result refuses: the member is closed and the
+// error returned) and raceless_start, each bounded by Options.Timeout.
 func (m *module) newMember(ctx context.Context) (*member, error) {
 	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions()
-	mod, err := m.src.r.rt.InstantiateModule(ctx, m.cm, cfg)
+	var lm *linearMemory
+	mod, err := m.src.r.rt.InstantiateModule(withMemory(ctx, &lm), m.cm, cfg)
 	if err != nil {
+		lm.release()
+		return nil, err
+	}
+	fail := func(err error) (*member, error) {
+		freeMember(mod, lm)
 		return nil, err
 	}
 	if m.src.init {
-		if _, err := mod.ExportedFunction("_initialize").Call(ctx); err != nil {
-			mod.Close(ctx)
-			return nil, fmt.Errorf("_initialize: %w", err)
+		if _, err := m.lifeCall(mod, "_initialize"); err != nil {
+			return fail(err)
 		}
 	}
-	return &member{mod: mod, handle: mod.ExportedFunction("handle_request"), respond: mod.ExportedFunction("handle_response")}, nil
+	if m.src.life.init {
+		code, err := m.lifeCall(mod, "raceless_init")
+		if err == nil && code != 0 {
+			err = fmt.Errorf("raceless_init: %w", &wasm.GuestError{Code: code})
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if m.src.life.start {
+		if _, err := m.lifeCall(mod, "raceless_start"); err != nil {
+			return fail(err)
+		}
+	}
+	return &member{mod: mod, mem: lm, handle: mod.ExportedFunction("handle_request"), respond: mod.ExportedFunction("handle_response")}, nil
 }
 
-// take returns a member, waiting for one while all are busy.
+// lifeCall calls the lifecycle export name of a member outside any
+// request: of the ABI's host functions only log and log_enabled work
+// (the module's log); the others see no request. It returns the i32
+// result, if any.
+func (m *module) lifeCall(mod api.Module, name string) (int32, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.src.o.Timeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, callKey{}, &call{log: m.log, life: true})
+	res, err := mod.ExportedFunction(name).Call(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(res) == 1 {
+		return int32(res[0]), nil
+	}
+	return 0, nil
+}
+
+// closeMember closes a member that did not fail: its raceless_stop and
+// raceless_exit run first. A pool cannot stay live member by member, so
+// a raceless_exit that refuses (a non-zero result) or traps is logged and
+// the member closed all the same.
+func (m *module) closeMember(mb *member) {
+	if m.src.life.stop {
+		if _, err := m.lifeCall(mb.mod, "raceless_stop"); err != nil {
+			m.log.Error("http-wasm: pool member's raceless_stop failed", "module", m.k.Name(), "err", err)
+		}
+	}
+	if m.src.life.exit && !mb.mod.IsClosed() {
+		code, err := m.lifeCall(mb.mod, "raceless_exit")
+		if err == nil && code != 0 {
+			err = &wasm.GuestError{Code: code}
+		}
+		if err != nil {
+			m.log.Warn("http-wasm: pool member's raceless_exit refused or failed: closed all the same (a pool cannot refuse member by member)", "module", m.k.Name(), "err", err)
+		}
+	}
+	mb.free()
+}
+
+// freeMember closes mod and frees its linear memory (lm, from
+// withMemory); no call may run in mod.
+func freeMember(mod api.Module, lm *linearMemory) {
+	mod.Close(context.Background())
+	lm.release()
+}
+
+// free closes the member and frees its memory; no call may run in it.
+func (mb *member) free() { freeMember(mb.mod, mb.mem) }
+
+// take returns a member, waiting for one while all are busy; when every
+// member is busy and the pool is not full, it has one more made (grow)
+// and takes whichever is free first. A request still waiting when a
+// member was made (and taken by another) has one more made, up to the
+// pool's size; once a member it waited for failed to start, it stops
+// asking for more and only waits.
 func (m *module) take(ctx context.Context) (*member, error) {
-	select {
-	case mb := <-m.pool:
-		m.mu.Lock()
-		m.out++
-		m.mu.Unlock()
-		return mb, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	tried := false
+	for {
+		select {
+		case mb := <-m.pool:
+			m.mu.Lock()
+			m.out++
+			m.mu.Unlock()
+			return mb, nil
+		default:
+		}
+		var grown <-chan struct{} // nil (never ready) when the pool is full
+		if !tried {
+			grown = m.grow()
+		}
+		select {
+		case mb := <-m.pool:
+			m.mu.Lock()
+			m.out++
+			m.mu.Unlock()
+			return mb, nil
+		case <-grown:
+			m.mu.Lock()
+			tried = m.growFailed
+			m.mu.Unlock()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 
-// give puts mb back (nil: it died; a fresh one replaces it).
+// grow makes one more member in the background, unless the pool is full,
+// closed, or already growing: one member at a time, so a burst of
+// requests (or a swap's new pool) does not start every member at once on
+// the cores that serve the requests. It returns a channel closed once the
+// member being made (by this call or an earlier one) is in the pool or
+// failed; nil when none is being made.
+func (m *module) grow() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.growing {
+		return m.grown
+	}
+	if m.closed || m.made >= m.size {
+		return nil
+	}
+	m.growing = true
+	m.made++
+	grown := make(chan struct{})
+	m.grown = grown
+	m.growWG.Add(1)
+	go func() {
+		defer close(grown)
+		defer m.growWG.Done()
+		mb, err := m.newMember(context.Background())
+		m.mu.Lock()
+		m.growing = false
+		m.growFailed = err != nil
+		closed := m.closed
+		if err != nil || closed {
+			m.made--
+		} else {
+			m.pool <- mb // never blocks: made ≤ size = cap(pool)
+		}
+		m.mu.Unlock()
+		switch {
+		case err != nil:
+			m.log.Error("http-wasm: cannot start a pool member: the pool is smaller", "module", m.k.Name(), "err", err)
+			m.k.Taint(raceless.TaintWarn, "http-wasm pool member could not be started: "+err.Error())
+		case closed:
+			m.closeMember(mb)
+		}
+	}()
+	return grown
+}
+
+// give puts mb back (nil: it died; another is made in the background to
+// replace it).
 func (m *module) give(mb *member) {
 	m.mu.Lock()
 	m.out--
 	closed := m.closed
+	if mb == nil {
+		m.made--
+	}
 	m.mu.Unlock()
 	if closed {
+		// Back after Exit (a forced unload): its request was cut off, so
+		// it is closed without its lifecycle exports, as a forced unload
+		// skips a module's exit.
 		if mb != nil {
-			mb.mod.Close(context.Background())
+			mb.free()
 		}
 		return
 	}
 	if mb == nil {
-		var err error
-		if mb, err = m.newMember(context.Background()); err != nil {
-			// The pool shrinks by one; say so loudly.
-			m.log.Error("http-wasm: cannot replace a failed pool member: the pool is smaller", "err", err)
-			m.k.Taint(raceless.TaintWarn, "http-wasm pool member could not be replaced: "+err.Error())
-			return
-		}
+		m.grow()
+		return
 	}
 	m.pool <- mb
 }
@@ -427,7 +707,7 @@ func (m *module) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	var err error
 	if m.src.o.FreshInstance {
 		if mb, err = m.newMember(ctx); err == nil {
-			defer mb.mod.Close(context.Background())
+			defer mb.free()
 		}
 	} else {
 		mb, err = m.take(ctx)
@@ -439,29 +719,45 @@ func (m *module) serve(w http.ResponseWriter, r *http.Request, next http.Handler
 	c := &call{r: r, cfg: m.cfg, log: m.log, status: http.StatusOK, header: http.Header{}}
 	cctx := context.WithValue(ctx, callKey{}, c)
 	res, err := mb.handle.Call(cctx)
+	var abort bool // next panicked with http.ErrAbortHandler
 	if err == nil && c.err == nil {
 		ctxNext := res[0]
 		if uint32(ctxNext) != 0 { // next=1: the next handler, then handle_response
-			c.runNext(next)
-			_, err = mb.respond.Call(cctx, ctxNext>>32, 0)
+			var failed bool
+			failed, abort = c.runNext(next)
+			var isErr uint64
+			if failed {
+				isErr = 1
+			}
+			_, err = mb.respond.Call(cctx, ctxNext>>32, isErr)
 		}
 	}
+
 	if err != nil || c.err != nil {
 		if err == nil {
 			err = c.err
 		}
 		if !errors.Is(err, ErrGuest) || mb.mod.IsClosed() {
-			mb.mod.Close(context.Background())
-			mb = nil // trapped or timed out: replace it
+			mb.free() // the call has returned
+			mb = nil  // trapped or timed out: replace it
 		}
 		if !m.src.o.FreshInstance {
 			m.give(mb)
+		}
+		if abort {
+			panic(http.ErrAbortHandler)
 		}
 		m.fail(w, r, err, ctx)
 		return
 	}
 	if !m.src.o.FreshInstance {
 		m.give(mb)
+	}
+	if abort {
+		// The next handler cut its response (a route aborted by a forced
+		// unload): the client sees its connection closed, whatever
+		// handle_response did.
+		panic(http.ErrAbortHandler)
 	}
 	h := w.Header()
 	for k, v := range c.header {
@@ -498,6 +794,7 @@ type call struct {
 	r      *http.Request
 	cfg    []byte
 	log    *slog.Logger
+	life   bool  // a lifecycle call (lifeCall): no request
 	err    error // the guest broke the ABI
 	status int
 	header http.Header
@@ -534,10 +831,14 @@ func (c *call) readRequestBody() {
 }
 
 // runNext serves the request with next, recording its response as the
-// guest's current one (handle_response may read and change it).
-func (c *call) runNext(next http.Handler) {
+// guest's current one (handle_response may read and change it). It
+// reports whether next failed (the ABI's is_error): it panicked (its
+// response is then a generic 500) or answered a 5xx status, as the
+// router answers a route that panicked, trapped, timed out or is
+// unloading; abort is a panic with http.ErrAbortHandler.
+func (c *call) runNext(next http.Handler) (failed, abort bool) {
 	if c.nextDone {
-		return
+		return false, false
 	}
 	c.nextDone = true
 	if next == nil {
@@ -550,11 +851,24 @@ func (c *call) runNext(next http.Handler) {
 		r.ContentLength = int64(len(c.reqBody))
 	}
 	rec := httptest.NewRecorder()
+	defer func() {
+		if p := recover(); p != nil {
+			abort = p == http.ErrAbortHandler //nolint:errorlint // net/http compares it so too
+			if !abort {
+				c.log.Error("http-wasm: the next handler panicked", "panic", fmt.Sprint(p))
+			}
+			failed = true
+			c.status, c.header = http.StatusInternalServerError, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}
+			c.body.Reset()
+			c.body.WriteString("internal server error\n")
+		}
+	}()
 	next.ServeHTTP(rec, r)
 	c.status = rec.Code
 	c.header = rec.Header()
 	c.body.Reset()
 	c.body.Write(rec.Body.Bytes())
+	return c.status >= 500, false
 }
 
 // validHeaderName reports whether s is an RFC 9110 token.

@@ -37,6 +37,7 @@ const watImports = `
   (import "http_handler" "set_status_code" (func $set_status_code (param i32)))
   (import "http_handler" "set_header_value" (func $set_header_value (param i32 i32 i32 i32 i32)))
   (import "http_handler" "add_header_value" (func $add_header_value (param i32 i32 i32 i32 i32)))
+  (import "http_handler" "log" (func $log (param i32 i32 i32)))
   (memory (export "memory") 1)
   (data (i32.const 0) "wat ")
   (data (i32.const 16) "X-Guest")
@@ -162,7 +163,7 @@ func TestWATRoute(t *testing.T) {
 	f := newFixture(t)
 	src := f.source(t, "watroute", "1", wat(t, watRoute), httpwasm.Options{Patterns: []string{"GET /w"}, Config: []byte("cfg"), PoolSize: 2})
 	f.load(t, src)
-	if p := f.rt.Pools(); len(p) != 1 || p[0].Module != "watroute" || p[0].Size != 2 || p[0].Busy != 0 {
+	if p := f.rt.Pools(); len(p) != 1 || p[0].Module != "watroute" || p[0].Size != 1 || p[0].Max != 2 || p[0].Busy != 0 {
 		t.Fatalf("Pools: %+v", p)
 	}
 	r := f.get(t, "/w?q=1")

@@ -6,10 +6,11 @@
 // a fresh instance per request (wazero_naive), all measured in one run on
 // loopback by one load generator (this package's own: Concurrency
 // goroutines, each a keep-alive client issuing GET requests back to
-// back), plus a swap row: Host.Replace of the wasm route module, repeated
-// under the same load.
-//
-// The rpc_plugin row (hashicorp/go-plugin) is not built.
+// back), the same handler in a process-based plugin with
+// hashicorp/go-plugin over net/rpc (rpc_plugin, plugin.go), plus two swap
+// rows: Host.Replace of the wasm route module, repeated under the same
+// load, paced over the row's duration (swap) and back to back
+// (swap_back_to_back).
 package httpbench
 
 import (
@@ -244,35 +245,73 @@ func Run(ctx context.Context, w io.Writer, asJSON bool, o Options) error {
 	}
 	wasmRow := rows[2].(Row)
 
+	// rpc_plugin: the handler in another process (go-plugin, net/rpc),
+	// called once per request by a net/http front end.
+	ph, kill, err := startPlugin()
+	if err != nil {
+		return err
+	}
+	pr, err := measure("rpc_plugin", ph)
+	kill()
+	if err != nil {
+		return err
+	}
+	rows = append(rows, pr)
+
 	// swap: the same load on the wasm route, with Replace of its module
-	// repeated back to back while it runs; p99_steady_us is
-	// module_wasm's.
+	// repeated while it runs; p99_steady_us is module_wasm's. Two runs:
+	// "swap", the swaps spread evenly over the row's duration (100 in
+	// 3 s by default: one every 30 ms), and "swap_back_to_back", each
+	// swap begun as soon as the previous one returned.
 	url, closeFn, err := serve(rt)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
 	url = strings.TrimSuffix(url, "/hello") + "/wasm_route"
-	stop := make(chan struct{})
-	res := make(chan load, 1)
-	go func() { res <- drive(url, o.Concurrency, 0, stop) }()
-	var swapErr error
-	for i := 1; i <= o.Swaps; i++ {
-		var src raceless.Source
-		if src, swapErr = wasmSource("wasm_route", fmt.Sprint(i), false); swapErr != nil {
-			break
+	version := 0
+	swapRun := func(name string, interval time.Duration) (SwapRow, error) {
+		stop := make(chan struct{})
+		res := make(chan load, 1)
+		go func() { res <- drive(url, o.Concurrency, 0, stop) }()
+		var swapErr error
+		start := time.Now()
+		for i := 1; i <= o.Swaps; i++ {
+			if interval > 0 {
+				// Paced: the i-th swap begins at start+i*interval (later
+				// if the previous one ran late), not sooner.
+				if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+					time.Sleep(d)
+				}
+			}
+			version++
+			var src raceless.Source
+			if src, swapErr = wasmSource("wasm_route", fmt.Sprint(version), false); swapErr != nil {
+				break
+			}
+			if _, swapErr = h.Replace(ctx, "wasm_route", src, nil, raceless.ReplaceOptions{}); swapErr != nil {
+				break
+			}
 		}
-		if _, swapErr = h.Replace(ctx, "wasm_route", src, nil, raceless.ReplaceOptions{}); swapErr != nil {
-			break
+		took := time.Since(start)
+		close(stop)
+		l := <-res
+		if swapErr != nil {
+			return SwapRow{}, swapErr
 		}
+		return SwapRow{Name: name, Swaps: o.Swaps, Requests: l.n, Failed: l.failed, P99Steady: wasmRow.P99, P99During: pct(l.lat, .99),
+			SwapsPerSec: float64(o.Swaps) / took.Seconds()}, nil
 	}
-	close(stop)
-	l := <-res
-	if swapErr != nil {
-		return swapErr
+	sw, err := swapRun("swap", o.Duration/time.Duration(o.Swaps))
+	if err != nil {
+		return err
 	}
-	sw := SwapRow{Name: "swap", Swaps: o.Swaps, Requests: l.n, Failed: l.failed, P99Steady: wasmRow.P99, P99During: pct(l.lat, .99)}
 	rows = append(rows, sw)
+	sb, err := swapRun("swap_back_to_back", 0)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, sb)
 
 	if asJSON {
 		enc := json.NewEncoder(w)
@@ -281,12 +320,13 @@ func Run(ctx context.Context, w io.Writer, asJSON bool, o Options) error {
 	}
 	fmt.Fprintf(w, "load: %d keep-alive clients (this package's generator), %s per row, loopback\n", o.Concurrency, o.Duration)
 	fmt.Fprintf(w, "%-16s %12s %10s %10s %8s %8s\n", "row", "rps", "p50_us", "p99_us", "rps/net", "p99/net")
-	for _, r := range rows[:4] {
+	for _, r := range rows[:5] {
 		r := r.(Row)
 		fmt.Fprintf(w, "%-16s %12.0f %10.1f %10.1f %8.2f %8.2f\n", r.Name, r.RPS, r.P50, r.P99, r.RPS/plain.RPS, r.P99/plain.P99)
 	}
-	fmt.Fprintf(w, "swap (Host.Replace of the wasm route): %d swaps, %d requests, %d failed, p99 steady %.1fus, during swaps %.1fus\n",
-		sw.Swaps, sw.Requests, sw.Failed, sw.P99Steady, sw.P99During)
-	fmt.Fprintln(w, "not measured (not built): rpc_plugin")
+	for _, sw := range []SwapRow{sw, sb} {
+		fmt.Fprintf(w, "%s (Host.Replace of the wasm route, %.0f swaps/s): %d swaps, %d requests, %d failed, p99 steady %.1fus, during swaps %.1fus (%.2fx)\n",
+			sw.Name, sw.SwapsPerSec, sw.Swaps, sw.Requests, sw.Failed, sw.P99Steady, sw.P99During, sw.P99During/sw.P99Steady)
+	}
 	return nil
 }

@@ -139,11 +139,11 @@ type command struct {
 var commands map[string]command
 
 // order is the order of the commands in the help.
-var order = []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "keygen", "sign", "sig-enforce", "mount", "umount", "request", "call", "hook", "cat", "ls", "bench", "torture", "ping"}
+var order = []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", "modprobe", "depmod", "keygen", "sign", "sig-enforce", "mount", "umount", "apply", "diff", "request", "call", "hook", "cat", "ls", "bench", "torture", "ping", "fleet"}
 
 func init() {
 	commands = map[string]command{
-		"serve": {run: runServe, usage: "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr HOST:PORT] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--cache-dir DIR|off] [--keyring DIR] [--sig-enforce] [--policy FILE] [--log-format text|json] [--log-level LEVEL]",
+		"serve": {run: runServe, usage: "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr HOST:PORT] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--cache-dir DIR|off] [--keyring DIR] [--sig-enforce] [--policy FILE] [--config PATH] [--etcd ENDPOINTS --fleet NAME [--host NAME] [--blob-dir DIR]] [--log-format text|json] [--log-level LEVEL]",
 			what: "run the daemon"},
 		"insmod": {run: runInsmod, usage: "insmod FILE [key=value ...]",
 			what: "load a module file", daemon: true, json: "print the loaded module's status as JSON"},
@@ -155,7 +155,7 @@ func init() {
 			what: "list the loaded modules", daemon: true, json: "print the modules' status as JSON"},
 		"modinfo": {run: runModinfo, flags: modinfoFlags, usage: "modinfo [-F FIELD] [--keyring DIR] [--json] FILE|NAME",
 			what: "show a module's information (a FILE is read without the daemon)", daemon: true, json: "print the information as JSON"},
-		"modprobe": {run: runModprobe, flags: modprobeFlags, usage: "modprobe [-r] [-n] [-v] [--first-time] NAME|ALIAS [key=value ...]",
+		"modprobe": {run: runModprobe, flags: modprobeFlags, usage: "modprobe [-r] [-n] [-v] [-q] [--first-time] NAME|ALIAS [key=value ...]",
 			what: "load (or remove) a module and its dependencies", daemon: true, json: "print the module and the actions as JSON"},
 		"depmod": {run: runDepmod, flags: depmodFlags, usage: "depmod [-n] [--json] DIR",
 			what: "write DIR's modules.dep and modules.alias (without the daemon)", json: "print the index as JSON instead of writing it"},
@@ -169,6 +169,10 @@ func init() {
 			what: "list the mounts, or mount in the daemon's namespace", daemon: true, json: "list the mounts as JSON"},
 		"umount": {run: runUmount, flags: umountFlags, usage: "umount [-l] DIR",
 			what: "unmount in the daemon's namespace", daemon: true},
+		"apply": {run: runApply, usage: "apply [FILE]",
+			what: "reconcile the daemon with the desired state FILE (or directory), or with its --config read again; print what was done per item", daemon: true, json: "print the report as JSON"},
+		"diff": {run: runDiff, usage: "diff [FILE]",
+			what: "print what apply would change, changing nothing", daemon: true, json: "print the report, every item, as JSON"},
 		"request": {run: runRequest, flags: requestFlags, usage: "request [--threads N] NAME|ALIAS ...",
 			what: "demand-load names as request_module does, from N goroutines each", daemon: true, json: "print each request's module as JSON"},
 		"call": {run: runCall, flags: callFlags, usage: "call [--raw] SYMBOL [ARG ...]",
@@ -179,12 +183,14 @@ func init() {
 			what: "print a file of the daemon's namespace, e.g. /proc/modules", daemon: true},
 		"ls": {run: runLs, flags: lsFlags, usage: "ls [-l] [-p] [PATH ...]",
 			what: "list a directory of the daemon's namespace, one name per line, e.g. /proc/hello/holders", daemon: true},
-		"bench": {run: runBench, flags: benchFlags, usage: "bench calls|wasm|swap|scale|http [--quick] [--json]",
+		"bench": {run: runBench, flags: benchFlags, usage: "bench calls|wasm|swap|scale|http|fleet [--quick] [--json]",
 			what: "run a benchmark in this process (without the daemon)", json: "print the results as JSON"},
 		"torture": {run: runTorture, flags: tortureFlags, usage: "torture [--duration D] [--seed S] [--ops N] [--wasm] [--json]",
 			what: "run the rcutorture-style invariant check in this process (without the daemon)", json: "print the report as JSON"},
 		"ping": {run: runPing, usage: "ping",
 			what: "report the daemon's pid, uid, protocol and taints", daemon: true, json: "print the report as JSON"},
+		"fleet": {run: runFleet, flags: fleetFlags, usage: "fleet set FILE [--canary HOST|--canary-percent P] [--batch N] [--health PATH] [--requests N] [--max-error-rate R] [--timeout D] | fleet status | fleet drain [--timeout D] HOST | fleet undrain HOST | fleet etcd --data-dir DIR [--listen HOST:PORT|PATH] (each with [--etcd ENDPOINTS] [--fleet NAME])",
+			what: "run a fleet of daemons from one desired state in etcd: set it and roll it out, show each host, drain a host, or run a single-node etcd to try it (without the daemon; docs/fleet.md)", json: "print the status (set: the rollout's end) as JSON"},
 	}
 }
 
@@ -267,7 +273,11 @@ func Main(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "%s: ERROR: %s (usage: %s)\n", name, ue.msg, cmd.usage)
 	default:
-		fmt.Fprintln(stderr, oneLine(e.generic(err).Error()))
+		// A failure with no line is one the user asked not to hear
+		// about (modprobe -q): the exit status still says it.
+		if line := oneLine(e.generic(err).Error()); line != "" {
+			fmt.Fprintln(stderr, line)
+		}
 	}
 	return ExitCode(err)
 }

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/raceless/raceless/cmd/raceless/internal/fleet/fleetbench"
 	"github.com/raceless/raceless/internal/bench/calls"
 	"github.com/raceless/raceless/internal/bench/hotswap"
 	"github.com/raceless/raceless/internal/bench/httpbench"
@@ -29,7 +30,7 @@ var benchFlags = []flagSpec{
 // checks that the benchmark works (the tests' smoke run, under -race too).
 func runBench(e *env) error {
 	if len(e.args.pos) != 1 {
-		return usageErrorf("want calls, wasm, swap, scale or http")
+		return usageErrorf("want calls, wasm, swap, scale, http or fleet")
 	}
 	quick := e.args.has("quick")
 	switch e.args.pos[0] {
@@ -69,6 +70,15 @@ func runBench(e *env) error {
 			return e.fail(err, "bench http: %v", err)
 		}
 		return nil
+	case "fleet":
+		opts := fleetbench.Options{}
+		if quick {
+			opts = fleetbench.Quick()
+		}
+		if err := fleetbench.Run(e.ctx, e.stdout, e.args.has("json"), opts); err != nil {
+			return e.fail(err, "bench fleet: %v", err)
+		}
+		return nil
 	case "scale":
 		opts := scale.Options{}
 		if quick {
@@ -79,7 +89,7 @@ func runBench(e *env) error {
 		}
 		return nil
 	}
-	return usageErrorf("unknown benchmark %q (calls, wasm, swap, scale or http)", e.args.pos[0])
+	return usageErrorf("unknown benchmark %q (calls, wasm, swap, scale, http or fleet)", e.args.pos[0])
 }
 
 // runTorture runs the torture test in this process; violations exit 1.

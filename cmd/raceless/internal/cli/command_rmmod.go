@@ -102,6 +102,8 @@ func (e *env) rmmodError(name string, err error) error {
 			return e.fail(err, "could not remove module %s: %s", name, we.Message)
 		case we != nil && len(we.Routes) > 0:
 			return e.fail(err, "Module %s is in use: requests in flight on routes: %s", name, strings.Join(we.Routes, ", "))
+		case we != nil && len(we.Mounts) > 0:
+			return e.fail(err, "Module %s is in use: mounted at %s", name, strings.Join(we.Mounts, ", "))
 		}
 		return e.fail(err, "Module %s is in use", name)
 	}

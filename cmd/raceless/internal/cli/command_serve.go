@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/raceless/raceless"
@@ -35,6 +37,8 @@ type serveFlags struct {
 	sigEnforce                                              *bool
 	httpAddr, httpMiddleware                                *string
 	httpBodyLimit                                           *int64
+	config                                                  *string
+	etcd, fleet, fleetHost, blobDir                         *string // fleet (command_fleet.go)
 }
 
 func newServeFlags() *serveFlags {
@@ -57,6 +61,11 @@ func newServeFlags() *serveFlags {
 		keyring:         fs.String("keyring", "", "trust the public keys (*.pub) in `DIR` for module signatures"),
 		sigEnforce:      fs.Bool("sig-enforce", false, "refuse modules not signed by a key of the keyring (cannot be switched off while the daemon runs)"),
 		policy:          fs.String("policy", "", "the capability policy `FILE`: what each module may use of its host (grant MODULE fs-read DIR)"),
+		config:          fs.String("config", "", "the desired state: a TOML file or a directory of them at `PATH`, reconciled at start, on SIGHUP and by raceless apply"),
+		etcd:            fs.String("etcd", "", "follow a fleet's desired state in etcd at `ENDPOINTS` (comma-separated client URLs; with --fleet; see docs/fleet.md)"),
+		fleet:           fs.String("fleet", "", "the fleet `NAME` to follow (with --etcd)"),
+		fleetHost:       fs.String("host", "", "this host's `NAME` in the fleet (default: the machine's host name)"),
+		blobDir:         fs.String("blob-dir", "", "keep the module files fetched from the fleet in `DIR`, by digest (default: the user cache directory's raceless/blobs)"),
 		logFormat:       fs.String("log-format", "text", "log format, `text|json`"),
 		logLevel:        fs.String("log-level", "info", "log `LEVEL`: debug, info, warn or error"),
 	}
@@ -136,6 +145,13 @@ func runServe(e *env) error {
 	}
 	if fs.NArg() > 0 {
 		return usageErrorf("unexpected argument %q", fs.Arg(0))
+	}
+	fleetCli, err := dialServeFleet(e, sf)
+	if err != nil {
+		return err
+	}
+	if fleetCli != nil {
+		defer fleetCli.Close()
 	}
 	socket, modules, fuse, metricsAddr, logFormat, logLevel := sf.socket, sf.modules, sf.fuse, sf.metricsAddr, sf.logFormat, sf.logLevel
 	autoclean, shutdownTimeout, noAutoload := sf.autoclean, sf.shutdownTimeout, sf.noAutoload
@@ -230,14 +246,50 @@ func runServe(e *env) error {
 		Inspect:         func(path string) (daemon.ModInfo, error) { return inspect(path, trust.keys) },
 		Trust:           loader,
 		OnNamespace:     func(ns *vfs.Namespace) { trust.granter.SetRoot(ns.Proc) },
+		Config:          *sf.config,
 	})
 	if err != nil {
 		return e.fail(err, "cannot start: %v", err)
 	}
-	if err := d.Run(e.ctx); err != nil {
+	stopHUP := reloadOnHUP(d, log)
+	stopAgent := runServeAgent(e, sf, fleetCli, d, log)
+	err = d.Run(e.ctx)
+	stopAgent()
+	stopHUP()
+	if err != nil {
 		return e.fail(err, "%v", err)
 	}
 	return nil
+}
+
+// reloadOnHUP makes SIGHUP re-read and reconcile the daemon's --config
+// (daemon.Reload; a file that does not parse is logged and changes
+// nothing; without --config SIGHUP is logged and ignored) until the
+// returned stop is called, which waits for a reload in progress.
+func reloadOnHUP(d *daemon.Daemon, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading the desired state")
+				if _, err := d.Reload(context.Background()); err != nil {
+					log.Error("SIGHUP: reload", "err", err)
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-finished
+	}
 }
 
 // ownerOnly refuses a cache directory that users other than its owner may

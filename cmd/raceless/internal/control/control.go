@@ -75,6 +75,11 @@ type Error struct {
 	// Routes are the HTTP routes with requests in flight of a module whose
 	// unload was refused, as "PATTERN (N)".
 	Routes []string `json:"routes,omitempty"`
+	// Mounts are the mounts of the filesystems a module whose unload was
+	// refused provides: "/m" for an attached one, "/m (detached with
+	// open files: N)" for one unmounted lazily and still held by open
+	// files.
+	Mounts []string `json:"mounts,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }

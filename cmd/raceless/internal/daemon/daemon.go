@@ -18,12 +18,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/cmd/raceless/internal/control"
+	"github.com/raceless/raceless/cmd/raceless/internal/desired"
 	"github.com/raceless/raceless/cmd/raceless/internal/modindex"
 	"github.com/raceless/raceless/vfs"
 	"github.com/raceless/raceless/web"
@@ -73,6 +75,27 @@ type Config struct {
 	// it, the kernel checking the permission bits (default_permissions).
 	// Without it the kernel refuses every user but the daemon's.
 	FuseAllowOther bool
+
+	// Config is the desired state, a TOML file or a directory of them
+	// (package desired; serve --config): read before anything starts (a
+	// file that does not parse stops the start) and reconciled after the
+	// boot modules, the boot mounts and the HTTP router, before the
+	// control socket listens; read and reconciled again by Reload
+	// (SIGHUP) and the "apply" op. "" for none.
+	Config string
+	// ReconcileWait bounds how long a reconciliation waits for a
+	// module's references to drain (an unload, or the old instance of a
+	// replace) before leaving it busy and retrying (default 10s).
+	ReconcileWait time.Duration
+	// ReconcileRetry is the delay before the first retry of a
+	// reconciliation that left items busy; it doubles up to 64 times
+	// itself (default 1s).
+	ReconcileRetry time.Duration
+	// OnReconcile, if set, is called with the report of every
+	// reconciliation (at start, apply, reload, retry) once it is done,
+	// one at a time, with the reconciliation lock held: it must not call
+	// Reconcile, Diff or Reload.
+	OnReconcile func(desired.Report)
 }
 
 // Trust is what the daemon drives of module signing (a *wasm.Loader).
@@ -111,6 +134,8 @@ type Daemon struct {
 	stopping    context.Context
 	stopWaiters context.CancelFunc
 	unsubscribe func()
+
+	rec *reconciler // the desired state's reconciler (reconcile.go)
 }
 
 // New starts a daemon: it creates the host, loads the boot modules, mounts
@@ -123,6 +148,19 @@ func New(cfg Config) (_ *Daemon, err error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	if cfg.ReconcileWait <= 0 {
+		cfg.ReconcileWait = defaultReconcileWait
+	}
+	if cfg.ReconcileRetry <= 0 {
+		cfg.ReconcileRetry = defaultReconcileRetry
+	}
+	var state *desired.State
+	if cfg.Config != "" {
+		// A bad desired state stops the start before anything starts.
+		if state, err = desired.Load(cfg.Config); err != nil {
+			return nil, fmt.Errorf("--config %s: %w", cfg.Config, err)
+		}
+	}
 	if cfg.FuseDir != "" {
 		// A daemon killed with its FUSE mount up leaves the mount dead
 		// at FuseDir: detach it (and say so) before anything starts.
@@ -132,6 +170,7 @@ func New(cfg Config) (_ *Daemon, err error) {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
 	d.stopping, d.stopWaiters = context.WithCancel(context.Background())
+	d.rec = newReconciler(d)
 	d.resolver = modindex.NewResolver(cfg.ModulesDir, nil, cfg.Open)
 	d.resolver.SetLogger(cfg.Logger) // the index-shadow warnings in the daemon's own log
 	opts := []raceless.Option{raceless.WithLogger(cfg.Logger)}
@@ -186,6 +225,11 @@ func New(cfg Config) (_ *Daemon, err error) {
 		d.router = web.New(d.host, web.Config{Logger: d.log, BodyLimit: cfg.HTTPBodyLimit, Observe: d.metrics.route, Middleware: cfg.HTTPMiddleware})
 		d.webSrv = &http.Server{Handler: d.router, ReadHeaderTimeout: 10 * time.Second, ConnContext: web.ConnContext,
 			ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
+	}
+	if state != nil {
+		// Items that fail are reported and retried or left; they do not
+		// stop the start (a module file may be fixed while the daemon runs).
+		d.Reconcile(d.stopping, state)
 	}
 	if d.srv, err = control.Listen(cfg.Socket, d.handle, d.log); err != nil {
 		if d.httpLn != nil {
@@ -302,6 +346,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) shutdownHost(parent context.Context) error {
+	d.rec.stop()
 	if d.ns != nil {
 		d.ns.close()
 	}
@@ -356,8 +401,18 @@ func (d *Daemon) load(ctx context.Context, src raceless.Source, params map[strin
 // With Force, the requests in flight on the module's routes are aborted
 // first (web.Router.Abort: 503 or a closed connection), their handlers
 // given abortGrace to return. A refusal because of references names the
-// routes with requests in flight.
+// routes with requests in flight, and the mounts of the filesystem types
+// the module provides (busyMounts).
+//
+// An unload that frees a module of at least freeOSAfter bytes (a wasm
+// module's linear memory) returns the memory to the operating system at
+// once (debug.FreeOSMemory) rather than at the Go runtime's pace: an idle
+// daemon collects only every two minutes.
 func (d *Daemon) unload(ctx context.Context, name string, opts raceless.UnloadOptions) error {
+	var size int64
+	if m, ok := d.host.Module(name); ok {
+		size = m.Size()
+	}
 	if opts.Force && d.router != nil {
 		actx, cancel := context.WithTimeout(ctx, abortGrace)
 		if n := d.router.Abort(actx, name); n > 0 {
@@ -369,16 +424,64 @@ func (d *Daemon) unload(ctx context.Context, name string, opts raceless.UnloadOp
 	if err != nil {
 		d.metrics.failed(name, "unload")
 		var be *raceless.BusyError
-		if d.router != nil && errors.As(err, &be) && be.Refs > 0 {
-			if routes := d.router.InFlight(name); len(routes) > 0 {
-				ce := *control.ErrorOf(err)
-				ce.Message += "; requests in flight on routes: " + strings.Join(routes, ", ")
-				ce.Routes = routes
-				return &ce
+		if errors.As(err, &be) && be.Refs > 0 {
+			var ce *control.Error
+			if d.router != nil {
+				if routes := d.router.InFlight(name); len(routes) > 0 {
+					c := *control.ErrorOf(err)
+					c.Message += "; requests in flight on routes: " + strings.Join(routes, ", ")
+					c.Routes = routes
+					ce = &c
+				}
+			}
+			if mounts := d.busyMounts(name); len(mounts) > 0 {
+				if ce == nil {
+					c := *control.ErrorOf(err)
+					ce = &c
+				}
+				ce.Message += "; mounted at " + strings.Join(mounts, ", ")
+				ce.Mounts = mounts
+			}
+			if ce != nil {
+				return ce
+			}
+		}
+		return err
+	}
+	if size >= freeOSAfter {
+		debug.FreeOSMemory()
+	}
+	return nil
+}
+
+// freeOSAfter is the size of a module whose unload returns the freed
+// memory to the operating system at once.
+const freeOSAfter = 16 << 20
+
+// busyMounts lists the mounts of the filesystem types module name
+// provides, which pin it (each superblock holds a reference): "/m" for
+// an attached mount, "/m (detached with open files: N)" for one that
+// left the namespace (umount -l) and that open files still hold (N counts
+// the mount's references besides the tree's: open files, and walks in
+// progress).
+func (d *Daemon) busyMounts(name string) []string {
+	if d.ns == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range d.host.Lookup(raceless.KindFilesystem) {
+		if r.Owner != name {
+			continue
+		}
+		for _, m := range d.ns.ns.MountsOfType(r.Name) {
+			if m.Detached {
+				out = append(out, fmt.Sprintf("%s (detached with open files: %d)", m.Target, m.Users))
+			} else {
+				out = append(out, m.Target)
 			}
 		}
 	}
-	return err
+	return out
 }
 
 // abortGrace is how long a forced unload lets aborted requests' handlers

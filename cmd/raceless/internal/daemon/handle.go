@@ -113,7 +113,7 @@ type RequestResult struct {
 
 func (d *Daemon) handle(ctx context.Context, req *control.Request, progress func(any)) (any, error) {
 	switch req.Op {
-	case "load", "replace", "unload", "probe", "remove", "request", "autoclean", "mount", "umount":
+	case "load", "replace", "unload", "probe", "remove", "request", "autoclean", "mount", "umount", "apply":
 		// Operations that may wait give up when shutdown begins.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
@@ -173,6 +173,8 @@ func (d *Daemon) dispatch(ctx context.Context, req *control.Request, progress fu
 		return d.ns.handle(ctx, req)
 	case "readdir":
 		return d.opReadDir(req)
+	case "apply", "diff":
+		return d.opApply(ctx, req)
 	}
 	return nil, &control.Error{Code: control.CodeUsage, Message: fmt.Sprintf("unknown op %q", req.Op)}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/raceless/raceless"
@@ -143,7 +144,7 @@ var (
 	descFailures   = prometheus.NewDesc("raceless_module_failures_total", "Failed loads, unloads and calls.", []string{"module", "op"}, nil)
 	descRequests   = prometheus.NewDesc("raceless_control_requests_total", "Control socket requests.", []string{"op"}, nil)
 	descReqErrors  = prometheus.NewDesc("raceless_control_errors_total", "Control socket requests that failed.", []string{"op"}, nil)
-	descPoolSize   = prometheus.NewDesc("raceless_http_pool_size", "Instances in an http-wasm route module's pool.", []string{"module"}, nil)
+	descPoolSize   = prometheus.NewDesc("raceless_http_pool_size", "Instances started in an http-wasm route module's pool (it grows on demand up to its size).", []string{"module"}, nil)
 	descPoolBusy   = prometheus.NewDesc("raceless_http_pool_busy", "Instances of an http-wasm route module's pool serving a request.", []string{"module"}, nil)
 	descPoolErrors = prometheus.NewDesc("raceless_http_wasm_errors_total", "Failed requests of http-wasm route modules, by kind (trap, timeout, abi).", []string{"module", "kind"}, nil)
 )
@@ -201,9 +202,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// metricsHandler serves the daemon's metrics in Prometheus's formats.
+// metricsHandler serves the daemon's metrics in Prometheus's formats,
+// with the Go runtime's (go_memstats_heap_inuse_bytes, ...) and the
+// process's (process_resident_memory_bytes, ...) standard ones.
 func (d *Daemon) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{d}, d.metrics.httpRequests, d.metrics.httpLatency)
+	reg.MustRegister(collector{d}, d.metrics.httpRequests, d.metrics.httpLatency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
