@@ -15,3 +15,11 @@ func MountIDsByTree(ns *Namespace) []uint64 {
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	return ids
 }
+
+// SetHooks sets the test hooks: beforeModulePut runs as a superblock of
+// fstype is released (after the filesystem's release, before the module
+// reference is dropped), rbindCollected in a recursive bind between
+// listing the mounts below its source and cloning them. nil clears one.
+func SetHooks(beforeModulePut func(fstype string), rbindCollected func()) {
+	hookBeforeModulePut, hookRbindCollected = beforeModulePut, rbindCollected
+}

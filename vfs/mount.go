@@ -105,6 +105,11 @@ func (s *superblock) put() {
 // release operation returned and before the module reference is dropped.
 var hookBeforeModulePut func(fstype string)
 
+// hookRbindCollected, set only by tests, runs in a recursive bind after it
+// listed the mounts below its source and where they are attached, before
+// it clones them.
+var hookRbindCollected func()
+
 // Mount is one mount: a superblock (or a directory of it, for bind mounts)
 // attached somewhere. See the package doc for its states.
 type Mount struct {

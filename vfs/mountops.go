@@ -186,8 +186,20 @@ func (p *Proc) Bind(source, target string, recursive bool) error {
 	var below []*Mount
 	if recursive && attached {
 		below = append(below, subtree(s.m)[1:]...)
+		// Each is held until cloned: one unmounted meanwhile must not
+		// die, for a clone of a dead mount would bring its released
+		// superblock back (and release it twice).
+		for _, c := range below {
+			c.get()
+		}
 	}
 	treeMu.RUnlock()
+	defer func() {
+		for _, c := range below {
+			c.putNoExpire()
+		}
+	}()
+
 	if !attached {
 		return pathErr("mount", source, EINVAL)
 	}
@@ -210,6 +222,9 @@ func (p *Proc) Bind(source, target string, recursive bool) error {
 		}
 	}
 	treeMu.RUnlock()
+	if hookRbindCollected != nil && recursive {
+		hookRbindCollected()
+	}
 	for _, e := range edges {
 		if e.parent == s.m {
 			rel, ok := under(e.mp, e.mpIno, s.ino, e.mpRel, s.rel)
