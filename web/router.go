@@ -115,7 +115,11 @@ type Router struct {
 	// instance goes live (its routes are then in the table) or fails.
 	staged map[*raceless.Instance][]string
 
-	reqMu    sync.Mutex
+	reqMu sync.Mutex // guards inflight and each request's done
+	// inflight are the requests in flight (routes and middleware) by
+	// owning module. A module's set stays, empty, between its requests
+	// (a map made per request would be an allocation on every one of
+	// them) and goes when the module is gone.
 	inflight map[*raceless.Instance]map[*request]struct{}
 
 	unsubscribe func()
@@ -156,6 +160,12 @@ func New(h *raceless.Host, cfg Config) *Router {
 			rt.mu.Lock()
 			delete(rt.staged, ev.Instance)
 			rt.mu.Unlock()
+		}
+		if ev.State == raceless.StateGone {
+			// Gone: no request holds the module any more.
+			rt.reqMu.Lock()
+			delete(rt.inflight, ev.Instance)
+			rt.reqMu.Unlock()
 		}
 	})
 	rt.Rebuild()
@@ -590,11 +600,7 @@ func (rt *Router) track(owner *raceless.Instance, q *request) {
 
 func (rt *Router) untrack(owner *raceless.Instance, q *request) {
 	rt.reqMu.Lock()
-	set := rt.inflight[owner]
-	delete(set, q)
-	if len(set) == 0 {
-		delete(rt.inflight, owner)
-	}
+	delete(rt.inflight[owner], q)
 	if q.done != nil {
 		close(q.done)
 	}
