@@ -23,8 +23,10 @@ func benchHandler() http.Handler {
 
 type benchRoute struct{}
 
-func (benchRoute) Init(k *raceless.Kernel) error { return web.Register(k, "GET /hello", benchHandler()) }
-func (benchRoute) Exit() (int, error)            { return 0, nil }
+func (benchRoute) Init(k *raceless.Kernel) error {
+	return web.Register(k, "GET /hello", benchHandler())
+}
+func (benchRoute) Exit() (int, error) { return 0, nil }
 
 // serveParallel runs h on b.N requests from GOMAXPROCS goroutines, each
 // with a recorder of its own (no network: the router's own cost).
