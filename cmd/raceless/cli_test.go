@@ -236,3 +236,15 @@ func TestCompilationCacheDir(t *testing.T) {
 		t.Errorf("--cache-dir under a file: %+v", r)
 	}
 }
+
+// serve refuses a --call-timeout that is not a positive duration, before
+// it starts anything.
+func TestServeCallTimeoutFlag(t *testing.T) {
+	for _, v := range []string{"0s", "-1s"} {
+		r := runCmd(t, filepath.Join(t.TempDir(), "sock"), nil, "raceless", "serve", "--cache-dir", "off", "--call-timeout", v)
+		want := "serve: ERROR: bad --call-timeout " + v + " (a positive duration) (usage: "
+		if r.code != 2 || !strings.HasPrefix(r.stderr, want) {
+			t.Errorf("--call-timeout %s: exit %d, stderr %q; want exit 2, %q...", v, r.code, r.stderr, want)
+		}
+	}
+}

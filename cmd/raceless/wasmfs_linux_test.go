@@ -26,6 +26,7 @@ import (
 	"github.com/raceless/raceless/cmd/raceless/internal/control"
 	"github.com/raceless/raceless/internal/testdeadline"
 	"github.com/raceless/raceless/internal/wasmtest"
+	"github.com/raceless/raceless/wasm"
 )
 
 // fuseDaemon starts a daemon exposing its namespace at a fresh directory
@@ -322,15 +323,17 @@ func TestWasmfsForcedThroughCLI(t *testing.T) {
 }
 
 // TestWasmfsFaultThroughFUSE: a trap (faultfs's "trap") or a call past
-// its deadline (its "spin": the daemon's call timeout is wasm's default,
-// 10 s) in a read through FUSE fails the read with EIO within a bound;
+// its deadline (its "spin", with the daemon's --call-timeout at 3 s, less
+// than the 10 s default) in a read through FUSE fails the read with EIO
+// within a bound;
 // the instance is aborted and every later operation on the mount fails
 // EIO; the daemon answers; umount and rmmod work.
 func TestWasmfsFaultThroughFUSE(t *testing.T) {
 	mod := wasmtest.Build(t, "wasm/wasmfs/testdata/faultfs")
 	for _, name := range []string{"trap", "spin"} {
 		t.Run(name, func(t *testing.T) {
-			d, dir := fuseDaemon(t)
+			const callTimeout = 3 * time.Second
+			d, dir := fuseDaemon(t, "--call-timeout", callTimeout.String())
 			d.run("insmod", mod).ok(t)
 			d.run("mount", "-t", "faultfs", "-o", "X-mount.mkdir", "none", "/x").ok(t)
 			// A child reads, so that a hang would be killed, not the test's.
@@ -344,6 +347,9 @@ func TestWasmfsFaultThroughFUSE(t *testing.T) {
 				t.Fatalf("cat of %s through FUSE did not end within %s", name, bound)
 			}
 			t.Logf("cat of %s through FUSE failed after %s: %s", name, took.Round(time.Millisecond), bytes.TrimSpace(out))
+			if name == "spin" && (took < callTimeout || took >= wasm.DefaultCallTimeout) {
+				t.Errorf("the spin failed after %s: want the --call-timeout of %s (not the default %s)", took, callTimeout, wasm.DefaultCallTimeout)
+			}
 			if err == nil || !strings.Contains(strings.ToLower(string(out)), syscall.EIO.Error()) {
 				t.Fatalf("cat of %s through FUSE: %v %q, want an input/output error", name, err, out)
 			}

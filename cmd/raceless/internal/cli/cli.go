@@ -143,7 +143,7 @@ var order = []string{"serve", "insmod", "replace", "rmmod", "lsmod", "modinfo", 
 
 func init() {
 	commands = map[string]command{
-		"serve": {run: runServe, usage: "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr HOST:PORT] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--cache-dir DIR|off] [--keyring DIR] [--sig-enforce] [--policy FILE] [--config PATH] [--etcd ENDPOINTS --fleet NAME [--host NAME] [--blob-dir DIR]] [--log-format text|json] [--log-level LEVEL]",
+		"serve": {run: runServe, usage: "serve [--socket PATH] [--modules DIR] [--fuse DIR] [--metrics-addr HOST:PORT] [--autoclean INTERVAL] [--no-autoload] [--shutdown-timeout D] [--call-timeout D] [--cache-dir DIR|off] [--keyring DIR] [--sig-enforce] [--policy FILE] [--config PATH] [--etcd ENDPOINTS --fleet NAME [--host NAME] [--blob-dir DIR]] [--log-format text|json] [--log-level LEVEL]",
 			what: "run the daemon"},
 		"insmod": {run: runInsmod, usage: "insmod FILE [key=value ...]",
 			what: "load a module file", daemon: true, json: "print the loaded module's status as JSON"},

@@ -31,7 +31,7 @@ type serveFlags struct {
 	fs                                                      *flag.FlagSet
 	socket, modules, fuse, metricsAddr, logFormat, logLevel *string
 	cacheDir                                                *string
-	autoclean, shutdownTimeout                              *time.Duration
+	autoclean, shutdownTimeout, callTimeout                 *time.Duration
 	noAutoload, allowOther                                  *bool
 	keyring, policy                                         *string
 	sigEnforce                                              *bool
@@ -57,6 +57,7 @@ func newServeFlags() *serveFlags {
 		autoclean:       fs.Duration("autoclean", 0, "run an autoclean sweep every `INTERVAL` (0: never)"),
 		noAutoload:      fs.Bool("no-autoload", false, "disable demand loading"),
 		shutdownTimeout: fs.Duration("shutdown-timeout", 10*time.Second, "how long (`D`) shutdown waits for references before forcing"),
+		callTimeout:     fs.Duration("call-timeout", wasm.DefaultCallTimeout, "the deadline (`D`) of one call into a wasm module (a symbol, a hook, a filesystem operation): past it the call fails and the instance is aborted"),
 		cacheDir:        fs.String("cache-dir", defaultCacheDirText(), "on-disk compilation cache of wasm modules, in `DIR` (off or an empty value: in memory only)"),
 		keyring:         fs.String("keyring", "", "trust the public keys (*.pub) in `DIR` for module signatures"),
 		sigEnforce:      fs.Bool("sig-enforce", false, "refuse modules not signed by a key of the keyring (cannot be switched off while the daemon runs)"),
@@ -176,7 +177,10 @@ func runServe(e *env) error {
 	if err != nil {
 		return err
 	}
-	loader, err := newLoader(e, log, *sf.cacheDir, cacheSet, trust)
+	if *sf.callTimeout <= 0 {
+		return usageErrorf("bad --call-timeout %s (a positive duration)", *sf.callTimeout)
+	}
+	loader, err := newLoader(e, log, *sf.cacheDir, cacheSet, trust, *sf.callTimeout)
 	if err != nil {
 		return err
 	}
@@ -313,7 +317,7 @@ func ownerOnly(dir string) error {
 // be used is an error), else the default, os.UserCacheDir()/raceless,
 // where a directory that cannot be created or used is a warning and the
 // cache stays in memory.
-func newLoader(e *env, log *slog.Logger, dir string, set bool, trust *trust) (*wasm.Loader, error) {
+func newLoader(e *env, log *slog.Logger, dir string, set bool, trust *trust, callTimeout time.Duration) (*wasm.Loader, error) {
 	if !set {
 		var err error
 		if dir, err = defaultCacheDir(); err == nil {
@@ -333,7 +337,7 @@ func newLoader(e *env, log *slog.Logger, dir string, set bool, trust *trust) (*w
 			return nil, e.fail(err, "cannot start: --cache-dir %s: %v", dir, err)
 		}
 	}
-	cfg := trust.config(wasm.Config{CacheDir: dir, Stderr: e.stderr})
+	cfg := trust.config(wasm.Config{CacheDir: dir, Stderr: e.stderr, CallTimeout: callTimeout})
 	loader, err := wasm.NewLoader(e.ctx, cfg)
 	if err != nil && dir != "" && !set {
 		log.Warn("no on-disk compilation cache: the default cache directory cannot be used (see --cache-dir)", "dir", dir, "err", err)

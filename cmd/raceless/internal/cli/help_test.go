@@ -38,7 +38,7 @@ func TestCommandHelp(t *testing.T) {
 			}
 		}
 		if name == "serve" {
-			for _, f := range []string{"--socket PATH", "--modules DIR", "--fuse DIR", "--metrics-addr HOST:PORT", "--autoclean INTERVAL", "--no-autoload", "--shutdown-timeout D", "--cache-dir DIR", "--keyring DIR", "--sig-enforce", "--policy FILE", "--log-format text|json", "--log-level LEVEL", "-h, --help"} {
+			for _, f := range []string{"--socket PATH", "--modules DIR", "--fuse DIR", "--metrics-addr HOST:PORT", "--autoclean INTERVAL", "--no-autoload", "--shutdown-timeout D", "--call-timeout D", "--cache-dir DIR", "--keyring DIR", "--sig-enforce", "--policy FILE", "--log-format text|json", "--log-level LEVEL", "-h, --help"} {
 				if !strings.Contains(want, "\n  "+f+" ") {
 					t.Errorf("serve --help lacks %s:\n%s", f, want)
 				}
