@@ -96,11 +96,18 @@ type fixture struct {
 	srv *httptest.Server
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, nil, nil) }
+
+// newFixtureWith is newFixture with the host logging to hostLog (nil:
+// nowhere) and the router's middleware chain set to middleware.
+func newFixtureWith(t *testing.T, hostLog *slog.Logger, middleware []string) *fixture {
 	t.Helper()
 	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := raceless.New(raceless.WithLogger(discard))
-	router := web.New(h, web.Config{Logger: discard})
+	if hostLog == nil {
+		hostLog = discard
+	}
+	h := raceless.New(raceless.WithLogger(hostLog))
+	router := web.New(h, web.Config{Logger: discard, Middleware: middleware})
 	rt, err := httpwasm.NewRuntime(context.Background(), httpwasm.Config{Logger: discard})
 	if err != nil {
 		t.Fatal(err)
@@ -340,23 +347,7 @@ func TestConfigFromParams(t *testing.T) {
 // A wasm middleware module in the router's chain: the route behind it
 // answers, and its handle_response changes the response.
 func TestMiddlewareInChain(t *testing.T) {
-	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := raceless.New(raceless.WithLogger(discard))
-	router := web.New(h, web.Config{Logger: discard, Middleware: []string{"mw"}})
-	rt, err := httpwasm.NewRuntime(context.Background(), httpwasm.Config{Logger: discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(router)
-	f := &fixture{h: h, rt: rt, srv: srv}
-	defer func() {
-		srv.Close()
-		router.Close()
-		ctx, cancel := testdeadline.Context(t)
-		defer cancel()
-		h.Shutdown(ctx)
-		rt.Close(ctx)
-	}()
+	f := newFixtureWith(t, nil, []string{"mw"})
 	bin := wat(t, `
   (func (export "handle_request") (result i64) (i64.const 0x700000001))
   (func (export "handle_response") (param $ctx i32) (param $err i32)

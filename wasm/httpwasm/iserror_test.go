@@ -1,17 +1,11 @@
 package httpwasm_test
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
-	"github.com/raceless/raceless"
-	"github.com/raceless/raceless/internal/testdeadline"
 	"github.com/raceless/raceless/wasm/httpwasm"
-	"github.com/raceless/raceless/web"
 )
 
 // errGuest is middleware whose handle_response records is_error in the
@@ -90,23 +84,7 @@ func (text200) ServeHTTP(w http.ResponseWriter, r *http.Request) { io.WriteStrin
 // In the router's chain, a wasm route that traps behind wasm middleware
 // makes is_error 1 (the route's 500), and one that answers makes it 0.
 func TestMiddlewareIsErrorInChain(t *testing.T) {
-	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h := raceless.New(raceless.WithLogger(discard))
-	router := web.New(h, web.Config{Logger: discard, Middleware: []string{"mw"}})
-	rt, err := httpwasm.NewRuntime(context.Background(), httpwasm.Config{Logger: discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(router)
-	f := &fixture{h: h, rt: rt, srv: srv}
-	defer func() {
-		srv.Close()
-		router.Close()
-		ctx, cancel := testdeadline.Context(t)
-		defer cancel()
-		h.Shutdown(ctx)
-		rt.Close(ctx)
-	}()
+	f := newFixtureWith(t, nil, []string{"mw"})
 	f.load(t, f.source(t, "mw", "1", wat(t, errGuest), httpwasm.Options{Middleware: true, PoolSize: 1}))
 	trap := wat(t, `(func (export "handle_request") (result i64) unreachable) (func (export "handle_response") (param i32 i32))`)
 	f.load(t, f.source(t, "trapper", "1", trap, httpwasm.Options{Patterns: []string{"/trap"}, PoolSize: 1}))

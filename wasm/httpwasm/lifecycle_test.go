@@ -6,15 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/raceless/raceless"
-	"github.com/raceless/raceless/internal/testdeadline"
 	"github.com/raceless/raceless/wasm/httpwasm"
-	"github.com/raceless/raceless/web"
 )
 
 // logRecorder keeps the messages logged through it.
@@ -78,27 +75,7 @@ const lifeGuest = `
 func newLogFixture(t *testing.T) (*fixture, *logRecorder) {
 	t.Helper()
 	rec := &logRecorder{}
-	h := raceless.New(raceless.WithLogger(slog.New(rec)))
-	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
-	router := web.New(h, web.Config{Logger: discard})
-	rt, err := httpwasm.NewRuntime(context.Background(), httpwasm.Config{Logger: discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(router)
-	srv.Config.ConnContext = web.ConnContext
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Close()
-		router.Close()
-		ctx, cancel := testdeadline.Context(t)
-		defer cancel()
-		if _, err := h.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		rt.Close(ctx)
-	})
-	return &fixture{h: h, rt: rt, srv: srv}, rec
+	return newFixtureWith(t, slog.New(rec), nil), rec
 }
 
 // raceless_init and raceless_start run on every pool member as it starts
