@@ -19,6 +19,26 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// runDaemon starts a daemon with cfg and runs it until the test ends,
+// failing the test if it cannot start or its Run returns an error.
+func runDaemon(t *testing.T, cfg daemon.Config) *daemon.Daemon {
+	t.Helper()
+	d, err := daemon.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return d
+}
+
 // An in-process daemon: start, serve requests, shut down on cancel with
 // nothing left running.
 func TestDaemonInProcess(t *testing.T) {

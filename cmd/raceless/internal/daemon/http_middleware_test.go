@@ -40,7 +40,7 @@ func (f passFunc) ServeHTTPNext(w http.ResponseWriter, r *http.Request, next htt
 func TestDaemonMiddlewareInFlight(t *testing.T) {
 	slow := &slowRoute{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	sock := filepath.Join(t.TempDir(), "sock")
-	d, err := daemon.New(daemon.Config{
+	d := runDaemon(t, daemon.Config{
 		Socket:         sock,
 		HTTPAddr:       "127.0.0.1:0",
 		HTTPMiddleware: []string{"mw"},
@@ -50,18 +50,6 @@ func TestDaemonMiddlewareInFlight(t *testing.T) {
 		},
 		Boot: []string{"slow", "mw"},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
 	base := "http://" + d.HTTPAddr()
 	client := &http.Client{}
 	defer client.CloseIdleConnections()
@@ -77,7 +65,7 @@ func TestDaemonMiddlewareInFlight(t *testing.T) {
 		res <- resp.StatusCode
 	}()
 	<-slow.entered
-	_, err = control.Call(context.Background(), sock, &control.Request{Op: "unload", Name: "mw"}, nil)
+	_, err := control.Call(context.Background(), sock, &control.Request{Op: "unload", Name: "mw"}, nil)
 	var we *control.Error
 	if !errors.Is(err, raceless.ErrBusy) || !errors.As(err, &we) || len(we.Routes) != 1 || we.Routes[0] != "middleware mw (1)" ||
 		!strings.Contains(err.Error(), "requests in flight on routes: middleware mw (1)") {

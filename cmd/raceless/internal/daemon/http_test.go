@@ -44,7 +44,7 @@ func (s *slowRoute) Exit() (int, error) { return 0, nil }
 func TestDaemonHTTP(t *testing.T) {
 	slow := &slowRoute{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	sock := filepath.Join(t.TempDir(), "sock")
-	d, err := daemon.New(daemon.Config{
+	d := runDaemon(t, daemon.Config{
 		Socket:      sock,
 		HTTPAddr:    "127.0.0.1:0",
 		MetricsAddr: "127.0.0.1:0",
@@ -55,18 +55,6 @@ func TestDaemonHTTP(t *testing.T) {
 		Boot:   append(append(defaults.Boot(), defaults.HTTPBoot()...), "slow"),
 		Mounts: defaults.Mounts(),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
 	base := "http://" + d.HTTPAddr()
 	client := &http.Client{}
 	defer client.CloseIdleConnections()
@@ -94,7 +82,7 @@ func TestDaemonHTTP(t *testing.T) {
 		res <- resp.StatusCode
 	}()
 	<-slow.entered
-	err = call(&control.Request{Op: "unload", Name: "slow"})
+	err := call(&control.Request{Op: "unload", Name: "slow"})
 	var we *control.Error
 	if !errors.Is(err, raceless.ErrBusy) || !errors.As(err, &we) || len(we.Routes) != 1 || we.Routes[0] != "GET /slow (1)" || !strings.Contains(err.Error(), "requests in flight on routes: GET /slow (1)") {
 		t.Fatalf("rmmod with a request in flight: %v", err)

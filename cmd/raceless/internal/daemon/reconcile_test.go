@@ -116,20 +116,7 @@ func startRecDaemon(t *testing.T, cfg daemon.Config) *recDaemon {
 			panic("test: OnReconcile reports not read")
 		}
 	}
-	d, err := daemon.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rd.Daemon = d
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	rd.Daemon = runDaemon(t, cfg)
 	return rd
 }
 
