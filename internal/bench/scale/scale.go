@@ -35,8 +35,10 @@ type Options struct {
 	// 1,000, 10,000 and 30,000).
 	Mounts []int
 	// Samples is how many loads and unloads (mounts and unmounts) are
-	// timed at each N (default 2,000), in rounds of Round; each latency
-	// reported is the median of the quietest round (see Round).
+	// timed at each N (default 20,000), in rounds of Round; each latency
+	// reported is the median of the quietest round (see Round). They take
+	// a fraction of a second at each N: fewer, and a neighbour busy for
+	// the whole window makes every round of one N slow.
 	Samples int
 	// Round is how many operations one round times (default 50). On a
 	// shared machine a neighbour's load comes and goes over seconds and
@@ -63,7 +65,7 @@ func (o Options) withDefaults() Options {
 		o.Mounts = []int{10, 1000, 10000, 30000}
 	}
 	if o.Samples <= 0 {
-		o.Samples = 2000
+		o.Samples = 20000
 	}
 	if o.Round <= 0 {
 		o.Round = 50
