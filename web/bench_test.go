@@ -33,7 +33,11 @@ func (benchRoute) Exit() (int, error) { return 0, nil }
 func serveParallel(b *testing.B, h http.Handler) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		r := httptest.NewRequest("GET", "/hello", nil)
+		// A context that can be cancelled, as net/http's server gives
+		// each request: what a context derived from it costs shows.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		r := httptest.NewRequest("GET", "/hello", nil).WithContext(ctx)
 		for pb.Next() {
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)

@@ -115,12 +115,7 @@ type Router struct {
 	// instance goes live (its routes are then in the table) or fails.
 	staged map[*raceless.Instance][]string
 
-	reqMu sync.Mutex // guards inflight and each request's done
-	// inflight are the requests in flight (routes and middleware) by
-	// owning module. A module's set stays, empty, between its requests
-	// (a map made per request would be an allocation on every one of
-	// them) and goes when the module is gone.
-	inflight map[*raceless.Instance]map[*request]struct{}
+	inflight inflight // the requests in flight, routes and middleware
 
 	unsubscribe func()
 	uncheck     func()
@@ -150,8 +145,7 @@ func New(h *raceless.Host, cfg Config) *Router {
 		cfg.BodyLimit = DefaultBodyLimit
 	}
 	rt := &Router{host: h, log: cfg.Logger, limit: cfg.BodyLimit, obs: cfg.Observe,
-		inflight: map[*raceless.Instance]map[*request]struct{}{},
-		staged:   map[*raceless.Instance][]string{}}
+		staged: map[*raceless.Instance][]string{}}
 	rt.SetMiddleware(cfg.Middleware)
 	rt.unsubscribe = h.Subscribe(func(ev raceless.Event) {
 		switch ev.State {
@@ -160,12 +154,6 @@ func New(h *raceless.Host, cfg Config) *Router {
 			rt.mu.Lock()
 			delete(rt.staged, ev.Instance)
 			rt.mu.Unlock()
-		}
-		if ev.State == raceless.StateGone {
-			// Gone: no request holds the module any more.
-			rt.reqMu.Lock()
-			delete(rt.inflight, ev.Instance)
-			rt.reqMu.Unlock()
 		}
 	})
 	rt.Rebuild()
@@ -376,12 +364,10 @@ func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	owner := b.Owner()
 	// Tracked as a route's request is (InFlight names it "middleware
 	// NAME", Abort ends it): the rest of the chain writes through req.
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	req := &request{w: w, cancel: cancel, pattern: "middleware " + name}
-	req.conn, _ = r.Context().Value(connKey).(net.Conn)
-	rt.track(owner, req)
-	defer rt.untrack(owner, req)
+	req := newRequest(w, r, "middleware "+name)
+	defer req.end(context.Canceled)
+	rt.inflight.add(owner, req)
+	defer rt.inflight.remove(req)
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler { //nolint:errorlint // net/http compares it so too
@@ -392,7 +378,7 @@ func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}()
-	mw.ServeHTTPNext(req, r.WithContext(ctx), &chain{rt: rt, mw: c.mw, i: c.i + 1})
+	mw.ServeHTTPNext(req, r.WithContext(&req.ctx), &chain{rt: rt, mw: c.mw, i: c.i + 1})
 	req.finish()
 }
 
@@ -430,13 +416,14 @@ func (rh *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	owner := b.Owner()
-	start := time.Now()
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	req := &request{w: w, cancel: cancel, pattern: rh.pattern}
-	req.conn, _ = r.Context().Value(connKey).(net.Conn)
-	rt.track(owner, req)
-	defer rt.untrack(owner, req)
+	var start time.Time
+	if rt.obs != nil {
+		start = time.Now()
+	}
+	req := newRequest(w, r, rh.pattern)
+	defer req.end(context.Canceled)
+	rt.inflight.add(owner, req)
+	defer rt.inflight.remove(req)
 	if rt.limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(req, r.Body, rt.limit)
 	}
@@ -455,21 +442,45 @@ func (rh *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rt.obs(rh.pattern, owner.Name(), req.statusCode(), time.Since(start))
 		}
 	}()
-	h.ServeHTTP(req, r.WithContext(ctx))
+	h.ServeHTTP(req, r.WithContext(&req.ctx))
 	req.finish()
 }
 
 // request is one request in flight on a module route: the ResponseWriter
 // the module writes through, which Abort can cut off.
 type request struct {
-	mu      sync.Mutex
-	w       http.ResponseWriter
-	status  int  // written status, 0 before WriteHeader
-	dead    bool // aborted: writes are discarded
-	cancel  context.CancelFunc
+	mu     sync.Mutex // guards the fields below it up to conn
+	w      http.ResponseWriter
+	status int  // written status, 0 before WriteHeader
+	dead   bool // aborted: writes are discarded
+	// The handler's context (handlerContext): its end (nil while it
+	// has not ended), the channel Done returned (made on first use),
+	// the stop of the AfterFunc watching the request's context, and
+	// the functions registered with its AfterFunc.
+	ctxErr     error
+	ctxDone    chan struct{}
+	stopParent func() bool
+	afterFuncs []*afterFunc
+
+	ctx handlerContext // the handler's, r.Context() to it
+
 	conn    net.Conn
 	pattern string
-	done    chan struct{} // closed by untrack; made by Abort
+
+	// In Router.inflight: the module owning the route or middleware,
+	// and (guarded by shard.mu) the list links and the channel closed
+	// when the request leaves (made by Abort).
+	owner      *raceless.Instance
+	shard      *inflightShard
+	prev, next *request
+	done       chan struct{}
+}
+
+func newRequest(w http.ResponseWriter, r *http.Request, pattern string) *request {
+	q := &request{w: w, pattern: pattern}
+	q.conn, _ = r.Context().Value(connKey).(net.Conn)
+	q.ctx = handlerContext{Context: context.WithoutCancel(r.Context()), parent: r.Context(), q: q}
+	return q
 }
 
 func (q *request) Header() http.Header { return q.w.Header() }
@@ -550,8 +561,8 @@ func (q *request) abort() {
 	// must find its request aborted (503), not answer 200 with nothing.
 	q.mu.Lock()
 	q.dead = true
+	q.endLocked(context.Canceled)
 	q.mu.Unlock()
-	q.cancel()
 }
 
 // closeConn closes the request's connection: the client sees a closed
@@ -587,41 +598,12 @@ func (q *request) finish() {
 	http.Error(q.w, "service unavailable: the module serving this route was unloaded", http.StatusServiceUnavailable)
 }
 
-func (rt *Router) track(owner *raceless.Instance, q *request) {
-	rt.reqMu.Lock()
-	set := rt.inflight[owner]
-	if set == nil {
-		set = map[*request]struct{}{}
-		rt.inflight[owner] = set
-	}
-	set[q] = struct{}{}
-	rt.reqMu.Unlock()
-}
-
-func (rt *Router) untrack(owner *raceless.Instance, q *request) {
-	rt.reqMu.Lock()
-	delete(rt.inflight[owner], q)
-	if q.done != nil {
-		close(q.done)
-	}
-	rt.reqMu.Unlock()
-}
-
 // InFlight returns, for the module called name, how many requests are in
 // flight on each of its routes, as "PATTERN (N)", and inside it as
 // middleware, as "middleware NAME (N)", sorted.
 func (rt *Router) InFlight(name string) []string {
 	counts := map[string]int{}
-	rt.reqMu.Lock()
-	for owner, set := range rt.inflight {
-		if owner.Name() != name {
-			continue
-		}
-		for q := range set {
-			counts[q.pattern]++
-		}
-	}
-	rt.reqMu.Unlock()
+	rt.inflight.each(name, func(q *request) { counts[q.pattern]++ })
 	out := make([]string, 0, len(counts))
 	for p, n := range counts {
 		out = append(out, fmt.Sprintf("%s (%d)", p, n))
@@ -640,19 +622,12 @@ func (rt *Router) InFlight(name string) []string {
 // ends is closed at once. It returns how many requests it aborted.
 func (rt *Router) Abort(ctx context.Context, name string) int {
 	var qs []*request
-	rt.reqMu.Lock()
-	for owner, set := range rt.inflight {
-		if owner.Name() != name {
-			continue
+	rt.inflight.each(name, func(q *request) {
+		if q.done == nil {
+			q.done = make(chan struct{})
 		}
-		for q := range set {
-			if q.done == nil {
-				q.done = make(chan struct{})
-			}
-			qs = append(qs, q)
-		}
-	}
-	rt.reqMu.Unlock()
+		qs = append(qs, q)
+	})
 	for _, q := range qs {
 		q.abort()
 	}

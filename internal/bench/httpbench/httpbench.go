@@ -157,7 +157,7 @@ func (routeMod) Exit() (int, error)            { return 0, nil }
 
 // alternatingSlices is how many slices measureAlternating cuts a row's
 // duration into.
-const alternatingSlices = 6
+const alternatingSlices = 30
 
 // measureAlternating measures each handler for o.Duration in all, in
 // alternatingSlices slices taken in turn (a, b, a, b, ...), one server
