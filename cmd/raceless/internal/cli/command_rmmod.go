@@ -100,10 +100,15 @@ func (e *env) rmmodError(name string, err error) error {
 			return e.fail(err, "Module %s is in use by: %s", name, joinComma(we.Holders))
 		case we != nil && we.Reason != "" && !strings.HasPrefix(we.Reason, "in use"):
 			return e.fail(err, "could not remove module %s: %s", name, we.Message)
-		case we != nil && len(we.Routes) > 0:
-			return e.fail(err, "Module %s is in use: requests in flight on routes: %s", name, strings.Join(we.Routes, ", "))
-		case we != nil && len(we.Mounts) > 0:
-			return e.fail(err, "Module %s is in use: mounted at %s", name, strings.Join(we.Mounts, ", "))
+		case we != nil && (len(we.Routes) > 0 || len(we.Mounts) > 0):
+			var uses []string
+			if len(we.Routes) > 0 {
+				uses = append(uses, "requests in flight on routes: "+strings.Join(we.Routes, ", "))
+			}
+			if len(we.Mounts) > 0 {
+				uses = append(uses, "mounted at "+strings.Join(we.Mounts, ", "))
+			}
+			return e.fail(err, "Module %s is in use: %s", name, strings.Join(uses, "; "))
 		}
 		return e.fail(err, "Module %s is in use", name)
 	}
