@@ -46,8 +46,9 @@ type Options struct {
 	// the lowest median is the figure of the machine without it, taken
 	// the same way at every N, so that ratios compare like with like.
 	Round int
-	// Lookups is how many lookups each lookup cost is averaged over
-	// (default 1,000,000).
+	// Lookups is how many lookups each lookup cost is measured over
+	// (default 1,000,000), in lookupRounds rounds: the figure is the
+	// mean of the quietest round, as for the latencies (see Round).
 	Lookups int
 }
 
@@ -270,15 +271,14 @@ func measureModules(ctx context.Context, n int, opts Options) (Row, error) {
 	// costs, in the cache), and of 1,024 names spread over every module
 	// (at large N, a lookup missing the cache by design).
 	acquire := func(names []string) (float64, error) {
-		t0 := time.Now()
-		for i := range opts.Lookups {
+		return quietestMean(opts.Lookups, func(i int) error {
 			b, err := h.Acquire(raceless.KindSymbol, names[i%len(names)])
 			if err != nil {
-				return 0, err
+				return err
 			}
 			b.Release()
-		}
-		return float64(time.Since(t0).Nanoseconds()) / float64(opts.Lookups), nil
+			return nil
+		})
 	}
 	var hot, spread []string
 	for j := range 10 {
@@ -289,6 +289,9 @@ func measureModules(ctx context.Context, n int, opts Options) (Row, error) {
 	for i := range 1024 {
 		spread = append(spread, symbolName(fmt.Sprintf("m%d", (i*7919)%n), i%SymbolsPerModule))
 	}
+	// The loads and unloads left garbage: collect it now, or the
+	// collector runs during the lookups at one N and not at another.
+	runtime.GC()
 	if row.AcquireNs, err = acquire(hot); err != nil {
 		return Row{}, err
 	}
@@ -389,6 +392,10 @@ func measureMounts(ctx context.Context, n int, opts Options) (Row, error) {
 		}
 	}
 	row := Row{Kind: "mounts", N: n}
+	// Setting up N mounts left garbage: collect it before timing, as
+	// measureModules does (heapAlloc), so that no N is timed while the
+	// collector works through its predecessor's.
+	runtime.GC()
 	var mountRounds, umountRounds []float64
 	for first := n; first < n+opts.Samples; first += opts.Round {
 		last := min(first+opts.Round, n+opts.Samples)
@@ -416,13 +423,10 @@ func measureMounts(ctx context.Context, n int, opts Options) (Row, error) {
 	// points spread over the N) and of 1,024 spread over all of them, as
 	// for the modules' acquire.
 	lookup := func(paths []string) (float64, error) {
-		t0 := time.Now()
-		for i := range opts.Lookups {
-			if _, err := ns.Stat(paths[i%len(paths)]); err != nil {
-				return 0, err
-			}
-		}
-		return float64(time.Since(t0).Nanoseconds()) / float64(opts.Lookups), nil
+		return quietestMean(opts.Lookups, func(i int) error {
+			_, err := ns.Stat(paths[i%len(paths)])
+			return err
+		})
 	}
 	var hot, spread []string
 	for j := range 10 {
@@ -432,6 +436,7 @@ func measureMounts(ctx context.Context, n int, opts Options) (Row, error) {
 		spread = append(spread, dir((i*7919)%n))
 	}
 	var err error
+	runtime.GC() // as for the modules' lookups
 	if row.LookupNs, err = lookup(hot); err != nil {
 		return Row{}, err
 	}
@@ -453,6 +458,28 @@ func measureMounts(ctx context.Context, n int, opts Options) (Row, error) {
 		return Row{}, err
 	}
 	return row, nil
+}
+
+// lookupRounds is how many rounds Options.Lookups are cut into.
+const lookupRounds = 10
+
+// quietestMean runs op(0) to op(n-1) in lookupRounds rounds and returns
+// the mean time of one op, in ns, in the round where it was lowest.
+func quietestMean(n int, op func(i int) error) (float64, error) {
+	per := max(n/lookupRounds, 1)
+	best := 0.0
+	for r := range lookupRounds {
+		t0 := time.Now()
+		for i := r * per; i < (r+1)*per; i++ {
+			if err := op(i); err != nil {
+				return 0, err
+			}
+		}
+		if mean := float64(time.Since(t0).Nanoseconds()) / float64(per); r == 0 || mean < best {
+			best = mean
+		}
+	}
+	return best, nil
 }
 
 func median(xs []float64) float64 {
