@@ -21,6 +21,7 @@ import (
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/internal/testdeadline"
 	"github.com/raceless/raceless/web"
+	"github.com/raceless/raceless/web/webtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -349,56 +350,22 @@ func TestSwapUnderLoad(t *testing.T) {
 	f.load(t, version("0"))
 	ctx, cancel := testdeadline.Context(t)
 	defer cancel()
-	stop := make(chan struct{})
-	var failed, total atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := f.srv.Client()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				total.Add(1)
-				resp, err := client.Get(f.srv.URL + "/v")
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, resp.Status)
-				}
-			}
-		}()
-	}
+	load := webtest.StartLoad(f.srv.Client(), f.srv.URL+"/v", 4, http.StatusOK)
+	defer load.Stop()
 	const swaps = 100
 	for i := 1; i <= swaps; i++ {
 		if _, err := f.h.Replace(ctx, "svc", version(fmt.Sprint(i)), nil, raceless.ReplaceOptions{}); err != nil {
-			close(stop)
-			wg.Wait()
 			t.Fatalf("swap %d: %v", i, err)
 		}
 		if code, body := f.get(t, "/v"); code != 200 || body != fmt.Sprint(i) {
-			close(stop)
-			wg.Wait()
 			t.Fatalf("after swap %d: %d %q", i, code, body)
 		}
 	}
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed during %d swaps (first: %v)", failed.Load(), total.Load(), swaps, firstErr.Load())
+	total, failed, first := load.Stop()
+	if failed != 0 {
+		t.Fatalf("%d of %d requests failed during %d swaps (first: %v)", failed, total, swaps, first)
 	}
-	t.Logf("%d requests, %d swaps, none failed", total.Load(), swaps)
+	t.Logf("%d requests, %d swaps, none failed", total, swaps)
 }
 
 // Malformed requests get net/http's own answer and reach no module.

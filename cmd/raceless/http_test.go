@@ -9,12 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/wasm/modinfo"
+	"github.com/raceless/raceless/web/webtest"
 )
 
 // watGuest assembles an http-wasm route guest answering text, with a
@@ -95,38 +94,8 @@ func TestServeHTTP(t *testing.T) {
 		t.Fatalf("/wat: %d %q", code, body)
 	}
 
-	stop := make(chan struct{})
-	var failed, total atomic.Int64
-	var first atomic.Value
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &http.Client{}
-			defer c.CloseIdleConnections()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				total.Add(1)
-				resp, err := c.Get(base + "/wat")
-				if err != nil {
-					failed.Add(1)
-					first.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					failed.Add(1)
-					first.CompareAndSwap(nil, resp.Status)
-				}
-			}
-		}()
-	}
+	load := webtest.StartLoad(client, base+"/wat", 2, http.StatusOK)
+	defer load.Stop()
 	for i := range 10 {
 		file := v2
 		if i%2 == 1 {
@@ -134,15 +103,11 @@ func TestServeHTTP(t *testing.T) {
 		}
 		r := d.run("replace", file)
 		if r.code != 0 {
-			close(stop)
-			wg.Wait()
 			t.Fatalf("replace %d: exit %d: %s", i, r.code, r.stderr)
 		}
 	}
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed during the swaps (first: %v)", failed.Load(), total.Load(), first.Load())
+	if total, failed, first := load.Stop(); failed != 0 {
+		t.Fatalf("%d of %d requests failed during the swaps (first: %v)", failed, total, first)
 	}
 	if code, body := get("/wat"); code != 200 || body != "v1" {
 		t.Fatalf("/wat after the swaps: %d %q", code, body)

@@ -11,8 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 	"github.com/raceless/raceless/internal/wasmtest"
 	"github.com/raceless/raceless/wasm/httpwasm"
 	"github.com/raceless/raceless/web"
+	"github.com/raceless/raceless/web/webtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -283,37 +282,8 @@ func TestWasmSwapUnderLoad(t *testing.T) {
 	f.load(t, version(0))
 	ctx, cancel := testdeadline.Context(t)
 	defer cancel()
-	stop := make(chan struct{})
-	var failed, total atomic.Int64
-	var first atomic.Value
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				total.Add(1)
-				resp, err := f.srv.Client().Get(f.srv.URL + "/v")
-				if err != nil {
-					failed.Add(1)
-					first.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 201 {
-					failed.Add(1)
-					first.CompareAndSwap(nil, resp.Status)
-				}
-			}
-		}()
-	}
-	defer func() { close(stop); wg.Wait() }()
+	load := webtest.StartLoad(f.srv.Client(), f.srv.URL+"/v", 4, 201)
+	defer load.Stop()
 	for i := 1; i <= 100; i++ {
 		if _, err := f.h.Replace(ctx, "svc", version(i), nil, raceless.ReplaceOptions{}); err != nil {
 			t.Fatalf("swap %d: %v", i, err)
@@ -322,8 +292,8 @@ func TestWasmSwapUnderLoad(t *testing.T) {
 			t.Fatalf("after swap %d: %d %q", i, r.code, r.body)
 		}
 	}
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed (first: %v)", failed.Load(), total.Load(), first.Load())
+	if total, failed, first := load.Stop(); failed != 0 {
+		t.Fatalf("%d of %d requests failed (first: %v)", failed, total, first)
 	}
 }
 
