@@ -21,7 +21,6 @@ package wasm
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"io"
 	"io/fs"
@@ -32,40 +31,7 @@ import (
 
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/vfs"
-)
-
-// Filesystem operation numbers of raceless_fs_op.
-const (
-	fsOpMount    = 1
-	fsOpUmount   = 2
-	fsOpStatfs   = 3
-	fsOpLookup   = 4
-	fsOpGetattr  = 5
-	fsOpSetattr  = 6
-	fsOpReaddir  = 7
-	fsOpOpen     = 8
-	fsOpRead     = 9
-	fsOpWrite    = 10
-	fsOpRelease  = 11
-	fsOpCreate   = 12
-	fsOpMkdir    = 13
-	fsOpSymlink  = 14
-	fsOpReadlink = 15
-	fsOpUnlink   = 16
-	fsOpRmdir    = 17
-	fsOpRename   = 18
-	fsOpLink     = 19
-	fsOpMknod    = 20
-)
-
-// Setattr's valid bits.
-const (
-	fsSetMode  = 1 << 0
-	fsSetUID   = 1 << 1
-	fsSetGID   = 1 << 2
-	fsSetSize  = 1 << 3
-	fsSetAtime = 1 << 4
-	fsSetMtime = 1 << 5
+	"github.com/raceless/raceless/wasm/internal/fswire"
 )
 
 // maxFSResponse bounds a response the host copies out of the guest.
@@ -164,64 +130,20 @@ func fsErrno(err error) error {
 	return vfs.EIO
 }
 
-// enc builds a request.
-type enc []byte
-
-func (e enc) u32(v uint32) enc { return binary.LittleEndian.AppendUint32(e, v) }
-func (e enc) u64(v uint64) enc { return binary.LittleEndian.AppendUint64(e, v) }
-func (e enc) str(s string) enc { return append(e.u32(uint32(len(s))), s...) }
-
-// dec reads a response; a short one sets bad.
-type dec struct {
-	b   []byte
-	bad bool
-}
-
-func (d *dec) u32() uint32 {
-	if len(d.b) < 4 {
-		d.bad = true
-		return 0
-	}
-	v := binary.LittleEndian.Uint32(d.b)
-	d.b = d.b[4:]
-	return v
-}
-
-func (d *dec) u64() uint64 {
-	if len(d.b) < 8 {
-		d.bad = true
-		return 0
-	}
-	v := binary.LittleEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return v
-}
-
-func (d *dec) str() string {
-	n := d.u32()
-	if uint32(len(d.b)) < n {
-		d.bad = true
-		return ""
-	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
-}
-
 // Mount asks the guest for a new superblock.
 func (t *fsType) Mount(_ context.Context, req vfs.MountRequest) (vfs.Superblock, error) {
 	src := req.Source
 	if src == "" {
 		src = "none"
 	}
-	b, err := t.fsCall(fsOpMount, enc(nil).str(src).str(req.Options).u32(req.Cred.UID).u32(req.Cred.GID))
+	b, err := t.fsCall(fswire.OpMount, fswire.Enc(nil).Str(src).Str(req.Options).U32(req.Cred.UID).U32(req.Cred.GID))
 	if err != nil {
 		return nil, err
 	}
-	d := dec{b: b}
-	sb := &fsSuper{t: t, id: d.u64()}
-	root := d.u64()
-	if d.bad {
+	d := fswire.Dec{B: b}
+	sb := &fsSuper{t: t, id: d.U64()}
+	root := d.U64()
+	if d.Bad {
 		return nil, vfs.EIO
 	}
 	a, err := sb.getattr(root)
@@ -238,19 +160,19 @@ type fsSuper struct {
 	root vfs.Node
 }
 
-func (sb *fsSuper) call(op int32, req enc) ([]byte, error) { return sb.t.fsCall(op, req) }
-func (sb *fsSuper) req() enc                               { return enc(nil).u64(sb.id) }
+func (sb *fsSuper) call(op int32, req fswire.Enc) ([]byte, error) { return sb.t.fsCall(op, req) }
+func (sb *fsSuper) req() fswire.Enc                               { return fswire.Enc(nil).U64(sb.id) }
 
 func (sb *fsSuper) Root() vfs.Node { return sb.root }
 
 func (sb *fsSuper) Statfs() (vfs.Statfs, error) {
-	b, err := sb.call(fsOpStatfs, sb.req())
+	b, err := sb.call(fswire.OpStatfs, sb.req())
 	if err != nil {
 		return vfs.Statfs{}, err
 	}
-	d := dec{b: b}
-	s := vfs.Statfs{Bsize: d.u64(), Blocks: d.u64(), Bfree: d.u64(), Bavail: d.u64(), Files: d.u64(), Ffree: d.u64(), NameLen: d.u64()}
-	if d.bad {
+	d := fswire.Dec{B: b}
+	s := vfs.Statfs{Bsize: d.U64(), Blocks: d.U64(), Bfree: d.U64(), Bavail: d.U64(), Files: d.U64(), Ffree: d.U64(), NameLen: d.U64()}
+	if d.Bad {
 		return vfs.Statfs{}, vfs.EIO
 	}
 	return s, nil
@@ -258,7 +180,7 @@ func (sb *fsSuper) Statfs() (vfs.Statfs, error) {
 
 // Release tells the guest the superblock is gone (an error, for example
 // of a gone instance, changes nothing).
-func (sb *fsSuper) Release() { _, _ = sb.call(fsOpUmount, sb.req()) }
+func (sb *fsSuper) Release() { _, _ = sb.call(fswire.OpUmount, sb.req()) }
 
 // Linux's mode type bits.
 const (
@@ -333,30 +255,22 @@ func modeToLinux(mode fs.FileMode) uint32 {
 	return m
 }
 
-// decAttr reads an attribute record: ino u64, mode u32, nlink u32, uid
-// u32, gid u32, size u64, blocks u64, rdev u64, atime, mtime, ctime (u64
-// nanoseconds since the epoch).
-func decAttr(d *dec) (vfs.Attr, bool) {
-	var a vfs.Attr
-	a.Ino = d.u64()
-	a.Mode = modeFromLinux(d.u32())
-	a.Nlink = d.u32()
-	a.UID, a.GID = d.u32(), d.u32()
-	a.Size = int64(d.u64())
-	a.Blocks = int64(d.u64())
-	a.Rdev = d.u64()
-	a.Atime = time.Unix(0, int64(d.u64()))
-	a.Mtime = time.Unix(0, int64(d.u64()))
-	a.Ctime = time.Unix(0, int64(d.u64()))
-	return a, !d.bad
+// decAttr reads an attribute record.
+func decAttr(d *fswire.Dec) (vfs.Attr, bool) {
+	w := d.Attr()
+	return vfs.Attr{
+		Ino: w.Ino, Mode: modeFromLinux(w.Mode), Nlink: w.Nlink, UID: w.UID, GID: w.GID,
+		Size: int64(w.Size), Blocks: int64(w.Blocks), Rdev: w.Rdev,
+		Atime: time.Unix(0, w.Atime), Mtime: time.Unix(0, w.Mtime), Ctime: time.Unix(0, w.Ctime),
+	}, !d.Bad
 }
 
-func (sb *fsSuper) attrCall(op int32, req enc) (vfs.Attr, error) {
+func (sb *fsSuper) attrCall(op int32, req fswire.Enc) (vfs.Attr, error) {
 	b, err := sb.call(op, req)
 	if err != nil {
 		return vfs.Attr{}, err
 	}
-	a, ok := decAttr(&dec{b: b})
+	a, ok := decAttr(&fswire.Dec{B: b})
 	if !ok {
 		return vfs.Attr{}, vfs.EIO
 	}
@@ -364,7 +278,7 @@ func (sb *fsSuper) attrCall(op int32, req enc) (vfs.Attr, error) {
 }
 
 func (sb *fsSuper) getattr(ino uint64) (vfs.Attr, error) {
-	return sb.attrCall(fsOpGetattr, sb.req().u64(ino))
+	return sb.attrCall(fswire.OpGetattr, sb.req().U64(ino))
 }
 
 // node makes the host's node for a, of the type its mode says.
@@ -391,30 +305,30 @@ func (n *fsNode) Setattr(s vfs.SetAttr) error {
 	var valid, mode, uid, gid uint32
 	var size, atime, mtime uint64
 	if s.Mode != nil {
-		valid |= fsSetMode
+		valid |= fswire.SetMode
 		mode = modeToLinux(*s.Mode) & 0o7777
 	}
 	if s.UID != nil {
-		valid |= fsSetUID
+		valid |= fswire.SetUID
 		uid = *s.UID
 	}
 	if s.GID != nil {
-		valid |= fsSetGID
+		valid |= fswire.SetGID
 		gid = *s.GID
 	}
 	if s.Size != nil {
-		valid |= fsSetSize
+		valid |= fswire.SetSize
 		size = uint64(*s.Size)
 	}
 	if s.Atime != nil {
-		valid |= fsSetAtime
+		valid |= fswire.SetAtime
 		atime = uint64(s.Atime.UnixNano())
 	}
 	if s.Mtime != nil {
-		valid |= fsSetMtime
+		valid |= fswire.SetMtime
 		mtime = uint64(s.Mtime.UnixNano())
 	}
-	_, err := n.sb.call(fsOpSetattr, n.sb.req().u64(n.ino).u32(valid).u32(mode).u32(uid).u32(gid).u64(size).u64(atime).u64(mtime))
+	_, err := n.sb.call(fswire.OpSetattr, n.sb.req().U64(n.ino).U32(valid).U32(mode).U32(uid).U32(gid).U64(size).U64(atime).U64(mtime))
 	return err
 }
 
@@ -431,7 +345,7 @@ var (
 )
 
 func (n *fsLink) Readlink() (string, error) {
-	b, err := n.sb.call(fsOpReadlink, n.sb.req().u64(n.ino))
+	b, err := n.sb.call(fswire.OpReadlink, n.sb.req().U64(n.ino))
 	return string(b), err
 }
 
@@ -439,20 +353,20 @@ func (n *fsFile) Open(flag int) (vfs.Handle, error) { return n.open(flag) }
 func (n *fsDir) Open(flag int) (vfs.Handle, error)  { return n.open(flag) }
 
 func (n *fsNode) open(flag int) (vfs.Handle, error) {
-	b, err := n.sb.call(fsOpOpen, n.sb.req().u64(n.ino).u32(uint32(flag)))
+	b, err := n.sb.call(fswire.OpOpen, n.sb.req().U64(n.ino).U32(uint32(flag)))
 	if err != nil {
 		return nil, err
 	}
-	d := dec{b: b}
-	fh := d.u64()
-	if d.bad {
+	d := fswire.Dec{B: b}
+	fh := d.U64()
+	if d.Bad {
 		return nil, vfs.EIO
 	}
 	return &fsHandle{sb: n.sb, fh: fh}, nil
 }
 
 func (n *fsDir) Lookup(name string) (vfs.Node, error) {
-	a, err := n.sb.attrCall(fsOpLookup, n.sb.req().u64(n.ino).str(name))
+	a, err := n.sb.attrCall(fswire.OpLookup, n.sb.req().U64(n.ino).Str(name))
 	if err != nil {
 		return nil, err
 	}
@@ -460,19 +374,19 @@ func (n *fsDir) Lookup(name string) (vfs.Node, error) {
 }
 
 func (n *fsDir) ReadDir() ([]vfs.DirEntry, error) {
-	b, err := n.sb.call(fsOpReaddir, n.sb.req().u64(n.ino))
+	b, err := n.sb.call(fswire.OpReaddir, n.sb.req().U64(n.ino))
 	if err != nil {
 		return nil, err
 	}
-	d := dec{b: b}
-	cnt := d.u32()
-	if d.bad || uint64(cnt) > uint64(len(b)) {
+	d := fswire.Dec{B: b}
+	cnt := d.U32()
+	if d.Bad || uint64(cnt) > uint64(len(b)) {
 		return nil, vfs.EIO
 	}
 	out := make([]vfs.DirEntry, 0, cnt)
 	for range cnt {
-		e := vfs.DirEntry{Ino: d.u64(), Mode: modeFromLinux(d.u32()).Type(), Name: d.str()}
-		if d.bad {
+		e := vfs.DirEntry{Ino: d.U64(), Mode: modeFromLinux(d.U32()).Type(), Name: d.Str()}
+		if d.Bad {
 			return nil, vfs.EIO
 		}
 		out = append(out, e)
@@ -481,7 +395,7 @@ func (n *fsDir) ReadDir() ([]vfs.DirEntry, error) {
 }
 
 func (n *fsDir) make(op int32, name string, a vfs.CreateAttr, extra string) (vfs.Node, error) {
-	req := n.sb.req().u64(n.ino).str(name).u32(modeToLinux(a.Mode)).u32(a.UID).u32(a.GID).str(extra)
+	req := n.sb.req().U64(n.ino).Str(name).U32(modeToLinux(a.Mode)).U32(a.UID).U32(a.GID).Str(extra)
 	at, err := n.sb.attrCall(op, req)
 	if err != nil {
 		return nil, err
@@ -490,22 +404,22 @@ func (n *fsDir) make(op int32, name string, a vfs.CreateAttr, extra string) (vfs
 }
 
 func (n *fsDir) Create(name string, a vfs.CreateAttr) (vfs.Node, error) {
-	return n.make(fsOpCreate, name, a, "")
+	return n.make(fswire.OpCreate, name, a, "")
 }
 
 func (n *fsDir) Mkdir(name string, a vfs.CreateAttr) (vfs.Node, error) {
-	return n.make(fsOpMkdir, name, a, "")
+	return n.make(fswire.OpMkdir, name, a, "")
 }
 
 func (n *fsDir) Symlink(target, name string, a vfs.CreateAttr) (vfs.Node, error) {
-	return n.make(fsOpSymlink, name, a, target)
+	return n.make(fswire.OpSymlink, name, a, target)
 }
 
 // Mknod makes a special file; a module without the operation answers
 // EPERM.
 func (n *fsDir) Mknod(name string, a vfs.CreateAttr) (vfs.Node, error) {
-	req := n.sb.req().u64(n.ino).str(name).u32(modeToLinux(a.Mode)).u32(a.UID).u32(a.GID).u64(a.Rdev)
-	at, err := n.sb.attrCall(fsOpMknod, req)
+	req := n.sb.req().U64(n.ino).Str(name).U32(modeToLinux(a.Mode)).U32(a.UID).U32(a.GID).U64(a.Rdev)
+	at, err := n.sb.attrCall(fswire.OpMknod, req)
 	if err != nil {
 		return nil, err
 	}
@@ -513,12 +427,12 @@ func (n *fsDir) Mknod(name string, a vfs.CreateAttr) (vfs.Node, error) {
 }
 
 func (n *fsDir) Unlink(name string) error {
-	_, err := n.sb.call(fsOpUnlink, n.sb.req().u64(n.ino).str(name))
+	_, err := n.sb.call(fswire.OpUnlink, n.sb.req().U64(n.ino).Str(name))
 	return err
 }
 
 func (n *fsDir) Rmdir(name string) error {
-	_, err := n.sb.call(fsOpRmdir, n.sb.req().u64(n.ino).str(name))
+	_, err := n.sb.call(fswire.OpRmdir, n.sb.req().U64(n.ino).Str(name))
 	return err
 }
 
@@ -527,7 +441,7 @@ func (n *fsDir) Rename(oldName string, newDir vfs.DirNode, newName string) error
 	if !ok || nd.sb != n.sb {
 		return vfs.EXDEV
 	}
-	_, err := n.sb.call(fsOpRename, n.sb.req().u64(n.ino).str(oldName).u64(nd.ino).str(newName))
+	_, err := n.sb.call(fswire.OpRename, n.sb.req().U64(n.ino).Str(oldName).U64(nd.ino).Str(newName))
 	return err
 }
 
@@ -543,7 +457,7 @@ func (n *fsDir) Link(target vfs.Node, name string) error {
 	default:
 		return vfs.EXDEV
 	}
-	_, err := n.sb.call(fsOpLink, n.sb.req().u64(ino).u64(n.ino).str(name))
+	_, err := n.sb.call(fswire.OpLink, n.sb.req().U64(ino).U64(n.ino).Str(name))
 	return err
 }
 
@@ -553,7 +467,7 @@ type fsHandle struct {
 }
 
 func (h *fsHandle) ReadAt(p []byte, off int64) (int, error) {
-	b, err := h.sb.call(fsOpRead, h.sb.req().u64(h.fh).u64(uint64(off)).u32(uint32(min(len(p), maxFSResponse))))
+	b, err := h.sb.call(fswire.OpRead, h.sb.req().U64(h.fh).U64(uint64(off)).U32(uint32(min(len(p), maxFSResponse))))
 	if err != nil {
 		return 0, err
 	}
@@ -570,15 +484,15 @@ func (h *fsHandle) ReadAt(p []byte, off int64) (int, error) {
 // WriteAt sends p; the guest answers the bytes written (u32) and an
 // errno (u32, 0 for none) for a short write (EFBIG, ENOSPC).
 func (h *fsHandle) WriteAt(p []byte, off int64) (int, error) {
-	req := h.sb.req().u64(h.fh).u64(uint64(off))
-	req = append(req.u32(uint32(len(p))), p...)
-	b, err := h.sb.call(fsOpWrite, req)
+	req := h.sb.req().U64(h.fh).U64(uint64(off))
+	req = req.Bytes(p)
+	b, err := h.sb.call(fswire.OpWrite, req)
 	if err != nil {
 		return 0, err
 	}
-	d := dec{b: b}
-	n, e := d.u32(), d.u32()
-	if d.bad || int(n) > len(p) {
+	d := fswire.Dec{B: b}
+	n, e := d.U32(), d.U32()
+	if d.Bad || int(n) > len(p) {
 		return 0, vfs.EIO
 	}
 	if e != 0 {
@@ -588,7 +502,7 @@ func (h *fsHandle) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (h *fsHandle) Release() error {
-	_, err := h.sb.call(fsOpRelease, h.sb.req().u64(h.fh))
+	_, err := h.sb.call(fswire.OpRelease, h.sb.req().U64(h.fh))
 	if errors.Is(err, vfs.ENODEV) {
 		return nil // the instance and its handles are gone
 	}

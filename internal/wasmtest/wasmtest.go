@@ -22,12 +22,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 
@@ -129,7 +131,11 @@ func buildCached(ctx context.Context, dir string) (string, error) {
 	}
 	h := sha256.New()
 	fmt.Fprintln(h, runtime.Version(), dir)
-	for _, d := range []string{dir, filepath.Join(root, "wasm", "sdk")} {
+	inputs, err := moduleDeps(ctx, root, dir)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range inputs {
 		if err := hashDir(h, d); err != nil {
 			return "", err
 		}
@@ -156,6 +162,31 @@ func buildCached(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	return out, nil
+}
+
+// moduleDeps returns the directories of the packages of this repository
+// that the guest in dir is built from: its own and every one it imports,
+// directly or not (go list -deps for wasip1), so that a change to any of
+// them, the SDK's internal packages included, builds the guest again.
+func moduleDeps(ctx context.Context, root, dir string) ([]string, error) {
+	cmd := exec.CommandContext(ctx, goTool(), "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, ee.Stderr)
+		}
+		return nil, fmt.Errorf("wasmtest: go list -deps in %s: %w", dir, err)
+	}
+	var dirs []string
+	for _, d := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if d == root || strings.HasPrefix(d, root+string(filepath.Separator)) {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs, nil
 }
 
 func hashDir(h interface{ Write([]byte) (int, error) }, dir string) error {

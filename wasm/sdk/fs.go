@@ -3,9 +3,10 @@
 package sdk
 
 import (
-	"encoding/binary"
 	"errors"
 	"unsafe"
+
+	"github.com/raceless/raceless/wasm/internal/fswire"
 )
 
 // The filesystem side of the SDK: see "Filesystems" in
@@ -175,59 +176,10 @@ func abiFSBuf(n int32) int32 {
 	return int32(uintptr(unsafe.Pointer(unsafe.SliceData(fsBuf))))
 }
 
-type fsDec struct {
-	b   []byte
-	bad bool
-}
-
-func (d *fsDec) u32() uint32 {
-	if len(d.b) < 4 {
-		d.bad = true
-		return 0
-	}
-	v := binary.LittleEndian.Uint32(d.b)
-	d.b = d.b[4:]
-	return v
-}
-
-func (d *fsDec) u64() uint64 {
-	if len(d.b) < 8 {
-		d.bad = true
-		return 0
-	}
-	v := binary.LittleEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return v
-}
-
-func (d *fsDec) bytes() []byte {
-	n := d.u32()
-	if uint32(len(d.b)) < n {
-		d.bad = true
-		return nil
-	}
-	s := d.b[:n]
-	d.b = d.b[n:]
-	return s
-}
-
-func (d *fsDec) str() string { return string(d.bytes()) }
-
-func putU32(b []byte, v uint32) []byte { return binary.LittleEndian.AppendUint32(b, v) }
-func putU64(b []byte, v uint64) []byte { return binary.LittleEndian.AppendUint64(b, v) }
-
-func putAttr(b []byte, a Attr) []byte {
-	b = putU64(b, a.Ino)
-	b = putU32(b, a.Mode)
-	b = putU32(b, a.Nlink)
-	b = putU32(b, a.UID)
-	b = putU32(b, a.GID)
-	b = putU64(b, a.Size)
-	b = putU64(b, a.Blocks)
-	b = putU64(b, a.Rdev)
-	b = putU64(b, uint64(a.Atime))
-	b = putU64(b, uint64(a.Mtime))
-	return putU64(b, uint64(a.Ctime))
+// attrOut is a's record (fswire.Attr) in fsOut.
+func attrOut(a Attr) []byte {
+	return fswire.Enc(fsOut[:0]).Attr(fswire.Attr{Ino: a.Ino, Mode: a.Mode, Nlink: a.Nlink, UID: a.UID, GID: a.GID,
+		Size: a.Size, Blocks: a.Blocks, Rdev: a.Rdev, Atime: a.Atime, Mtime: a.Mtime, Ctime: a.Ctime})
 }
 
 // fsErr is the ABI code of a filesystem error.
@@ -244,9 +196,9 @@ func abiFSOp(op int32, n int32) int64 {
 	if n < 0 || int(n) > len(fsBuf) {
 		return int64(ErrInvalid)
 	}
-	d := &fsDec{b: fsBuf[:n]}
+	d := &fswire.Dec{B: fsBuf[:n]}
 	out, err := fsDispatch(op, d)
-	if err == nil && d.bad {
+	if err == nil && d.Bad {
 		err = ErrInvalid
 	}
 	if err != nil {
@@ -259,10 +211,10 @@ func abiFSOp(op int32, n int32) int64 {
 	return int64(uintptr(unsafe.Pointer(unsafe.SliceData(out))))<<32 | int64(len(out))
 }
 
-func fsDispatch(op int32, d *fsDec) ([]byte, error) {
-	if op == 1 { // mount
-		src, opts, uid, gid := d.str(), d.str(), d.u32(), d.u32()
-		if d.bad || fsMount == nil {
+func fsDispatch(op int32, d *fswire.Dec) ([]byte, error) {
+	if op == fswire.OpMount {
+		src, opts, uid, gid := d.Str(), d.Str(), d.U32(), d.U32()
+		if d.Bad || fsMount == nil {
 			return nil, ErrInvalid
 		}
 		f, err := fsMount(src, opts, uid, gid)
@@ -271,9 +223,9 @@ func fsDispatch(op int32, d *fsDec) ([]byte, error) {
 		}
 		fsNextSB++
 		fsSupers[fsNextSB] = f
-		return putU64(putU64(nil, fsNextSB), f.Root()), nil
+		return fswire.Enc(nil).U64(fsNextSB).U64(f.Root()), nil
 	}
-	sb := d.u64()
+	sb := d.U64()
 	f, ok := fsSupers[sb]
 	if !ok {
 		return nil, ErrInvalid
@@ -283,51 +235,49 @@ func fsDispatch(op int32, d *fsDec) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return putAttr(fsOut[:0], a), nil
+		return attrOut(a), nil
 	}
 	switch op {
-	case 2: // umount
+	case fswire.OpUmount:
 		delete(fsSupers, sb)
 		f.Unmount()
 		return nil, nil
-	case 3: // statfs
+	case fswire.OpStatfs:
 		s, err := f.Statfs()
 		if err != nil {
 			return nil, err
 		}
-		b := fsOut[:0]
+		b := fswire.Enc(fsOut[:0])
 		for _, v := range []uint64{s.Bsize, s.Blocks, s.Bfree, s.Bavail, s.Files, s.Ffree, s.NameLen} {
-			b = putU64(b, v)
+			b = b.U64(v)
 		}
 		return b, nil
-	case 4: // lookup
-		dir, name := d.u64(), d.str()
+	case fswire.OpLookup:
+		dir, name := d.U64(), d.Str()
 		return attr(f.Lookup(dir, name))
-	case 5: // getattr
-		return attr(f.Getattr(d.u64()))
-	case 6: // setattr
-		ino, valid := d.u64(), d.u32()
-		s := SetAttr{Mode: d.u32(), UID: d.u32(), GID: d.u32(), Size: d.u64(), Atime: int64(d.u64()), Mtime: int64(d.u64())}
-		s.SetMode, s.SetUID, s.SetGID = valid&1 != 0, valid&2 != 0, valid&4 != 0
-		s.SetSize, s.SetAtime, s.SetMtime = valid&8 != 0, valid&16 != 0, valid&32 != 0
+	case fswire.OpGetattr:
+		return attr(f.Getattr(d.U64()))
+	case fswire.OpSetattr:
+		ino, valid := d.U64(), d.U32()
+		s := SetAttr{Mode: d.U32(), UID: d.U32(), GID: d.U32(), Size: d.U64(), Atime: int64(d.U64()), Mtime: int64(d.U64())}
+		s.SetMode, s.SetUID, s.SetGID = valid&fswire.SetMode != 0, valid&fswire.SetUID != 0, valid&fswire.SetGID != 0
+		s.SetSize, s.SetAtime, s.SetMtime = valid&fswire.SetSize != 0, valid&fswire.SetAtime != 0, valid&fswire.SetMtime != 0
 		if !writable {
 			return nil, ErrReadOnly
 		}
 		return nil, w.Setattr(ino, s)
-	case 7: // readdir
-		es, err := f.ReadDir(d.u64())
+	case fswire.OpReaddir:
+		es, err := f.ReadDir(d.U64())
 		if err != nil {
 			return nil, err
 		}
-		b := putU32(fsOut[:0], uint32(len(es)))
+		b := fswire.Enc(fsOut[:0]).U32(uint32(len(es)))
 		for _, e := range es {
-			b = putU64(b, e.Ino)
-			b = putU32(b, e.Mode)
-			b = append(putU32(b, uint32(len(e.Name))), e.Name...)
+			b = b.U64(e.Ino).U32(e.Mode).Str(e.Name)
 		}
 		return b, nil
-	case 8: // open
-		ino, flags := d.u64(), d.u32()
+	case fswire.OpOpen:
+		ino, flags := d.U64(), d.U32()
 		if !writable && flags&3 != 0 {
 			return nil, ErrReadOnly
 		}
@@ -335,9 +285,9 @@ func fsDispatch(op int32, d *fsDec) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return putU64(fsOut[:0], fh), nil
-	case 9: // read
-		fh, off, cnt := d.u64(), int64(d.u64()), d.u32()
+		return fswire.Enc(fsOut[:0]).U64(fh), nil
+	case fswire.OpRead:
+		fh, off, cnt := d.U64(), int64(d.U64()), d.U32()
 		if cap(fsOut) < int(cnt) {
 			fsOut = make([]byte, cnt)
 		}
@@ -346,8 +296,8 @@ func fsDispatch(op int32, d *fsDec) ([]byte, error) {
 			return nil, err
 		}
 		return fsOut[:n], nil
-	case 10: // write
-		fh, off, p := d.u64(), int64(d.u64()), d.bytes()
+	case fswire.OpWrite:
+		fh, off, p := d.U64(), int64(d.U64()), d.Bytes()
 		if !writable {
 			return nil, ErrReadOnly
 		}
@@ -359,11 +309,11 @@ func fsDispatch(op int32, d *fsDec) ([]byte, error) {
 			}
 			e = uint32(-fsErr(err))
 		}
-		return putU32(putU32(fsOut[:0], uint32(n)), e), nil
-	case 11: // release
-		return nil, f.Release(d.u64())
-	case 15: // readlink
-		s, err := f.Readlink(d.u64())
+		return fswire.Enc(fsOut[:0]).U32(uint32(n)).U32(e), nil
+	case fswire.OpRelease:
+		return nil, f.Release(d.U64())
+	case fswire.OpReadlink:
+		s, err := f.Readlink(d.U64())
 		if err != nil {
 			return nil, err
 		}
@@ -371,39 +321,39 @@ func fsDispatch(op int32, d *fsDec) ([]byte, error) {
 	}
 	if !writable {
 		switch op {
-		case 12, 13, 14, 16, 17, 18, 19, 20:
+		case fswire.OpCreate, fswire.OpMkdir, fswire.OpSymlink, fswire.OpUnlink, fswire.OpRmdir, fswire.OpRename, fswire.OpLink, fswire.OpMknod:
 			return nil, ErrReadOnly
 		}
 		return nil, ErrNotSup
 	}
 	switch op {
-	case 12, 13, 14: // create, mkdir, symlink
-		dir, name, mode, uid, gid, extra := d.u64(), d.str(), d.u32(), d.u32(), d.u32(), d.str()
+	case fswire.OpCreate, fswire.OpMkdir, fswire.OpSymlink:
+		dir, name, mode, uid, gid, extra := d.U64(), d.Str(), d.U32(), d.U32(), d.U32(), d.Str()
 		switch op {
-		case 12:
+		case fswire.OpCreate:
 			return attr(w.Create(dir, name, mode, uid, gid))
-		case 13:
+		case fswire.OpMkdir:
 			return attr(w.Mkdir(dir, name, mode, uid, gid))
 		}
 		return attr(w.Symlink(dir, name, extra, uid, gid))
-	case 20: // mknod
-		dir, name, mode, uid, gid, rdev := d.u64(), d.str(), d.u32(), d.u32(), d.u32(), d.u64()
+	case fswire.OpMknod:
+		dir, name, mode, uid, gid, rdev := d.U64(), d.Str(), d.U32(), d.U32(), d.U32(), d.U64()
 		mk, ok := f.(MknodFS)
 		if !ok {
 			return nil, ErrPermission
 		}
 		return attr(mk.Mknod(dir, name, mode, uid, gid, rdev))
-	case 16:
-		dir, name := d.u64(), d.str()
+	case fswire.OpUnlink:
+		dir, name := d.U64(), d.Str()
 		return nil, w.Unlink(dir, name)
-	case 17:
-		dir, name := d.u64(), d.str()
+	case fswire.OpRmdir:
+		dir, name := d.U64(), d.Str()
 		return nil, w.Rmdir(dir, name)
-	case 18:
-		od, on, nd, nn := d.u64(), d.str(), d.u64(), d.str()
+	case fswire.OpRename:
+		od, on, nd, nn := d.U64(), d.Str(), d.U64(), d.Str()
 		return nil, w.Rename(od, on, nd, nn)
-	case 19:
-		ino, dir, name := d.u64(), d.u64(), d.str()
+	case fswire.OpLink:
+		ino, dir, name := d.U64(), d.U64(), d.Str()
 		return nil, w.Link(ino, dir, name)
 	}
 	return nil, ErrNotSup
