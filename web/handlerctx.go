@@ -36,16 +36,14 @@ func (c *handlerContext) Done() <-chan struct{} {
 	defer q.mu.Unlock()
 	if q.ctxDone == nil {
 		q.ctxDone = make(chan struct{})
-		if q.ctxErr == nil {
-			if err := c.parent.Err(); err != nil {
-				q.endLocked(err)
-			} else {
-				parent := c.parent
-				q.stopParent = context.AfterFunc(parent, func() { q.end(parent.Err()) })
-			}
-		}
-		if q.ctxErr != nil {
+		switch {
+		case q.ctxErr != nil: // ended before anyone watched
 			close(q.ctxDone)
+		case c.parent.Err() != nil:
+			q.endLocked(c.parent.Err()) // closes ctxDone
+		default:
+			parent := c.parent
+			q.stopParent = context.AfterFunc(parent, func() { q.end(parent.Err()) })
 		}
 	}
 	return q.ctxDone

@@ -3,8 +3,10 @@ package web_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
 	"time"
 
@@ -29,12 +31,17 @@ func newCtxProbe(wait bool) *ctxProbe {
 
 func (p *ctxProbe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if p.wait {
+		// Checked before the test hears of the handler: once it
+		// has, it may end the request at any moment.
+		if err := ctx.Err(); err != nil {
+			p.entered <- ctx
+			p.ended <- errors.New("Err set before the request ended: " + err.Error())
+			return
+		}
+	}
 	p.entered <- ctx
 	if !p.wait {
-		return
-	}
-	if err := ctx.Err(); err != nil {
-		p.ended <- errors.New("Err set before the request ended: " + err.Error())
 		return
 	}
 	<-ctx.Done()
@@ -162,5 +169,77 @@ func TestHandlerContextEndsOnReturn(t *testing.T) {
 	}
 	if parent.Err() != nil {
 		t.Fatal("the request's own context ended with the handler's")
+	}
+}
+
+// lateProbe is a route whose handler reports its context, waits until
+// the test lets it go on, and only then asks for Done for the first time.
+type lateProbe struct {
+	entered chan context.Context
+	proceed chan struct{}
+	result  chan string // "" when Done was closed at once and Err is Canceled
+}
+
+func (p *lateProbe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	p.entered <- ctx
+	<-p.proceed
+	p.result <- func() (what string) {
+		defer func() {
+			if v := recover(); v != nil {
+				what = fmt.Sprint("Done panicked: ", v)
+			}
+		}()
+		select {
+		case <-ctx.Done():
+		default:
+			return "Done not closed, though the context had ended"
+		}
+		if err := ctx.Err(); !errors.Is(err, context.Canceled) {
+			return fmt.Sprint("Err: ", err)
+		}
+		return ""
+	}()
+}
+
+// A context that ended (the request's ended, or Abort) before the handler
+// first asked for Done gives a channel closed already.
+func TestHandlerContextDoneAfterEnd(t *testing.T) {
+	for _, by := range []string{"request", "abort"} {
+		t.Run(by, func(t *testing.T) {
+			f := newFixture(t, web.Config{})
+			p := &lateProbe{entered: make(chan context.Context, 1), proceed: make(chan struct{}), result: make(chan string, 1)}
+			f.load(t, routeModule("late", "1", map[string]http.Handler{"GET /probe": p}))
+			parent, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			served := serveDirect(f.rt, parent)
+			ctx := <-p.entered
+			wctx, wcancel := testdeadline.Context(t)
+			defer wcancel()
+			aborted := make(chan int, 1)
+			if by == "request" {
+				cancel()
+			} else {
+				go func() { aborted <- f.rt.Abort(wctx, "late") }()
+				// Abort has ended the context once Err says so (Err
+				// does not make Done's channel).
+				for ctx.Err() == nil {
+					if wctx.Err() != nil {
+						t.Fatal("Abort did not end the handler's context")
+					}
+					runtime.Gosched()
+				}
+			}
+			close(p.proceed)
+			if what := <-p.result; what != "" {
+				t.Fatal(what)
+			}
+			<-served
+			if by == "abort" {
+				if n := <-aborted; n != 1 {
+					t.Fatalf("Abort: %d, want 1", n)
+				}
+			}
+		})
 	}
 }
