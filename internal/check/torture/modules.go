@@ -195,17 +195,17 @@ func (m *tmod) Stop() {
 	m.stopped.Store(true)
 }
 
+// noteForced sets forced when the instance carries TaintForcedUnload (a
+// forced unload) or TaintWarn, which the host sets on a test module only
+// when it frees an instance whose Exit refused (documented): the new
+// instance of an undone hot swap, a replacement refused for its exports,
+// a failed Start's. It reads the flags, not the reasons: an instance keeps
+// only its first 32 reasons, which the hooks' panics can fill first.
 func (m *tmod) noteForced() {
 	if inst := m.inst.Load(); inst != nil {
-		for _, t := range inst.Taints() {
-			// A forced unload, or an instance that never served whose
-			// Exit refused and which the host freed anyway (documented):
-			// the new instance of an undone hot swap, a replacement
-			// refused for its exports, a failed Start's.
-			if strings.Contains(t, "forced") || strings.Contains(t, "exit refused while") {
-				m.forced.Store(true)
-				return
-			}
+		f := inst.TaintFlags()
+		if strings.ContainsRune(f, rune(raceless.TaintForcedUnload)) || strings.ContainsRune(f, rune(raceless.TaintWarn)) {
+			m.forced.Store(true)
 		}
 	}
 }
