@@ -449,7 +449,7 @@ func (rh *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // request is one request in flight on a module route: the ResponseWriter
 // the module writes through, which Abort can cut off.
 type request struct {
-	mu     sync.Mutex // guards the fields below it up to conn
+	mu     sync.Mutex // guards the fields below it up to ctx
 	w      http.ResponseWriter
 	status int  // written status, 0 before WriteHeader
 	dead   bool // aborted: writes are discarded
@@ -464,7 +464,6 @@ type request struct {
 
 	ctx handlerContext // the handler's, r.Context() to it
 
-	conn    net.Conn
 	pattern string
 
 	// In Router.inflight: the module owning the route or middleware,
@@ -478,7 +477,6 @@ type request struct {
 
 func newRequest(w http.ResponseWriter, r *http.Request, pattern string) *request {
 	q := &request{w: w, pattern: pattern}
-	q.conn, _ = r.Context().Value(connKey).(net.Conn)
 	q.ctx = handlerContext{Context: context.WithoutCancel(r.Context()), parent: r.Context(), q: q}
 	return q
 }
@@ -568,8 +566,9 @@ func (q *request) abort() {
 // closeConn closes the request's connection: the client sees a closed
 // response instead of waiting for a handler that ignores its context.
 func (q *request) closeConn() {
-	if q.conn != nil {
-		q.conn.Close()
+	// Looked up here, not per request: Abort running out of time is rare.
+	if c, ok := q.ctx.parent.Value(connKey).(net.Conn); ok {
+		c.Close()
 	}
 }
 

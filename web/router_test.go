@@ -442,3 +442,45 @@ func TestMiddlewareChain(t *testing.T) {
 		t.Fatalf("chain: %d %q, want mwb,mwa", code, body)
 	}
 }
+
+// A handler that ignores its context keeps running after Abort, but Abort
+// returns when its own context ends, having closed the request's
+// connection: the client sees it closed, never a hang.
+func TestAbortClosesConnOfHandlerIgnoringContext(t *testing.T) {
+	f := newFixture(t, web.Config{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	f.load(t, routeModule("deaf", "1", map[string]http.Handler{"GET /deaf": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release // not r.Context()
+	})}))
+	got := make(chan string, 1)
+	go func() {
+		resp, err := f.srv.Client().Get(f.srv.URL + "/deaf")
+		if err != nil {
+			got <- "error"
+			return
+		}
+		resp.Body.Close()
+		got <- resp.Status
+	}()
+	<-entered
+	expired, cancel := context.WithCancel(context.Background())
+	cancel() // Abort waits for nobody
+	if n := f.rt.Abort(expired, "deaf"); n != 1 {
+		t.Fatalf("Abort: %d, want 1", n)
+	}
+	wctx, wcancel := testdeadline.Context(t)
+	defer wcancel()
+	select {
+	case g := <-got:
+		if g != "error" {
+			t.Fatalf("client: %s, want its connection closed", g)
+		}
+	case <-wctx.Done():
+		t.Fatal("the client still waits: its connection was not closed")
+	}
+	close(release)
+	if err := f.h.Unload(wctx, "deaf", raceless.UnloadOptions{Wait: true}); err != nil {
+		t.Fatal(err)
+	}
+}
