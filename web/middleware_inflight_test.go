@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/raceless/raceless"
@@ -26,21 +24,7 @@ func TestMiddlewareInFlightAndAbort(t *testing.T) {
 			b := newBlocker(stream)
 			f.load(t, routeModule("slow", "1", map[string]http.Handler{"GET /slow": b}))
 			f.load(t, raceless.Native(raceless.Info{Name: "mw"}, func() raceless.Module { return mwModule{} }))
-			done := make(chan string, 1)
-			go func() {
-				resp, err := f.srv.Client().Get(f.srv.URL + "/slow")
-				if err != nil {
-					done <- "error: " + err.Error()
-					return
-				}
-				defer resp.Body.Close()
-				body, err := io.ReadAll(resp.Body)
-				if err != nil {
-					done <- fmt.Sprintf("%d %q then error", resp.StatusCode, body)
-					return
-				}
-				done <- fmt.Sprintf("%d %q", resp.StatusCode, body)
-			}()
+			done := f.getInBackground("/slow")
 			<-b.entered
 			if got := f.rt.InFlight("mw"); len(got) != 1 || got[0] != "middleware mw (1)" {
 				t.Fatalf("InFlight(mw): %q", got)
@@ -62,14 +46,7 @@ func TestMiddlewareInFlightAndAbort(t *testing.T) {
 			if err := f.h.Unload(ctx, "mw", raceless.UnloadOptions{Force: true}); err != nil {
 				t.Fatal(err)
 			}
-			got := <-done
-			if stream {
-				if !strings.HasPrefix(got, "200 \"first\\n\" then error") {
-					t.Fatalf("streaming client: %s, want the first chunk then a closed connection", got)
-				}
-			} else if !strings.HasPrefix(got, "503 ") {
-				t.Fatalf("client: %s, want 503", got)
-			}
+			checkAborted(t, <-done, stream)
 			if got := f.rt.InFlight("mw"); len(got) != 0 {
 				t.Fatalf("InFlight(mw) after: %q", got)
 			}

@@ -97,6 +97,42 @@ func (f *fixture) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// getInBackground GETs path and reports, once done, "STATUS BODY", with
+// " then error" when the body broke off, or "error: ..." when no response
+// came.
+func (f *fixture) getInBackground(path string) <-chan string {
+	done := make(chan string, 1)
+	go func() {
+		resp, err := f.srv.Client().Get(f.srv.URL + path)
+		if err != nil {
+			done <- "error: " + err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			done <- fmt.Sprintf("%d %q then error", resp.StatusCode, body)
+			return
+		}
+		done <- fmt.Sprintf("%d %q", resp.StatusCode, body)
+	}()
+	return done
+}
+
+// checkAborted checks what the client of an aborted blocker request got
+// (getInBackground's report): 503 when nothing was written, the first
+// chunk then a closed connection when the response had begun (stream).
+func checkAborted(t *testing.T, got string, stream bool) {
+	t.Helper()
+	if stream {
+		if !strings.HasPrefix(got, "200 \"first\\n\" then error") {
+			t.Fatalf("streaming client: %s, want the first chunk then a closed connection", got)
+		}
+	} else if !strings.HasPrefix(got, "503 ") {
+		t.Fatalf("client: %s, want 503", got)
+	}
+}
+
 func (f *fixture) load(t *testing.T, src raceless.Source) {
 	t.Helper()
 	if _, err := f.h.Load(context.Background(), src, nil); err != nil {
@@ -256,21 +292,7 @@ func TestAbortForced(t *testing.T) {
 			f := newFixture(t, web.Config{})
 			b := newBlocker(stream)
 			f.load(t, routeModule("slow", "1", map[string]http.Handler{"GET /slow": b}))
-			done := make(chan string, 1)
-			go func() {
-				resp, err := f.srv.Client().Get(f.srv.URL + "/slow")
-				if err != nil {
-					done <- "error: " + err.Error()
-					return
-				}
-				defer resp.Body.Close()
-				body, err := io.ReadAll(resp.Body)
-				if err != nil {
-					done <- fmt.Sprintf("%d %q then error", resp.StatusCode, body)
-					return
-				}
-				done <- fmt.Sprintf("%d %q", resp.StatusCode, body)
-			}()
+			done := f.getInBackground("/slow")
 			<-b.entered
 			ctx, cancel := testdeadline.Context(t)
 			defer cancel()
@@ -283,14 +305,7 @@ func TestAbortForced(t *testing.T) {
 			if err := f.h.Unload(ctx, "slow", raceless.UnloadOptions{Force: true}); err != nil {
 				t.Fatal(err)
 			}
-			got := <-done
-			if stream {
-				if !strings.HasPrefix(got, "200 \"first\\n\" then error") {
-					t.Fatalf("streaming client: %s, want the first chunk then a closed connection", got)
-				}
-			} else if !strings.HasPrefix(got, "503 ") {
-				t.Fatalf("client: %s, want 503", got)
-			}
+			checkAborted(t, <-done, stream)
 		})
 	}
 }
