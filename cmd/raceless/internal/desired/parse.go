@@ -140,9 +140,7 @@ func Parse(name string, data []byte) (*State, error) {
 		m := &s.Modules[i]
 		at := fmt.Sprintf("module[%d]", i)
 		m.At = name + ":" + strconv.Itoa(pos.line(at))
-		fail := func(field, format string, a ...any) error {
-			return &Error{File: name, Line: pos.line(at + "." + field), Field: at + "." + field, Msg: fmt.Sprintf(format, a...)}
-		}
+		fail := pos.failAt(name, at)
 		switch {
 		case m.Name != "" && m.File != "":
 			return nil, fail("file", "both name and file are set: name a module, or give its file")
@@ -177,9 +175,7 @@ func Parse(name string, data []byte) (*State, error) {
 		mt := &s.Mounts[i]
 		at := fmt.Sprintf("mount[%d]", i)
 		mt.At = name + ":" + strconv.Itoa(pos.line(at))
-		fail := func(field, format string, a ...any) error {
-			return &Error{File: name, Line: pos.line(at + "." + field), Field: at + "." + field, Msg: fmt.Sprintf(format, a...)}
-		}
+		fail := pos.failAt(name, at)
 		switch {
 		case mt.Target == "":
 			return nil, &Error{File: name, Line: pos.line(at), Field: at + ".target", Msg: "missing"}
@@ -306,6 +302,14 @@ type positions struct {
 
 // line returns the line of path, else of its closest enclosing table that
 // has one (a key of an inline table is on its table's line), else 0.
+// failAt returns how to report a bad field of the item at (as
+// "module[0]") of the file name: an Error at the field's line.
+func (p *positions) failAt(name, at string) func(field, format string, a ...any) error {
+	return func(field, format string, a ...any) error {
+		return &Error{File: name, Line: p.line(at + "." + field), Field: at + "." + field, Msg: fmt.Sprintf(format, a...)}
+	}
+}
+
 func (p *positions) line(path string) int {
 	for path != "" {
 		if n, ok := p.lines[path]; ok {
