@@ -16,15 +16,19 @@ import (
 // largest part of what a route added to a request (bench http's
 // module_native row).
 //
-// It lives in its request (request.ctx), one allocation for both. Its
-// values are the request's, through context.WithoutCancel, so that
-// context.Cause and contexts derived from it go through its own Done,
-// Err and AfterFunc instead of finding the request's cancelCtx.
+// It lives in its request (request.ctx): one allocation for both. Its
+// values are the request's, the request's cancelCtx among them: that is
+// safe because package context checks what it finds there against the
+// context's own Done (contexts derived from this one go through its
+// AfterFunc) and context.Cause asks Err first and falls back to it when
+// that cancelCtx has no cause (golang/go#73258, fixed in the Go go.mod
+// requires; TestHandlerContextAbort checks Cause after an Abort).
 type handlerContext struct {
-	context.Context                 // context.WithoutCancel(parent): the values
-	parent          context.Context // the request's context: its end and deadline
-	q               *request
+	parent context.Context // the request's context: its values, end and deadline
+	q      *request
 }
+
+func (c *handlerContext) Value(key any) any { return c.parent.Value(key) }
 
 func (c *handlerContext) Deadline() (time.Time, bool) { return c.parent.Deadline() }
 
@@ -34,19 +38,19 @@ func (c *handlerContext) Done() <-chan struct{} {
 	q := c.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.ctxDone == nil {
-		q.ctxDone = make(chan struct{})
+	if q.watch == nil {
+		q.watch = &ctxWatch{done: make(chan struct{})}
 		switch {
 		case q.ctxErr != nil: // ended before anyone watched
-			close(q.ctxDone)
+			close(q.watch.done)
 		case c.parent.Err() != nil:
-			q.endLocked(c.parent.Err()) // closes ctxDone
+			q.endLocked(c.parent.Err()) // closes watch.done
 		default:
 			parent := c.parent
-			q.stopParent = context.AfterFunc(parent, func() { q.end(parent.Err()) })
+			q.watch.stopParent = context.AfterFunc(parent, func() { q.end(parent.Err()) })
 		}
 	}
-	return q.ctxDone
+	return q.watch.done
 }
 
 // Err agrees with Done: nil until the channel Done returned is closed.
@@ -54,7 +58,7 @@ func (c *handlerContext) Err() error {
 	q := c.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.ctxErr == nil && q.ctxDone == nil {
+	if q.ctxErr == nil && q.watch == nil {
 		// Nobody watches the request's context yet: ask it.
 		if err := c.parent.Err(); err != nil {
 			q.endLocked(err)
@@ -75,16 +79,17 @@ func (c *handlerContext) AfterFunc(f func()) (stop func() bool) {
 		go f()
 		return func() bool { return false }
 	}
+	w := q.watch
 	a := &afterFunc{f: f}
-	q.afterFuncs = append(q.afterFuncs, a)
+	w.afterFuncs = append(w.afterFuncs, a)
 	return func() bool {
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		i := slices.Index(q.afterFuncs, a)
+		i := slices.Index(w.afterFuncs, a)
 		if i < 0 {
 			return false // started, or stopped before
 		}
-		q.afterFuncs = slices.Delete(q.afterFuncs, i, i+1)
+		w.afterFuncs = slices.Delete(w.afterFuncs, i, i+1)
 		return true
 	}
 }
@@ -92,6 +97,15 @@ func (c *handlerContext) AfterFunc(f func()) (stop func() bool) {
 func (c *handlerContext) String() string { return "web.handlerContext" }
 
 type afterFunc struct{ f func() }
+
+// ctxWatch is what watches a handler's context once the handler asked
+// for its Done: few handlers do, so it is made then, not with every
+// request.
+type ctxWatch struct {
+	done       chan struct{} // what Done returns
+	stopParent func() bool   // stops the AfterFunc on the request's context
+	afterFuncs []*afterFunc  // registered with AfterFunc, not run yet
+}
 
 // end ends the handler's context with err, if it has not ended.
 func (q *request) end(err error) {
@@ -106,14 +120,16 @@ func (q *request) endLocked(err error) {
 		return
 	}
 	q.ctxErr = err
-	if q.ctxDone != nil {
-		close(q.ctxDone)
+	w := q.watch
+	if w == nil {
+		return
 	}
-	if q.stopParent != nil {
-		q.stopParent()
+	close(w.done)
+	if w.stopParent != nil {
+		w.stopParent()
 	}
-	for _, a := range q.afterFuncs {
+	for _, a := range w.afterFuncs {
 		go a.f()
 	}
-	q.afterFuncs = nil
+	w.afterFuncs = nil
 }

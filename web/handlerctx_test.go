@@ -118,8 +118,15 @@ func TestHandlerContextAbort(t *testing.T) {
 	f := newFixture(t, web.Config{})
 	p := newCtxProbe(true)
 	f.load(t, routeModule("probe", "1", map[string]http.Handler{"GET /probe": p}))
-	served := serveDirect(f.rt, context.Background())
+	// Cancellable, as net/http's request contexts are: Cause must not
+	// find the request's cancelCtx through the handler's context.
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := serveDirect(f.rt, parent)
 	ctx := <-p.entered
+	if err := context.Cause(ctx); err != nil {
+		t.Errorf("Cause before Abort: %v, want nil", err)
+	}
 	stopped := context.AfterFunc(ctx, func() { t.Error("a stopped AfterFunc ran") })
 	if !stopped() {
 		t.Fatal("AfterFunc's stop before the end: false, want true")
@@ -133,6 +140,11 @@ func TestHandlerContextAbort(t *testing.T) {
 	}
 	if err := p.endedErr(t); !errors.Is(err, context.Canceled) {
 		t.Fatalf("handler's Err after Abort: %v, want context.Canceled", err)
+	}
+	// The request's own context is alive: the handler's cause is its
+	// own, not the request's (nil).
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Cause after Abort: %v, want context.Canceled", err)
 	}
 	select {
 	case <-ran:

@@ -364,7 +364,7 @@ func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	owner := b.Owner()
 	// Tracked as a route's request is (InFlight names it "middleware
 	// NAME", Abort ends it): the rest of the chain writes through req.
-	req := newRequest(w, r, "middleware "+name)
+	req := newRequest(w, r, name, true)
 	defer req.end(context.Canceled)
 	rt.inflight.add(owner, req)
 	defer rt.inflight.remove(req)
@@ -378,7 +378,7 @@ func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}()
-	mw.ServeHTTPNext(req, r.WithContext(&req.ctx), &chain{rt: rt, mw: c.mw, i: c.i + 1})
+	mw.ServeHTTPNext(req, &req.r, &chain{rt: rt, mw: c.mw, i: c.i + 1})
 	req.finish()
 }
 
@@ -409,23 +409,33 @@ func (rh *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	defer b.Release()
 	h, ok := b.Value().(http.Handler)
 	if !ok {
+		b.Release()
 		http.Error(w, "internal server error", http.StatusInternalServerError)
 		return
 	}
+	rh.serve(&b, h, w, r)
+}
+
+// serve runs the route's handler h, held by b, as one request in flight.
+// Apart from ServeHTTP, so that its defers are open-coded (a function
+// with many returns gets the slower deferred calls of the runtime, a
+// measurable share of a route's cost per request).
+func (rh *routeHandler) serve(b *raceless.Binding, h http.Handler, w http.ResponseWriter, r *http.Request) {
+	rt := rh.rt
+	defer b.Release()
 	owner := b.Owner()
 	var start time.Time
 	if rt.obs != nil {
 		start = time.Now()
 	}
-	req := newRequest(w, r, rh.pattern)
+	req := newRequest(w, r, rh.pattern, false)
 	defer req.end(context.Canceled)
 	rt.inflight.add(owner, req)
 	defer rt.inflight.remove(req)
 	if rt.limit > 0 && r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(req, r.Body, rt.limit)
+		req.r.Body = http.MaxBytesReader(req, r.Body, rt.limit)
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -442,29 +452,31 @@ func (rh *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rt.obs(rh.pattern, owner.Name(), req.statusCode(), time.Since(start))
 		}
 	}()
-	h.ServeHTTP(req, r.WithContext(&req.ctx))
+	h.ServeHTTP(req, &req.r)
 	req.finish()
 }
 
-// request is one request in flight on a module route: the ResponseWriter
-// the module writes through, which Abort can cut off.
+// request is one request in flight on a module route (or inside a
+// module's middleware): the ResponseWriter the module writes through,
+// which Abort can cut off, and the *http.Request it reads, whose context
+// is ctx. One allocation for all three, on every request.
 type request struct {
-	mu     sync.Mutex // guards the fields below it up to ctx
+	mu     sync.Mutex // guards status, dead, ctxErr and watch
 	w      http.ResponseWriter
-	status int  // written status, 0 before WriteHeader
-	dead   bool // aborted: writes are discarded
+	status int32 // written status, 0 before WriteHeader
+	dead   bool  // aborted: writes are discarded
 	// The handler's context (handlerContext): its end (nil while it
-	// has not ended), the channel Done returned (made on first use),
-	// the stop of the AfterFunc watching the request's context, and
-	// the functions registered with its AfterFunc.
-	ctxErr     error
-	ctxDone    chan struct{}
-	stopParent func() bool
-	afterFuncs []*afterFunc
+	// has not ended), and what watches it, made on first use.
+	ctxErr error
+	watch  *ctxWatch
 
 	ctx handlerContext // the handler's, r.Context() to it
+	r   http.Request   // the server's request, with ctx as its context
 
-	pattern string
+	// What the request is on: a route's pattern, or a middleware's
+	// name (middleware set).
+	what       string
+	middleware bool
 
 	// In Router.inflight: the module owning the route or middleware,
 	// and (guarded by shard.mu) the list links and the channel closed
@@ -475,9 +487,11 @@ type request struct {
 	done       chan struct{}
 }
 
-func newRequest(w http.ResponseWriter, r *http.Request, pattern string) *request {
-	q := &request{w: w, pattern: pattern}
-	q.ctx = handlerContext{Context: context.WithoutCancel(r.Context()), parent: r.Context(), q: q}
+func newRequest(w http.ResponseWriter, r *http.Request, what string, middleware bool) *request {
+	q := &request{w: w, what: what, middleware: middleware}
+	q.ctx = handlerContext{parent: r.Context(), q: q}
+	// WithContext's own copy does not escape: it is made on the stack.
+	q.r = *r.WithContext(&q.ctx)
 	return q
 }
 
@@ -494,7 +508,7 @@ func (q *request) WriteHeader(code int) {
 		code = http.StatusInternalServerError
 	}
 	if code >= 200 {
-		q.status = code
+		q.status = int32(code)
 	}
 	q.w.WriteHeader(code)
 }
@@ -534,7 +548,7 @@ func (q *request) statusCode() int {
 	if q.dead {
 		return 0
 	}
-	return q.status
+	return int(q.status)
 }
 
 // internalError answers 500 if nothing was written yet, reporting whether
@@ -602,7 +616,13 @@ func (q *request) finish() {
 // middleware, as "middleware NAME (N)", sorted.
 func (rt *Router) InFlight(name string) []string {
 	counts := map[string]int{}
-	rt.inflight.each(name, func(q *request) { counts[q.pattern]++ })
+	rt.inflight.each(name, func(q *request) {
+		if q.middleware {
+			counts["middleware "+q.what]++
+		} else {
+			counts[q.what]++
+		}
+	})
 	out := make([]string, 0, len(counts))
 	for p, n := range counts {
 		out = append(out, fmt.Sprintf("%s (%d)", p, n))

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -38,11 +39,24 @@ import (
 type Options struct {
 	Concurrency int           // load goroutines (default 16)
 	Duration    time.Duration // per row (default 3s)
-	Swaps       int           // replaces in the swap row (default 100)
+	// NativeDuration is the time of each of the two native rows
+	// (default 20s), measured in alternating slices of SliceDuration:
+	// their ratio, the tightest target, is a few percent, and one slice
+	// on this shared 2-core machine reads anywhere within ±20% of it, so
+	// the standard error of the ratio is about 0.17·√(slice/time): 1.2%
+	// at 20 s, 3% at 3 s.
+	NativeDuration time.Duration
+	Swaps          int // replaces in the swap row (default 100)
 }
 
+// SliceDuration is the length of one alternating slice of the native
+// rows.
+const SliceDuration = 100 * time.Millisecond
+
 // Quick is a tiny budget: checks that the benchmark runs.
-func Quick() Options { return Options{Concurrency: 2, Duration: 100 * time.Millisecond, Swaps: 3} }
+func Quick() Options {
+	return Options{Concurrency: 2, Duration: 100 * time.Millisecond, NativeDuration: 2 * SliceDuration, Swaps: 3}
+}
 
 // Row is one measured configuration.
 type Row struct {
@@ -73,31 +87,65 @@ func handler() http.Handler {
 }
 
 type load struct {
-	lat    []time.Duration
-	n      int64
-	failed int64
+	lat     []time.Duration
+	n       int64
+	failed  int64
+	elapsed time.Duration // from the first request's start to the last one's end
+}
+
+// add appends m's measurements to l's.
+func (l *load) add(m load) {
+	l.lat = append(l.lat, m.lat...)
+	l.n += m.n
+	l.failed += m.failed
+	l.elapsed += m.elapsed
+}
+
+func (l load) rps() float64 { return float64(l.n) / l.elapsed.Seconds() }
+
+// generator is the load: concurrency keep-alive clients, each issuing
+// GET requests back to back. Its connections last across drives, so
+// that a row measured in slices does not pay for new connections in
+// each one.
+type generator struct {
+	clients []*http.Client
+}
+
+func newGenerator(concurrency int) *generator {
+	g := &generator{}
+	for range concurrency {
+		g.clients = append(g.clients, &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}})
+	}
+	return g
+}
+
+// close closes the clients' idle connections.
+func (g *generator) close() {
+	for _, c := range g.clients {
+		c.Transport.(*http.Transport).CloseIdleConnections()
+	}
 }
 
 // drive runs the load against url until stop is closed (or for d when
-// stop is nil) and returns what it measured.
-func drive(url string, conc int, d time.Duration, stop <-chan struct{}) load {
+// stop is nil) and returns what it measured. Throughput is counted
+// against the time it took, not d: a timer fires late on a busy machine,
+// and the requests begun before it ends in the count.
+func (g *generator) drive(url string, d time.Duration, stop <-chan struct{}) load {
 	var mu sync.Mutex
 	var all load
 	var wg sync.WaitGroup
 	var done atomic.Bool
+	start := time.Now()
 	if stop == nil {
 		t := time.AfterFunc(d, func() { done.Store(true) })
 		defer t.Stop()
 	} else {
 		go func() { <-stop; done.Store(true) }()
 	}
-	for range conc {
+	for _, c := range g.clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tr := &http.Transport{MaxIdleConnsPerHost: 1}
-			defer tr.CloseIdleConnections()
-			c := &http.Client{Transport: tr}
 			var l load
 			for !done.Load() {
 				t0 := time.Now()
@@ -115,14 +163,21 @@ func drive(url string, conc int, d time.Duration, stop <-chan struct{}) load {
 				}
 			}
 			mu.Lock()
-			all.lat = append(all.lat, l.lat...)
-			all.n += l.n
-			all.failed += l.failed
+			all.add(l)
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	all.elapsed = time.Since(start)
 	return all
+}
+
+// drive runs a load of conc new clients against url (see
+// generator.drive) and closes their connections.
+func drive(url string, conc int, d time.Duration, stop <-chan struct{}) load {
+	g := newGenerator(conc)
+	defer g.close()
+	return g.drive(url, d, stop)
 }
 
 func pct(lat []time.Duration, p float64) float64 {
@@ -155,41 +210,66 @@ const routePattern = "GET /hello"
 func (routeMod) Init(k *raceless.Kernel) error { return web.Register(k, routePattern, handler()) }
 func (routeMod) Exit() (int, error)            { return 0, nil }
 
-// alternatingSlices is how many slices measureAlternating cuts a row's
-// duration into.
-const alternatingSlices = 30
-
-// measureAlternating measures each handler for o.Duration in all, in
-// alternatingSlices slices taken in turn (a, b, a, b, ...), one server
-// each, and returns their rows in order.
-func measureAlternating(o Options, names []string, hs []http.Handler) ([]Row, error) {
-	urls := make([]string, len(hs))
+// measureAlternating measures handler a and handler b for d each, in
+// slices of SliceDuration taken in turn (a, b, b, a, ...), one server and
+// one generator each, and returns their rows and the standard error of
+// b's rps ratio to a's (over the pairs of slices: a slice of each, next
+// to each other in time).
+func measureAlternating(conc int, d time.Duration, names [2]string, hs [2]http.Handler) (rows [2]Row, ratioSE float64, err error) {
+	var urls [2]string
+	var gens [2]*generator
 	for i, h := range hs {
 		url, closeFn, err := serve(h)
 		if err != nil {
-			return nil, err
+			return rows, 0, err
 		}
 		defer closeFn()
 		urls[i] = url
+		gens[i] = newGenerator(conc)
+		defer gens[i].close()
 	}
-	loads := make([]load, len(hs))
-	slice := o.Duration / alternatingSlices
-	for range alternatingSlices {
-		for i, url := range urls {
-			l := drive(url, o.Concurrency, slice, nil)
-			loads[i].lat = append(loads[i].lat, l.lat...)
-			loads[i].n += l.n
-			loads[i].failed += l.failed
+	var loads [2]load
+	pairs := max(1, int(d/SliceDuration))
+	ratios := make([]float64, 0, pairs)
+	for k := range pairs {
+		// a, b, then b, a: each row follows the other as often as
+		// itself, so that what a slice leaves behind (garbage for the
+		// collector, cold caches) weighs on both alike.
+		order := [2]int{0, 1}
+		if k%2 == 1 {
+			order = [2]int{1, 0}
 		}
+		var pair [2]load
+		for _, i := range order {
+			pair[i] = gens[i].drive(urls[i], SliceDuration, nil)
+			loads[i].add(pair[i])
+		}
+		ratios = append(ratios, pair[1].rps()/pair[0].rps())
 	}
-	rows := make([]Row, len(hs))
 	for i, l := range loads {
 		if l.failed > 0 {
-			return nil, fmt.Errorf("%s: %d of %d requests failed", names[i], l.failed, l.n)
+			return rows, 0, fmt.Errorf("%s: %d of %d requests failed", names[i], l.failed, l.n)
 		}
-		rows[i] = Row{Name: names[i], RPS: float64(l.n) / o.Duration.Seconds(), P50: pct(l.lat, .5), P99: pct(l.lat, .99)}
+		rows[i] = Row{Name: names[i], RPS: l.rps(), P50: pct(l.lat, .5), P99: pct(l.lat, .99)}
 	}
-	return rows, nil
+	return rows, stddev(ratios) / math.Sqrt(float64(len(ratios))), nil
+}
+
+// stddev is the sample standard deviation of xs (0 for fewer than two).
+func stddev(xs []float64) float64 {
+	if len(xs) < 2 {
+		return 0
+	}
+	var mean float64
+	for _, x := range xs {
+		mean += x
+	}
+	mean /= float64(len(xs))
+	var v float64
+	for _, x := range xs {
+		v += (x - mean) * (x - mean)
+	}
+	return math.Sqrt(v / float64(len(xs)-1))
 }
 
 // Run measures every row and writes them (a table, or JSON: a list of
@@ -200,6 +280,9 @@ func Run(ctx context.Context, w io.Writer, asJSON bool, o Options) error {
 	}
 	if o.Duration <= 0 {
 		o.Duration = 3 * time.Second
+	}
+	if o.NativeDuration <= 0 {
+		o.NativeDuration = 20 * time.Second
 	}
 	if o.Swaps <= 0 {
 		o.Swaps = 100
@@ -215,7 +298,7 @@ func Run(ctx context.Context, w io.Writer, asJSON bool, o Options) error {
 		if l.failed > 0 {
 			return Row{}, fmt.Errorf("%s: %d of %d requests failed", name, l.failed, l.n)
 		}
-		return Row{Name: name, RPS: float64(l.n) / o.Duration.Seconds(), P50: pct(l.lat, .5), P99: pct(l.lat, .99)}, nil
+		return Row{Name: name, RPS: l.rps(), P50: pct(l.lat, .5), P99: pct(l.lat, .99)}, nil
 	}
 	h := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer h.Shutdown(context.WithoutCancel(ctx))
@@ -231,7 +314,8 @@ func Run(ctx context.Context, w io.Writer, asJSON bool, o Options) error {
 	// goes over seconds on a shared machine, weighs on both alike.
 	mux := http.NewServeMux()
 	mux.Handle(routePattern, handler())
-	native, err := measureAlternating(o, []string{"nethttp_native", "module_native"}, []http.Handler{mux, rt})
+	native, nativeSE, err := measureAlternating(o.Concurrency, o.NativeDuration,
+		[2]string{"nethttp_native", "module_native"}, [2]http.Handler{mux, rt})
 	if err != nil {
 		return err
 	}
@@ -277,7 +361,7 @@ func Run(ctx context.Context, w io.Writer, asJSON bool, o Options) error {
 		if l.failed > 0 {
 			return fmt.Errorf("%s: %d of %d requests failed", row.name, l.failed, l.n)
 		}
-		r := Row{Name: row.name, RPS: float64(l.n) / o.Duration.Seconds(), P50: pct(l.lat, .5), P99: pct(l.lat, .99)}
+		r := Row{Name: row.name, RPS: l.rps(), P50: pct(l.lat, .5), P99: pct(l.lat, .99)}
 		rows = append(rows, r)
 		if row.fresh {
 			if err := h.Unload(ctx, row.module, raceless.UnloadOptions{}); err != nil {
@@ -360,12 +444,15 @@ func Run(ctx context.Context, w io.Writer, asJSON bool, o Options) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
 	}
-	fmt.Fprintf(w, "load: %d keep-alive clients (this package's generator), %s per row, loopback\n", o.Concurrency, o.Duration)
+	fmt.Fprintf(w, "load: %d keep-alive clients (this package's generator), loopback; %s per row, the two native rows %s each in alternating slices of %s\n",
+		o.Concurrency, o.Duration, o.NativeDuration, SliceDuration)
 	fmt.Fprintf(w, "%-16s %12s %10s %10s %8s %8s\n", "row", "rps", "p50_us", "p99_us", "rps/net", "p99/net")
 	for _, r := range rows[:5] {
 		r := r.(Row)
 		fmt.Fprintf(w, "%-16s %12.0f %10.1f %10.1f %8.2f %8.2f\n", r.Name, r.RPS, r.P50, r.P99, r.RPS/plain.RPS, r.P99/plain.P99)
 	}
+	fmt.Fprintf(w, "module_native / nethttp_native: %.3f ± %.3f (standard error over %d pairs of slices)\n",
+		native[1].RPS/plain.RPS, nativeSE, max(1, int(o.NativeDuration/SliceDuration)))
 	for _, sw := range []SwapRow{sw, sb} {
 		fmt.Fprintf(w, "%s (Host.Replace of the wasm route, %.0f swaps/s): %d swaps, %d requests, %d failed, p99 steady %.1fus, during swaps %.1fus (%.2fx)\n",
 			sw.Name, sw.SwapsPerSec, sw.Swaps, sw.Requests, sw.Failed, sw.P99Steady, sw.P99During, sw.P99During/sw.P99Steady)
