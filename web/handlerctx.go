@@ -7,16 +7,15 @@ import (
 )
 
 // handlerContext is the context a module's handler (or middleware) runs
-// with: the request's own, ending also when Abort ends the request and
-// when the handler returns (as context.WithCancel with a deferred cancel
-// would). It is made for every request, so it costs nothing until the
-// handler asks for Done: a context.WithCancel registers itself with the
-// request's context and unregisters when cancelled, a map insertion and
-// deletion under that context's lock on every request, which was the
-// largest part of what a route added to a request (bench http's
-// module_native row).
+// with where the connection's context cannot serve (see request.go): the
+// request's own, ending also when Abort ends the request and when the
+// handler returns (as context.WithCancel with a deferred cancel would).
+// It costs nothing until the handler asks for Done: a context.WithCancel
+// registers itself with the request's context and unregisters when
+// cancelled, a map insertion and deletion under that context's lock on
+// every request.
 //
-// It lives in its request (request.ctx): one allocation for both. Its
+// It lives in its request (requestWithContext.ctx): one allocation. Its
 // values are the request's, the request's cancelCtx among them: that is
 // safe because package context checks what it finds there against the
 // context's own Done (contexts derived from this one go through its
@@ -107,23 +106,9 @@ type ctxWatch struct {
 	afterFuncs []*afterFunc  // registered with AfterFunc, not run yet
 }
 
-// end ends the handler's context with err, if it has not ended.
-func (q *request) end(err error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.endLocked(err)
-}
-
-// endLocked is end with q.mu held.
-func (q *request) endLocked(err error) {
-	if q.ctxErr != nil {
-		return
-	}
-	q.ctxErr = err
-	w := q.watch
-	if w == nil {
-		return
-	}
+// end closes done, stops watching the request's context and starts the
+// functions registered with AfterFunc. The request's mu is held.
+func (w *ctxWatch) end() {
 	close(w.done)
 	if w.stopParent != nil {
 		w.stopParent()

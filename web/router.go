@@ -31,7 +31,12 @@
 //     handler that ignores its context: when Abort's context ends, the
 //     connections of those still running are closed, and they keep
 //     running, writing nowhere, holding their module's reference (which
-//     the forced unload ignores).
+//     the forced unload ignores). The context Abort cancels is the
+//     connection's on an HTTP/1 connection of a server with ConnContext
+//     (the handler gets the server's *http.Request), and the request's
+//     own elsewhere (request.go); either way it is cancelled only while
+//     the handler runs, never after it returned (the connection then
+//     carries the next request).
 //   - A handler that panics fails its request (500 when nothing was
 //     written, else a closed connection), taints its module, and is
 //     logged naming it; the server keeps serving.
@@ -51,7 +56,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -300,12 +304,6 @@ const (
 	retriedKey
 )
 
-// ConnContext is for http.Server.ConnContext: it lets Abort close the
-// connection of a request whose response had begun.
-func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey, c)
-}
-
 // ServeHTTP serves r with the route that matches it (404 when none).
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt.limit > 0 && r.ContentLength > rt.limit {
@@ -355,16 +353,28 @@ func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "service unavailable: middleware "+name+" is not loaded", http.StatusServiceUnavailable)
 		return
 	}
-	defer b.Release()
 	mw, ok := b.Value().(Middleware)
 	if !ok {
+		b.Release()
 		http.Error(w, "internal server error", http.StatusInternalServerError)
 		return
 	}
+	c.serve(&b, name, mw, w, r)
+}
+
+// serve runs middleware mw, called name and held by b, as one request in
+// flight (apart from ServeHTTP for open-coded defers, as routeHandler's).
+func (c *chain) serve(b *raceless.Binding, name string, mw Middleware, w http.ResponseWriter, r *http.Request) {
+	rt := c.rt
+	defer b.Release()
 	owner := b.Owner()
 	// Tracked as a route's request is (InFlight names it "middleware
 	// NAME", Abort ends it): the rest of the chain writes through req.
-	req := newRequest(w, r, name, true)
+	req, hr := newRequest(w, r, name, true)
+	if req == nil {
+		refuseOnAborted(w)
+		return
+	}
 	defer req.end(context.Canceled)
 	rt.inflight.add(owner, req)
 	defer rt.inflight.remove(req)
@@ -378,7 +388,7 @@ func (c *chain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}()
-	mw.ServeHTTPNext(req, &req.r, &chain{rt: rt, mw: c.mw, i: c.i + 1})
+	mw.ServeHTTPNext(req, hr, &chain{rt: rt, mw: c.mw, i: c.i + 1})
 	req.finish()
 }
 
@@ -430,12 +440,16 @@ func (rh *routeHandler) serve(b *raceless.Binding, h http.Handler, w http.Respon
 	if rt.obs != nil {
 		start = time.Now()
 	}
-	req := newRequest(w, r, rh.pattern, false)
+	req, hr := newRequest(w, r, rh.pattern, false)
+	if req == nil {
+		refuseOnAborted(w)
+		return
+	}
 	defer req.end(context.Canceled)
 	rt.inflight.add(owner, req)
 	defer rt.inflight.remove(req)
 	if rt.limit > 0 && r.Body != nil && r.Body != http.NoBody {
-		req.r.Body = http.MaxBytesReader(req, r.Body, rt.limit)
+		hr.Body = http.MaxBytesReader(req, r.Body, rt.limit)
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -452,163 +466,11 @@ func (rh *routeHandler) serve(b *raceless.Binding, h http.Handler, w http.Respon
 			rt.obs(rh.pattern, owner.Name(), req.statusCode(), time.Since(start))
 		}
 	}()
-	h.ServeHTTP(req, &req.r)
+	h.ServeHTTP(req, hr)
 	req.finish()
-}
-
-// request is one request in flight on a module route (or inside a
-// module's middleware): the ResponseWriter the module writes through,
-// which Abort can cut off, and the *http.Request it reads, whose context
-// is ctx. One allocation for all three, on every request.
-type request struct {
-	mu     sync.Mutex // guards status, dead, ctxErr and watch
-	w      http.ResponseWriter
-	status int32 // written status, 0 before WriteHeader
-	dead   bool  // aborted: writes are discarded
-	// The handler's context (handlerContext): its end (nil while it
-	// has not ended), and what watches it, made on first use.
-	ctxErr error
-	watch  *ctxWatch
-
-	ctx handlerContext // the handler's, r.Context() to it
-	r   http.Request   // the server's request, with ctx as its context
-
-	// What the request is on: a route's pattern, or a middleware's
-	// name (middleware set).
-	what       string
-	middleware bool
-
-	// In Router.inflight: the module owning the route or middleware,
-	// and (guarded by shard.mu) the list links and the channel closed
-	// when the request leaves (made by Abort).
-	owner      *raceless.Instance
-	shard      *inflightShard
-	prev, next *request
-	done       chan struct{}
-}
-
-func newRequest(w http.ResponseWriter, r *http.Request, what string, middleware bool) *request {
-	q := &request{w: w, what: what, middleware: middleware}
-	q.ctx = handlerContext{parent: r.Context(), q: q}
-	// WithContext's own copy does not escape: it is made on the stack.
-	q.r = *r.WithContext(&q.ctx)
-	return q
-}
-
-func (q *request) Header() http.Header { return q.w.Header() }
-
-func (q *request) WriteHeader(code int) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.dead || q.status != 0 {
-		return
+	if testHookFinished != nil {
+		testHookFinished()
 	}
-	if code < 100 || code > 999 {
-		// net/http panics on these; a module's bad status is a 500.
-		code = http.StatusInternalServerError
-	}
-	if code >= 200 {
-		q.status = int32(code)
-	}
-	q.w.WriteHeader(code)
-}
-
-func (q *request) Write(p []byte) (int, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.dead {
-		return 0, errAborted
-	}
-	if q.status == 0 {
-		q.status = http.StatusOK
-	}
-	return q.w.Write(p)
-}
-
-// Flush sends what was written so far (streaming responses).
-func (q *request) Flush() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.dead {
-		return
-	}
-	if q.status == 0 {
-		q.status = http.StatusOK
-	}
-	if f, ok := q.w.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-var errAborted = errors.New("request aborted: its module is being unloaded by force")
-
-func (q *request) statusCode() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.dead {
-		return 0
-	}
-	return int(q.status)
-}
-
-// internalError answers 500 if nothing was written yet, reporting whether
-// it did.
-func (q *request) internalError() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.dead || q.status != 0 {
-		return false
-	}
-	q.status = http.StatusInternalServerError
-	q.w.Header().Del("Content-Length")
-	http.Error(q.w, "internal server error", http.StatusInternalServerError)
-	return true
-}
-
-// abort cancels the request and marks it aborted: from then on its writes
-// are discarded. The request's own goroutine answers once the handler
-// returns (finish); closeConn is for a handler that does not.
-func (q *request) abort() {
-	// Dead first: a handler that returns as soon as its context ends
-	// must find its request aborted (503), not answer 200 with nothing.
-	q.mu.Lock()
-	q.dead = true
-	q.endLocked(context.Canceled)
-	q.mu.Unlock()
-}
-
-// closeConn closes the request's connection: the client sees a closed
-// response instead of waiting for a handler that ignores its context.
-func (q *request) closeConn() {
-	// Looked up here, not per request: Abort running out of time is rare.
-	if c, ok := q.ctx.parent.Value(connKey).(net.Conn); ok {
-		c.Close()
-	}
-}
-
-// finish is run by the request's goroutine after the handler returned:
-// an aborted request that wrote nothing is answered 503; one whose
-// response had begun is cut (http.ErrAbortHandler closes the connection
-// without ending the response, so the client sees it truncated).
-func (q *request) finish() {
-	q.mu.Lock()
-	dead, status := q.dead, q.status
-	if dead && status == 0 {
-		q.status = http.StatusServiceUnavailable
-	}
-	q.mu.Unlock()
-	if !dead {
-		return
-	}
-	if status != 0 {
-		panic(http.ErrAbortHandler)
-	}
-	h := q.w.Header()
-	for k := range h {
-		delete(h, k)
-	}
-	h.Set("Connection", "close")
-	http.Error(q.w, "service unavailable: the module serving this route was unloaded", http.StatusServiceUnavailable)
 }
 
 // InFlight returns, for the module called name, how many requests are in

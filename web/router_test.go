@@ -62,13 +62,30 @@ type fixture struct {
 
 func newFixture(t *testing.T, cfg web.Config) *fixture {
 	t.Helper()
+	return newServerFixture(t, cfg, true)
+}
+
+// serverModes are the two ways a request's handler context is ended by
+// Abort: the connection's (a server with web.ConnContext, HTTP/1) and the
+// request's own (a server without it).
+var serverModes = []struct {
+	name        string
+	connContext bool
+}{{"ConnContext", true}, {"own context", false}}
+
+// newServerFixture is newFixture with web.ConnContext installed in the
+// server or not.
+func newServerFixture(t *testing.T, cfg web.Config, connContext bool) *fixture {
+	t.Helper()
 	h := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	rt := web.New(h, cfg)
 	srv := httptest.NewUnstartedServer(rt)
-	srv.Config.ConnContext = web.ConnContext
+	if connContext {
+		srv.Config.ConnContext = web.ConnContext
+	}
 	srv.Start()
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
@@ -287,27 +304,33 @@ func TestInFlightHoldsModule(t *testing.T) {
 // streaming one sees its connection closed; neither hangs, and both
 // handlers saw their context cancelled.
 func TestAbortForced(t *testing.T) {
-	for _, stream := range []bool{false, true} {
-		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
-			f := newFixture(t, web.Config{})
-			b := newBlocker(stream)
-			f.load(t, routeModule("slow", "1", map[string]http.Handler{"GET /slow": b}))
-			done := f.getInBackground("/slow")
-			<-b.entered
-			ctx, cancel := testdeadline.Context(t)
-			defer cancel()
-			if n := f.rt.Abort(ctx, "slow"); n != 1 {
-				t.Fatalf("Abort: %d, want 1", n)
-			}
-			if !b.ctxDone.Load() {
-				t.Fatal("the handler's context was not cancelled")
-			}
-			if err := f.h.Unload(ctx, "slow", raceless.UnloadOptions{Force: true}); err != nil {
-				t.Fatal(err)
-			}
-			checkAborted(t, <-done, stream)
-		})
+	for _, mode := range serverModes {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/stream=%v", mode.name, stream), func(t *testing.T) {
+				testAbortForced(t, mode.connContext, stream)
+			})
+		}
 	}
+}
+
+func testAbortForced(t *testing.T, connContext, stream bool) {
+	f := newServerFixture(t, web.Config{}, connContext)
+	b := newBlocker(stream)
+	f.load(t, routeModule("slow", "1", map[string]http.Handler{"GET /slow": b}))
+	done := f.getInBackground("/slow")
+	<-b.entered
+	ctx, cancel := testdeadline.Context(t)
+	defer cancel()
+	if n := f.rt.Abort(ctx, "slow"); n != 1 {
+		t.Fatalf("Abort: %d, want 1", n)
+	}
+	if !b.ctxDone.Load() {
+		t.Fatal("the handler's context was not cancelled")
+	}
+	if err := f.h.Unload(ctx, "slow", raceless.UnloadOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	checkAborted(t, <-done, stream)
 }
 
 // A panicking handler answers 500, taints its module, and the next
