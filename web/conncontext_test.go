@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"strings"
 	"sync"
 	"testing"
+
+	"go.uber.org/goleak"
 
 	"github.com/raceless/raceless"
 	"github.com/raceless/raceless/internal/testdeadline"
@@ -188,3 +191,93 @@ func TestAbortedConnectionRefusesNextRequest(t *testing.T) {
 		t.Fatalf("request after: %s (reused %v), want 200 ok on a new connection", got, reused)
 	}
 }
+
+// On HTTP/2 the streams of a connection share its context, so Abort must
+// not end it there: with ConnContext installed, aborting one module's
+// request leaves another module's request on the same connection
+// running, and it completes.
+func TestAbortOnHTTP2SparesOtherStreams(t *testing.T) {
+	f := newFixtureStarted(t, web.Config{}, func(srv *httptest.Server) {
+		srv.EnableHTTP2 = true
+		srv.Config.ConnContext = web.ConnContext
+		srv.StartTLS()
+	})
+	srv, rt := f.srv, f.rt
+	a := &ctxRecorder{entered: make(chan context.Context, 1), release: make(chan struct{})}
+	b := &ctxRecorder{entered: make(chan context.Context, 1), release: make(chan struct{})}
+	f.load(t, routeModule("a", "1", map[string]http.Handler{"GET /a": a}))
+	f.load(t, routeModule("b", "1", map[string]http.Handler{"GET /b": b}))
+	c := srv.Client()
+	type result struct {
+		got    string
+		reused bool
+	}
+	aDone, bDone := make(chan result, 1), make(chan result, 1)
+	go func() { got, _, reused := getOn(t, c, srv.URL+"/a"); aDone <- result{got, reused} }()
+	actx := <-a.entered
+	go func() { got, _, reused := getOn(t, c, srv.URL+"/b"); bDone <- result{got, reused} }()
+	bctx := <-b.entered
+	ctx, cancel := testdeadline.Context(t)
+	defer cancel()
+	if n := rt.Abort(ctx, "a"); n != 1 {
+		t.Fatalf("Abort: %d, want 1", n)
+	}
+	if actx.Err() == nil {
+		t.Fatal("the aborted request's context did not end")
+	}
+	if r := <-aDone; !strings.HasPrefix(r.got, "503 ") {
+		t.Fatalf("aborted client: %s, want 503", r.got)
+	}
+	if err := bctx.Err(); err != nil {
+		t.Fatalf("the other stream's context ended with the abort: %v", err)
+	}
+	close(b.release)
+	r := <-bDone
+	if !r.reused {
+		t.Fatal("the second request did not share the first's connection: the test shows nothing")
+	}
+	if r.got != "200 done" {
+		t.Fatalf("other stream: %s, want 200 done", r.got)
+	}
+}
+
+// ConnContext must not hang a cancellable context per connection under a
+// base context that can be cancelled (package context would watch the
+// base for it, in a goroutine, for as long as the server runs): there,
+// requests get a context of their own. Checked with goleak once the
+// connection is closed.
+func TestConnContextUnderCancellableBase(t *testing.T) {
+	base, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
+	closed := make(chan struct{})
+	f := newFixtureStarted(t, web.Config{}, func(srv *httptest.Server) {
+		srv.Config.BaseContext = func(net.Listener) context.Context { return waitOnly{base} }
+		srv.Config.ConnContext = web.ConnContext
+		srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				close(closed)
+			}
+		}
+		srv.Start()
+	})
+	f.load(t, routeModule("quick", "1", map[string]http.Handler{"GET /quick": liveOrFail}))
+	before := goleak.IgnoreCurrent()
+	tr := &http.Transport{}
+	if got, _, _ := getOn(t, &http.Client{Transport: tr}, f.srv.URL+"/quick"); got != "200 ok" {
+		t.Fatalf("request: %s, want 200 ok", got)
+	}
+	tr.CloseIdleConnections()
+	<-closed
+	if err := goleak.Find(before); err != nil {
+		t.Fatalf("left behind by one connection: %v", err)
+	}
+}
+
+// waitOnly is a context package context cannot see into (no values, so
+// not the cancelCtx underneath; no AfterFunc): it watches it with a
+// goroutine, as it would any context not its own. (Under its own
+// cancelCtx, it would register a child there, until the server's base
+// context ends: the same leak, of memory.)
+type waitOnly struct{ context.Context }
+
+func (waitOnly) Value(any) any { return nil }

@@ -77,16 +77,25 @@ var serverModes = []struct {
 // server or not.
 func newServerFixture(t *testing.T, cfg web.Config, connContext bool) *fixture {
 	t.Helper()
+	return newFixtureStarted(t, cfg, func(srv *httptest.Server) {
+		if connContext {
+			srv.Config.ConnContext = web.ConnContext
+		}
+		srv.Start()
+	})
+}
+
+// newFixtureStarted is newFixture with a server that start configures
+// and starts.
+func newFixtureStarted(t *testing.T, cfg web.Config, start func(*httptest.Server)) *fixture {
+	t.Helper()
 	h := raceless.New(raceless.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	rt := web.New(h, cfg)
 	srv := httptest.NewUnstartedServer(rt)
-	if connContext {
-		srv.Config.ConnContext = web.ConnContext
-	}
-	srv.Start()
+	start(srv)
 	t.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
