@@ -5,7 +5,9 @@
 // autoclean sweeps, symbol calls through Bindings, hook calls, registry
 // lookups and lsmod-style inspection, and VFS operations (mount, umount,
 // lazy umount, move, bind, open, read, stat, close on filesystem types the
-// test modules register), across a set of native test modules
+// test modules register) and HTTP requests to the routes they register
+// (package web's Router, called directly and from a loopback server),
+// across a set of native test modules
 // whose Init and Exit succeed, fail, refuse, panic or block at random
 // points. It checks invariants continuously and at the end, and returns a
 // Report naming every violation with the seed of the run.
@@ -36,6 +38,10 @@
 //     or after it succeeded, with no forced unload of that instance;
 //   - call-while-stopped: a symbol call entered between Stop and Exit (or
 //     Start again) with no forced unload;
+//   - route-after-exit, route-while-stopped: the same for a route's
+//     handler, checked on entry and after its wait (http.go);
+//   - http: an answer other than 200 "ok", 404 or 503, or a response cut
+//     off with no Router.Abort begun while the request ran;
 //   - hook-after-exit: a hook ran while or after Exit ran. Hooks are
 //     non-counting: even a forced unload unpublishes them and waits a
 //     grace period before Exit, so this holds with force too;

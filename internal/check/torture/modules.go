@@ -113,7 +113,9 @@ func (m *tmod) Init(k *raceless.Kernel) error {
 			return k.Hook("ev", func(ctx context.Context, arg any) error { return m.hook() })
 		},
 		func() error { return k.Export(m.spec.symB(), &symVal{m: m, name: m.spec.symB()}) },
-		func() error { return k.Register(raceless.KindRoute, "/"+m.spec.name, &symVal{m: m, name: "route"}) },
+		func() error {
+			return k.Register(raceless.KindRoute, "/"+m.spec.name, &symVal{m: m, name: "/" + m.spec.name})
+		},
 		func() error {
 			return k.Hook("ev."+m.spec.name, func(ctx context.Context, arg any) error { return m.hook() })
 		},
@@ -289,22 +291,30 @@ func (s *symVal) call() {
 	m := s.m
 	m.inflight.Add(1)
 	defer m.inflight.Add(-1)
+	s.check("call")
+}
+
+// check is what module code entered through s (counted in inflight by
+// the caller) checks: that its instance may run. what, "call" or "route"
+// (ServeHTTP), names the violation kinds and the event.
+func (s *symVal) check(what string) {
+	m := s.m
 	switch ph := m.phase.Load(); ph {
 	case phLive:
 		if m.stopped.Load() && !m.forced.Load() {
-			m.r.violate("call-while-stopped", "%s: call of %s between Stop and Exit", m, s.name)
+			m.r.violate(what+"-while-stopped", "%s: %s of %s between Stop and Exit", m, what, s.name)
 		}
 	case phExiting, phExited:
 		if m.forced.Load() {
-			m.r.event("forced-stale-call")
+			m.r.event("forced-stale-" + what)
 		} else {
-			m.r.violate("call-after-exit", "%s: call of %s in phase %s", m, s.name, phaseNames[ph])
+			m.r.violate(what+"-after-exit", "%s: %s of %s in phase %s", m, what, s.name, phaseNames[ph])
 		}
 	default:
-		m.r.violate("visible-never-live", "%s: call of %s in phase %s", m, s.name, phaseNames[ph])
+		m.r.violate("visible-never-live", "%s: %s of %s in phase %s", m, what, s.name, phaseNames[ph])
 	}
 	if m.work.Add(1) < 0 && !m.forced.Load() {
-		m.r.violate("call-after-exit", "%s: call of %s found poisoned state", m, s.name)
+		m.r.violate(what+"-after-exit", "%s: %s of %s found poisoned state", m, what, s.name)
 	}
 }
 

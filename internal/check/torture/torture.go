@@ -44,6 +44,9 @@ type Options struct {
 	NoFS bool
 	// NoReplace leaves hot swaps (Host.Replace) out of the mix.
 	NoReplace bool
+	// NoHTTP leaves out the HTTP requests to the modules' routes (and
+	// the Router's Abort before a forced unload).
+	NoHTTP bool
 	// Wasm lists loadable modules to load, unload and call too.
 	Wasm []WasmModule
 	// Logger receives the host's log (default: discarded).
@@ -118,6 +121,7 @@ type runner struct {
 	seed       int64
 	host       *raceless.Host
 	ns         *vfs.Namespace // nil with Options.NoFS
+	web        *httpSide      // nil with Options.NoHTTP
 	opMix      []opEntry      // the operation mix
 	specs      []*modSpec
 	hookPanics bool
@@ -241,6 +245,12 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		}
 		r.opMix = append(append([]opEntry(nil), r.opMix...), fsOpTable...)
 	}
+	if !opts.NoHTTP {
+		if err := r.setupHTTP(); err != nil {
+			return Report{Seed: r.seed}, err
+		}
+		r.opMix = append(append([]opEntry(nil), r.opMix...), httpOpTable...)
+	}
 	if len(opts.Wasm) > 0 {
 		r.opMix = append(append([]opEntry(nil), r.opMix...), wasmOpTable...)
 		r.handles = map[string]*raceless.Handle{}
@@ -354,6 +364,9 @@ func (r *runner) finalChecks(ctx context.Context) {
 	left := r.endBatch()
 	if r.ns != nil {
 		r.teardownFS(left)
+	}
+	if r.web != nil {
+		r.teardownHTTP()
 	}
 	for _, inst := range h.Modules() {
 		if inst.State() != raceless.StateLive {

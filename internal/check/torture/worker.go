@@ -58,6 +58,11 @@ var opTable = []opEntry{
 	{"replace", 2, (*worker).opReplace},
 }
 
+// httpOpTable is added to opTable unless Options.NoHTTP.
+var httpOpTable = []opEntry{
+	{"http", 6, (*worker).opHTTP},
+}
+
 // fsOpTable is added to opTable unless Options.NoFS.
 var fsOpTable = []opEntry{
 	{"mount", 4, (*worker).opMount},
@@ -366,8 +371,7 @@ func (w *worker) opLoad(ctx context.Context) {
 
 // unload runs one Unload of a random module. patience, when positive,
 // bounds a waiting unload (its expiry is an outcome, not a hang).
-func (w *worker) unload(ctx context.Context, op string, opts raceless.UnloadOptions, cancelP int, patience func(*tmod) time.Duration) {
-	s := w.spec()
+func (w *worker) unload(ctx context.Context, s *modSpec, op string, opts raceless.UnloadOptions, cancelP int, patience func(*tmod) time.Duration) {
 	before, _ := w.r.host.Module(s.name)
 	tm := w.r.tmodOf(before)
 	octx, cancel := w.r.opContext(ctx)
@@ -403,7 +407,7 @@ func (w *worker) unload(ctx context.Context, op string, opts raceless.UnloadOpti
 }
 
 func (w *worker) opUnload(ctx context.Context) {
-	w.unload(ctx, "unload", raceless.UnloadOptions{}, 5, nil)
+	w.unload(ctx, w.spec(), "unload", raceless.UnloadOptions{}, 5, nil)
 }
 
 // opUnloadWait waits for references to drain. With the VFS, references
@@ -419,7 +423,7 @@ func (w *worker) opUnloadWait(ctx context.Context) {
 	if w.r.ns != nil {
 		patience = func(*tmod) time.Duration { return 2 * time.Millisecond }
 	}
-	w.unload(ctx, "unload-wait", raceless.UnloadOptions{Wait: true, ProgressInterval: time.Millisecond,
+	w.unload(ctx, w.spec(), "unload-wait", raceless.UnloadOptions{Wait: true, ProgressInterval: time.Millisecond,
 		Progress: func(p raceless.Progress) {
 			if p.Refs < 0 {
 				w.r.violate("ref-underflow", "unload progress of %s: %d refs", p.Module, p.Refs)
@@ -428,7 +432,11 @@ func (w *worker) opUnloadWait(ctx context.Context) {
 }
 
 func (w *worker) opUnloadForce(ctx context.Context) {
-	w.unload(ctx, "unload-force", raceless.UnloadOptions{Force: true}, 0, nil)
+	s := w.spec()
+	if w.r.web != nil {
+		w.abortRequests(ctx, s.name)
+	}
+	w.unload(ctx, s, "unload-force", raceless.UnloadOptions{Force: true}, 0, nil)
 }
 
 func (w *worker) opRequest(ctx context.Context) {
