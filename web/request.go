@@ -124,6 +124,26 @@ func newRequest(w http.ResponseWriter, r *http.Request, what string, middleware 
 	return &q.request, &q.r
 }
 
+// begin makes the record of a request on a route or middleware of owner
+// and lists it in flight. On a connection whose context an earlier Abort
+// ended it answers the request itself and returns nil.
+func (rt *Router) begin(w http.ResponseWriter, r *http.Request, owner *raceless.Instance, what string, middleware bool) (*request, *http.Request) {
+	req, hr := newRequest(w, r, what, middleware)
+	if req == nil {
+		refuseOnAborted(w)
+		return nil, nil
+	}
+	rt.inflight.add(owner, req)
+	return req, hr
+}
+
+// leave takes req off the requests in flight (Abort waits for that) and
+// ends its handler's context, if finish has not (a panic).
+func (rt *Router) leave(req *request) {
+	rt.inflight.remove(req)
+	req.end(context.Canceled)
+}
+
 // refuseOnAborted answers a request that came on a connection whose
 // context Abort ended, and closes the connection.
 func refuseOnAborted(w http.ResponseWriter) {

@@ -370,14 +370,11 @@ func (c *chain) serve(b *raceless.Binding, name string, mw Middleware, w http.Re
 	owner := b.Owner()
 	// Tracked as a route's request is (InFlight names it "middleware
 	// NAME", Abort ends it): the rest of the chain writes through req.
-	req, hr := newRequest(w, r, name, true)
+	req, hr := rt.begin(w, r, owner, name, true)
 	if req == nil {
-		refuseOnAborted(w)
 		return
 	}
-	defer req.end(context.Canceled)
-	rt.inflight.add(owner, req)
-	defer rt.inflight.remove(req)
+	defer rt.leave(req)
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler { //nolint:errorlint // net/http compares it so too
@@ -440,14 +437,11 @@ func (rh *routeHandler) serve(b *raceless.Binding, h http.Handler, w http.Respon
 	if rt.obs != nil {
 		start = time.Now()
 	}
-	req, hr := newRequest(w, r, rh.pattern, false)
+	req, hr := rt.begin(w, r, owner, rh.pattern, false)
 	if req == nil {
-		refuseOnAborted(w)
 		return
 	}
-	defer req.end(context.Canceled)
-	rt.inflight.add(owner, req)
-	defer rt.inflight.remove(req)
+	defer rt.leave(req)
 	if rt.limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		hr.Body = http.MaxBytesReader(req, r.Body, rt.limit)
 	}
